@@ -1,0 +1,8 @@
+//! Everything between a file on disk and a batch of tensors.
+
+pub mod nifti_io;
+pub mod volume;
+pub mod label;
+pub mod normalize;
+pub mod orient;
+pub mod resample;

@@ -1,0 +1,665 @@
+//! NIfTI-1 reading and writing: `.nii`, `.nii.gz`, and `.hdr`/`.img` pairs (optionally gzipped).
+//!
+//! The header is parsed by the `nifti` crate (which detects the byte order); everything after
+//! that is checked here before it is trusted: dimensions, datatype, data offset, and the number of
+//! bytes actually present. Data are read incrementally, so a header that claims a huge volume
+//! cannot make us allocate more than the file really holds.
+//!
+//! The affine follows nibabel's `get_best_affine`: the sform when `sform_code > 0`, else the qform
+//! when `qform_code > 0`, else a pixdim-only affine centred on the volume with x flipped.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use nifti::NiftiHeader;
+
+use super::volume::{Affine, Volume};
+use crate::error::{Error, Result};
+
+/// No volume we handle comes close to this; a header claiming more is lying or not for us.
+const MAX_VOXELS: u64 = 1 << 31;
+
+/// NIfTI datatype codes we read (every integer and float type of NIfTI-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    Uint8,
+    Int8,
+    Int16,
+    Uint16,
+    Int32,
+    Uint32,
+    Int64,
+    Uint64,
+    Float32,
+    Float64,
+}
+
+impl DataType {
+    pub fn from_code(code: i16) -> Option<Self> {
+        Some(match code {
+            2 => DataType::Uint8,
+            256 => DataType::Int8,
+            4 => DataType::Int16,
+            512 => DataType::Uint16,
+            8 => DataType::Int32,
+            768 => DataType::Uint32,
+            1024 => DataType::Int64,
+            1280 => DataType::Uint64,
+            16 => DataType::Float32,
+            64 => DataType::Float64,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> i16 {
+        match self {
+            DataType::Uint8 => 2,
+            DataType::Int8 => 256,
+            DataType::Int16 => 4,
+            DataType::Uint16 => 512,
+            DataType::Int32 => 8,
+            DataType::Uint32 => 768,
+            DataType::Int64 => 1024,
+            DataType::Uint64 => 1280,
+            DataType::Float32 => 16,
+            DataType::Float64 => 64,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            DataType::Uint8 | DataType::Int8 => 1,
+            DataType::Int16 | DataType::Uint16 => 2,
+            DataType::Int32 | DataType::Uint32 | DataType::Float32 => 4,
+            DataType::Int64 | DataType::Uint64 | DataType::Float64 => 8,
+        }
+    }
+
+    /// The name numpy gives this type (what `inspect --json` reports).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Uint8 => "uint8",
+            DataType::Int8 => "int8",
+            DataType::Int16 => "int16",
+            DataType::Uint16 => "uint16",
+            DataType::Int32 => "int32",
+            DataType::Uint32 => "uint32",
+            DataType::Int64 => "int64",
+            DataType::Uint64 => "uint64",
+            DataType::Float32 => "float32",
+            DataType::Float64 => "float64",
+        }
+    }
+}
+
+fn datatype_name(code: i16) -> &'static str {
+    match code {
+        0 => "unknown (0)",
+        1 => "binary",
+        32 => "complex64",
+        128 => "rgb24",
+        1536 => "float128",
+        1792 => "complex128",
+        2048 => "complex256",
+        2304 => "rgba32",
+        _ => "not a NIfTI datatype",
+    }
+}
+
+/// Summary statistics over the scaled data, computed in f64 before any cast to f32.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub sum: f64,
+}
+
+impl Stats {
+    /// Two-pass statistics (population std, ddof 0) over f64 values.
+    pub fn of(values: impl Iterator<Item = f64> + Clone) -> Stats {
+        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for v in values.clone() {
+            n += 1;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+        }
+        let mean = sum / n.max(1) as f64;
+        let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n.max(1) as f64;
+        Stats {
+            min,
+            max,
+            mean,
+            std: var.sqrt(),
+            sum,
+        }
+    }
+}
+
+/// What the header said, kept beside the volume for `inspect`.
+#[derive(Debug, Clone)]
+pub struct NiftiInfo {
+    pub datatype: DataType,
+    /// `scl_slope`/`scl_inter` as applied (1 and 0 when the header asks for no scaling).
+    pub scl_slope: f64,
+    pub scl_inter: f64,
+    pub qform_code: i16,
+    pub sform_code: i16,
+    /// Which of sform, qform or pixdim gave the affine.
+    pub affine_source: AffineSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AffineSource {
+    Sform,
+    Qform,
+    Pixdim,
+}
+
+/// A volume read from disk, with its header facts and f64 statistics of the scaled data.
+#[derive(Debug, Clone)]
+pub struct NiftiVolume {
+    pub volume: Volume,
+    pub info: NiftiInfo,
+    pub stats: Stats,
+}
+
+/// Where the header and the voxel data live.
+struct Layout {
+    header: PathBuf,
+    data: PathBuf,
+    pair: bool,
+}
+
+fn is_gz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// `x.hdr[.gz]` ↔ `x.img[.gz]`; anything else is a single file.
+fn layout(path: &Path) -> Layout {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    let swap = |from: &str, to: &str| -> Option<PathBuf> {
+        lower.strip_suffix(from).map(|_| {
+            let stem = &name[..name.len() - from.len()];
+            path.with_file_name(format!("{stem}{to}"))
+        })
+    };
+    if let Some(img) = swap(".hdr", ".img").or_else(|| swap(".hdr.gz", ".img.gz")) {
+        return Layout { header: path.to_path_buf(), data: img, pair: true };
+    }
+    if let Some(hdr) = swap(".img", ".hdr").or_else(|| swap(".img.gz", ".hdr.gz")) {
+        return Layout { header: hdr, data: path.to_path_buf(), pair: true };
+    }
+    Layout { header: path.to_path_buf(), data: path.to_path_buf(), pair: false }
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    Ok(if is_gz(path) {
+        Box::new(MultiGzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    })
+}
+
+/// Read a NIfTI-1 volume and scale it (`scl_slope`, `scl_inter`) as nibabel's `get_fdata` does.
+pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
+    let lay = layout(path);
+    let mut reader = open(&lay.header)?;
+    let header = NiftiHeader::from_reader(&mut reader).map_err(|e| match e {
+        nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::nifti(&lay.header, "file ends inside the 348-byte header")
+        }
+        nifti::NiftiError::Io(io) => Error::io(&lay.header, io),
+        other => Error::nifti(&lay.header, other.to_string()),
+    })?;
+    let bad = |reason: String| Error::nifti(&lay.header, reason);
+    if header.sizeof_hdr == 540 || header.sizeof_hdr.swap_bytes() == 540 {
+        return Err(bad("NIfTI-2 headers are not supported; convert to NIfTI-1".into()));
+    }
+    if header.sizeof_hdr != 348 {
+        return Err(bad(format!("sizeof_hdr is {}, expected 348", header.sizeof_hdr)));
+    }
+    let magic_ok = match &header.magic {
+        b"n+1\0" => !lay.pair,
+        b"ni1\0" => lay.pair,
+        _ => false,
+    };
+    if !magic_ok {
+        let expected = if lay.pair { "ni1" } else { "n+1" };
+        return Err(bad(format!(
+            "magic is {:?}, expected {expected:?} for this file name",
+            String::from_utf8_lossy(&header.magic[..3])
+        )));
+    }
+
+    let shape = shape_of(&header).map_err(&bad)?;
+    let datatype = DataType::from_code(header.datatype).ok_or_else(|| {
+        bad(format!(
+            "datatype {} ({}) is not an integer or float type",
+            header.datatype,
+            datatype_name(header.datatype)
+        ))
+    })?;
+    let bitpix = datatype.size() as i16 * 8;
+    if header.bitpix != bitpix {
+        return Err(bad(format!(
+            "bitpix {} does not match datatype {} ({} bits)",
+            header.bitpix,
+            datatype.name(),
+            bitpix
+        )));
+    }
+    let (affine, affine_source) = best_affine(&header, shape).map_err(&bad)?;
+    let (scl_slope, scl_inter) = scaling(&header).map_err(&bad)?;
+
+    // Position the reader at the first voxel.
+    let offset = header.vox_offset;
+    if !offset.is_finite() || offset < 0.0 || offset.fract() != 0.0 || offset > 1e9 {
+        return Err(bad(format!("vox_offset {offset} is not a valid byte offset")));
+    }
+    let offset = offset as u64;
+    let mut data_reader = if lay.pair {
+        if !lay.data.exists() {
+            return Err(Error::nifti(&lay.data, "image file of the .hdr/.img pair is missing"));
+        }
+        let mut r = open(&lay.data)?;
+        skip(&mut r, offset, &lay.data)?;
+        r
+    } else {
+        if offset < 352 {
+            return Err(bad(format!("vox_offset {offset} lies inside the header (must be ≥ 352)")));
+        }
+        skip(&mut reader, offset - 348, &lay.header)?;
+        reader
+    };
+
+    let n = shape.iter().product::<usize>();
+    let want = (n * datatype.size()) as u64;
+    // File-size check first when we can (uncompressed), so a lying header fails fast.
+    if !is_gz(&lay.data) {
+        if let Ok(meta) = std::fs::metadata(&lay.data) {
+            let start = if lay.pair { offset } else { offset };
+            if meta.len() < start + want {
+                return Err(Error::nifti(
+                    &lay.data,
+                    format!(
+                        "truncated: header promises {want} bytes of voxel data from byte {start}, file has {}",
+                        meta.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut raw = Vec::new();
+    (&mut data_reader)
+        .take(want)
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::nifti(&lay.data, format!("cannot read voxel data: {e}")))?;
+    if (raw.len() as u64) < want {
+        return Err(Error::nifti(
+            &lay.data,
+            format!("truncated: header promises {want} bytes of voxel data, found {}", raw.len()),
+        ));
+    }
+    let swap = header.endianness != nifti::Endianness::native();
+    let (data, stats) = decode(&raw, datatype, swap, scl_slope, scl_inter, shape);
+    Ok(NiftiVolume {
+        volume: Volume { shape, data, affine },
+        info: NiftiInfo {
+            datatype,
+            scl_slope,
+            scl_inter,
+            qform_code: header.qform_code,
+            sform_code: header.sform_code,
+            affine_source,
+        },
+        stats,
+    })
+}
+
+fn skip(r: &mut dyn Read, n: u64, path: &Path) -> Result<()> {
+    let copied = std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
+    if copied < n {
+        return Err(Error::nifti(path, format!("file ends before the voxel data offset ({n} bytes)")));
+    }
+    Ok(())
+}
+
+/// The three spatial sizes; a 4th (or higher) dimension is accepted only when it is 1.
+fn shape_of(h: &NiftiHeader) -> std::result::Result<[usize; 3], String> {
+    let dim: Vec<i16> = h.dim.iter().map(|&d| d as i16).collect();
+    let ndim = dim[0];
+    if !(1..=7).contains(&ndim) {
+        return Err(format!("dim[0] = {ndim}, expected 1..7"));
+    }
+    let mut shape = [1usize; 3];
+    for a in 1..=ndim as usize {
+        let d = dim[a];
+        if d < 1 {
+            return Err(format!("dim[{a}] = {d}, every dimension must be ≥ 1"));
+        }
+        if a <= 3 {
+            shape[a - 1] = d as usize;
+        } else if d != 1 {
+            return Err(format!(
+                "dim[{a}] = {d}: only 3D volumes (or a singleton 4th dimension) are supported"
+            ));
+        }
+    }
+    let n: u64 = shape.iter().map(|&s| s as u64).product();
+    if n > MAX_VOXELS {
+        return Err(format!("{n} voxels is more than the {MAX_VOXELS} we accept"));
+    }
+    Ok(shape)
+}
+
+/// nibabel's slope/intercept rule: a slope of 0 or non-finite means "no scaling".
+fn scaling(h: &NiftiHeader) -> std::result::Result<(f64, f64), String> {
+    let slope = h.scl_slope as f64;
+    let inter = h.scl_inter as f64;
+    if slope == 0.0 || !slope.is_finite() {
+        return Ok((1.0, 0.0));
+    }
+    if !inter.is_finite() {
+        return Err(format!("valid scl_slope {slope} but invalid scl_inter {inter}"));
+    }
+    Ok((slope, inter))
+}
+
+/// Voxel bytes → f32 in C order, with f64 statistics of the scaled values.
+fn decode(
+    raw: &[u8],
+    dt: DataType,
+    swap: bool,
+    slope: f64,
+    inter: f64,
+    shape: [usize; 3],
+) -> (Vec<f32>, Stats) {
+    let size = dt.size();
+    let n = raw.len() / size;
+    let value = |idx: usize| -> f64 {
+        let b = &raw[idx * size..(idx + 1) * size];
+        let mut buf = [0u8; 8];
+        buf[..size].copy_from_slice(b);
+        if swap {
+            buf[..size].reverse();
+        }
+        let v = match dt {
+            DataType::Uint8 => buf[0] as f64,
+            DataType::Int8 => buf[0] as i8 as f64,
+            DataType::Int16 => i16::from_ne_bytes([buf[0], buf[1]]) as f64,
+            DataType::Uint16 => u16::from_ne_bytes([buf[0], buf[1]]) as f64,
+            DataType::Int32 => i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
+            DataType::Uint32 => u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
+            DataType::Float32 => f32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
+            DataType::Int64 => i64::from_ne_bytes(buf) as f64,
+            DataType::Uint64 => u64::from_ne_bytes(buf) as f64,
+            DataType::Float64 => f64::from_ne_bytes(buf),
+        };
+        v * slope + inter
+    };
+    // The file is Fortran-ordered (i fastest); we store C order (k fastest).
+    let [n0, n1, n2] = shape;
+    let mut data = vec![0f32; n];
+    let (mut sum, mut min, mut max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    let mut f = 0usize;
+    for k in 0..n2 {
+        for j in 0..n1 {
+            for i in 0..n0 {
+                let v = value(f);
+                f += 1;
+                sum += v;
+                min = min.min(v);
+                max = max.max(v);
+                data[(i * n1 + j) * n2 + k] = v as f32;
+            }
+        }
+    }
+    let mean = sum / n.max(1) as f64;
+    let mut var = 0.0;
+    for idx in 0..n {
+        let d = value(idx) - mean;
+        var += d * d;
+    }
+    let std = (var / n.max(1) as f64).sqrt();
+    (data, Stats { min, max, mean, std, sum })
+}
+
+/// nibabel's `get_best_affine`.
+fn best_affine(h: &NiftiHeader, shape: [usize; 3]) -> std::result::Result<(Affine, AffineSource), String> {
+    if h.sform_code > 0 {
+        let rows = [h.srow_x, h.srow_y, h.srow_z];
+        let mut a = [[0.0; 4]; 4];
+        for (r, row) in rows.iter().enumerate() {
+            for c in 0..4 {
+                a[r][c] = row[c] as f64;
+            }
+        }
+        a[3][3] = 1.0;
+        if a.iter().flatten().any(|v| !v.is_finite()) {
+            return Err("sform holds a non-finite value".into());
+        }
+        return Ok((a, AffineSource::Sform));
+    }
+    if h.qform_code > 0 {
+        return Ok((qform_affine(h)?, AffineSource::Qform));
+    }
+    let zooms = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64];
+    let mut a = [[0.0; 4]; 4];
+    for c in 0..3 {
+        let z = if zooms[c].is_finite() && zooms[c] != 0.0 { zooms[c].abs() } else { 1.0 };
+        let z = if c == 0 { -z } else { z };
+        a[c][c] = z;
+        a[c][3] = -((shape[c] as f64 - 1.0) / 2.0) * z;
+    }
+    a[3][3] = 1.0;
+    Ok((a, AffineSource::Pixdim))
+}
+
+/// The qform affine from quaternion, pixdim and qfac (nibabel's `get_qform`).
+fn qform_affine(h: &NiftiHeader) -> std::result::Result<Affine, String> {
+    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+    let w2 = 1.0 - (b * b + c * c + d * d);
+    let thresh = -(f32::EPSILON as f64) * 3.0;
+    let a = if w2 < 0.0 {
+        if w2 < thresh {
+            return Err(format!("qform quaternion ({b}, {c}, {d}) has norm > 1"));
+        }
+        0.0
+    } else {
+        w2.sqrt()
+    };
+    let r = [
+        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - b * b - c * c],
+    ];
+    let mut vox = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64];
+    if vox.iter().any(|v| *v < 0.0 || !v.is_finite()) {
+        return Err(format!("pixdim[1..4] = {vox:?} must be positive for a qform"));
+    }
+    let qfac = if h.pixdim[0] == -1.0 { -1.0 } else { 1.0 };
+    vox[2] *= qfac;
+    let mut out = [[0.0; 4]; 4];
+    for i in 0..3 {
+        for j in 0..3 {
+            out[i][j] = r[i][j] * vox[j];
+        }
+    }
+    out[0][3] = h.quatern_x as f64;
+    out[1][3] = h.quatern_y as f64;
+    out[2][3] = h.quatern_z as f64;
+    out[3][3] = 1.0;
+    Ok(out)
+}
+
+/// The on-disk type of a written volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutType {
+    Float32,
+    Uint8,
+    Int16,
+}
+
+/// Write `vol` as a single-file NIfTI-1 (`.nii` or `.nii.gz`, by extension), atomically: the
+/// bytes go to a temporary name in the same folder, which is renamed when complete.
+///
+/// The affine is stored as both sform and qform (code 1, scanner) like nibabel does, so viewers
+/// that read either agree. Integer outputs round and saturate; values are written unscaled.
+pub fn write_nifti(path: &Path, vol: &Volume, out: OutType) -> Result<()> {
+    let bytes = encode(vol, out)?;
+    crate::util::write_atomic(path, |w| {
+        if is_gz(path) {
+            let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::new(4));
+            gz.write_all(&bytes)?;
+            gz.finish()?;
+        } else {
+            w.write_all(&bytes)?;
+        }
+        Ok(())
+    })
+}
+
+fn encode(vol: &Volume, out: OutType) -> Result<Vec<u8>> {
+    let [n0, n1, n2] = vol.shape;
+    for (a, &s) in vol.shape.iter().enumerate() {
+        if s == 0 || s > i16::MAX as usize {
+            return Err(Error::volume("output volume", format!("axis {a} has size {s}, not in 1..32767")));
+        }
+    }
+    let (code, size) = match out {
+        OutType::Float32 => (16i16, 4usize),
+        OutType::Uint8 => (2, 1),
+        OutType::Int16 => (4, 2),
+    };
+    let mut buf = Vec::with_capacity(352 + vol.len() * size);
+    let mut h = [0u8; 348];
+    let put_i32 = |h: &mut [u8; 348], at: usize, v: i32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put_i16 = |h: &mut [u8; 348], at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut [u8; 348], at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put_i32(&mut h, 0, 348);
+    h[38] = b'r';
+    let dims = [3i16, n0 as i16, n1 as i16, n2 as i16, 1, 1, 1, 1];
+    for (i, d) in dims.iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * i, *d);
+    }
+    put_i16(&mut h, 70, code);
+    put_i16(&mut h, 72, (size * 8) as i16);
+    let zooms = vol.voxel_size();
+    let q = quaternion_of(&vol.affine);
+    let pixdim = [q.qfac as f32, zooms[0] as f32, zooms[1] as f32, zooms[2] as f32, 1.0, 1.0, 1.0, 1.0];
+    for (i, p) in pixdim.iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * i, *p);
+    }
+    put_f32(&mut h, 108, 352.0);
+    put_f32(&mut h, 112, 1.0); // scl_slope: data are written unscaled
+    put_f32(&mut h, 116, 0.0);
+    h[123] = 2 | 8; // mm, seconds
+    let descrip = b"adfit";
+    h[148..148 + descrip.len()].copy_from_slice(descrip);
+    put_i16(&mut h, 252, 1); // qform_code: scanner
+    put_i16(&mut h, 254, 1); // sform_code: scanner
+    put_f32(&mut h, 256, q.b as f32);
+    put_f32(&mut h, 260, q.c as f32);
+    put_f32(&mut h, 264, q.d as f32);
+    for r in 0..3 {
+        put_f32(&mut h, 268 + 4 * r, vol.affine[r][3] as f32);
+        for c in 0..4 {
+            put_f32(&mut h, 280 + 16 * r + 4 * c, vol.affine[r][c] as f32);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    buf.extend_from_slice(&h);
+    buf.extend_from_slice(&[0u8; 4]); // no extensions
+    // C order in memory → Fortran order on disk.
+    for k in 0..n2 {
+        for j in 0..n1 {
+            for i in 0..n0 {
+                let v = vol.data[(i * n1 + j) * n2 + k];
+                match out {
+                    OutType::Float32 => buf.extend_from_slice(&v.to_le_bytes()),
+                    OutType::Uint8 => buf.push(v.round().clamp(0.0, 255.0) as u8),
+                    OutType::Int16 => {
+                        let x = if v.is_nan() { 0 } else { v.round().clamp(-32768.0, 32767.0) as i16 };
+                        buf.extend_from_slice(&x.to_le_bytes())
+                    }
+                }
+            }
+        }
+    }
+    Ok(buf)
+}
+
+struct Quaternion {
+    b: f64,
+    c: f64,
+    d: f64,
+    qfac: f64,
+}
+
+/// The rotation part of an affine as a NIfTI quaternion (nibabel's `mat2quat` on the polar-
+/// decomposed, column-normalised rotation, with qfac absorbing a reflection).
+fn quaternion_of(a: &Affine) -> Quaternion {
+    let zooms = {
+        let mut z = [0.0; 3];
+        for (c, zc) in z.iter_mut().enumerate() {
+            *zc = (a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]).sqrt().max(1e-12);
+        }
+        z
+    };
+    let mut r = [[0.0; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            r[i][j] = a[i][j] / zooms[j];
+        }
+    }
+    let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1]) - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+        + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+    let qfac = if det < 0.0 {
+        for row in r.iter_mut() {
+            row[2] = -row[2];
+        }
+        -1.0
+    } else {
+        1.0
+    };
+    // Shepperd's method, then make the scalar part non-negative as NIfTI requires.
+    let tr = r[0][0] + r[1][1] + r[2][2];
+    let (w, x, y, z);
+    if tr > 0.0 {
+        let s = (tr + 1.0).sqrt() * 2.0;
+        w = 0.25 * s;
+        x = (r[2][1] - r[1][2]) / s;
+        y = (r[0][2] - r[2][0]) / s;
+        z = (r[1][0] - r[0][1]) / s;
+    } else if r[0][0] > r[1][1] && r[0][0] > r[2][2] {
+        let s = (1.0 + r[0][0] - r[1][1] - r[2][2]).sqrt() * 2.0;
+        w = (r[2][1] - r[1][2]) / s;
+        x = 0.25 * s;
+        y = (r[0][1] + r[1][0]) / s;
+        z = (r[0][2] + r[2][0]) / s;
+    } else if r[1][1] > r[2][2] {
+        let s = (1.0 + r[1][1] - r[0][0] - r[2][2]).sqrt() * 2.0;
+        w = (r[0][2] - r[2][0]) / s;
+        x = (r[0][1] + r[1][0]) / s;
+        y = 0.25 * s;
+        z = (r[1][2] + r[2][1]) / s;
+    } else {
+        let s = (1.0 + r[2][2] - r[0][0] - r[1][1]).sqrt() * 2.0;
+        w = (r[1][0] - r[0][1]) / s;
+        x = (r[0][2] + r[2][0]) / s;
+        y = (r[1][2] + r[2][1]) / s;
+        z = 0.25 * s;
+    }
+    let sign = if w < 0.0 { -1.0 } else { 1.0 };
+    Quaternion { b: x * sign, c: y * sign, d: z * sign, qfac }
+}

@@ -1,0 +1,173 @@
+//! Geometry changes that keep the world position of every voxel: trilinear resize (PyTorch's
+//! `interpolate(mode="trilinear", align_corners=False)`, which MONAI's `Resize` uses) and crop to
+//! the foreground bounding box (MONAI's `CropForeground`).
+
+use super::volume::{matmul, Affine, Volume};
+use crate::error::{Error, Result};
+
+/// For one output index along an axis: the two input indices and the weight of the second, as
+/// PyTorch computes them for `align_corners=False` (source index clamped at 0, weights in f32).
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w1: f32,
+}
+
+fn taps(n_in: usize, n_out: usize) -> Vec<Tap> {
+    let scale = n_in as f32 / n_out as f32;
+    (0..n_out)
+        .map(|o| {
+            let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+            let w1 = (src - i0 as f32).clamp(0.0, 1.0);
+            Tap { i0, i1, w1 }
+        })
+        .collect()
+}
+
+/// Trilinear resize to `shape`, separably along each axis (the same weights as trilinear, applied
+/// one axis at a time: three cheap passes instead of eight taps per voxel). The affine is updated
+/// so that world positions are kept under the `align_corners=False` convention.
+pub fn resize(vol: &Volume, shape: [usize; 3]) -> Result<Volume> {
+    if shape.contains(&0) || vol.shape.contains(&0) {
+        return Err(Error::volume(
+            "resize",
+            format!("cannot resize {:?} to {:?}: sizes must be ≥ 1", vol.shape, shape),
+        ));
+    }
+    let mut data = vol.data.clone();
+    let mut cur = vol.shape;
+    // Resample the axis that shrinks the most first, so later passes touch fewer voxels.
+    let mut order = [0usize, 1, 2];
+    order.sort_by(|&a, &b| {
+        let ra = shape[a] as f64 / cur[a] as f64;
+        let rb = shape[b] as f64 / cur[b] as f64;
+        ra.partial_cmp(&rb).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for axis in order {
+        if cur[axis] == shape[axis] {
+            continue;
+        }
+        data = resize_axis(&data, cur, axis, shape[axis]);
+        cur[axis] = shape[axis];
+    }
+
+    let mut step = super::volume::identity();
+    for a in 0..3 {
+        let s = vol.shape[a] as f64 / shape[a] as f64;
+        step[a][a] = s;
+        step[a][3] = 0.5 * s - 0.5;
+    }
+    Ok(Volume { shape, data, affine: matmul(&vol.affine, &step) })
+}
+
+/// Linear interpolation along one axis of a C-ordered block.
+fn resize_axis(data: &[f32], shape: [usize; 3], axis: usize, n_out: usize) -> Vec<f32> {
+    let t = taps(shape[axis], n_out);
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let n_in = shape[axis];
+    let mut out = vec![0f32; outer * n_out * inner];
+    for o in 0..outer {
+        let src = &data[o * n_in * inner..(o + 1) * n_in * inner];
+        let dst = &mut out[o * n_out * inner..(o + 1) * n_out * inner];
+        for (x, tap) in t.iter().enumerate() {
+            let a = &src[tap.i0 * inner..(tap.i0 + 1) * inner];
+            let b = &src[tap.i1 * inner..(tap.i1 + 1) * inner];
+            let d = &mut dst[x * inner..(x + 1) * inner];
+            let w0 = 1.0 - tap.w1;
+            for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
+                *d = w0 * a + tap.w1 * b;
+            }
+        }
+    }
+    out
+}
+
+/// Crop to the bounding box of voxels above `threshold` (MONAI `CropForeground` with its default
+/// `x > 0` selection and no margin), keeping world positions. A volume with no voxel above the
+/// threshold is an error: there is no brain to crop to.
+pub fn crop_foreground(vol: &Volume, threshold: f32) -> Result<Volume> {
+    let [n0, n1, n2] = vol.shape;
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for i in 0..n0 {
+        for j in 0..n1 {
+            let row = &vol.data[(i * n1 + j) * n2..(i * n1 + j + 1) * n2];
+            for (k, &v) in row.iter().enumerate() {
+                if v > threshold {
+                    for (a, idx) in [i, j, k].into_iter().enumerate() {
+                        lo[a] = lo[a].min(idx);
+                        hi[a] = hi[a].max(idx);
+                    }
+                }
+            }
+        }
+    }
+    if lo[0] == usize::MAX {
+        return Err(Error::volume(
+            "crop to foreground",
+            format!("no voxel is above {threshold}: the volume has no foreground"),
+        ));
+    }
+    let shape = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for i in lo[0]..=hi[0] {
+        for j in lo[1]..=hi[1] {
+            let start = (i * n1 + j) * n2;
+            data.extend_from_slice(&vol.data[start + lo[2]..=start + hi[2]]);
+        }
+    }
+    let mut affine: Affine = vol.affine;
+    for r in 0..3 {
+        affine[r][3] += (0..3).map(|c| vol.affine[r][c] * lo[c] as f64).sum::<f64>();
+    }
+    Ok(Volume { shape, data, affine })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::volume::identity;
+
+    #[test]
+    fn resize_identity_shape_is_a_copy() {
+        let v = Volume::from_fn([3, 4, 5], identity(), |i, j, k| (i + 2 * j + 3 * k) as f32);
+        let r = resize(&v, [3, 4, 5]).unwrap();
+        assert_eq!(r.data, v.data);
+        assert_eq!(r.affine, v.affine);
+    }
+
+    #[test]
+    fn resize_of_linear_ramp_stays_linear_inside() {
+        // Upsampling a ramp by 2 along one axis: interior samples lie on the ramp.
+        let v = Volume::from_fn([4, 1, 1], identity(), |i, _, _| i as f32);
+        let r = resize(&v, [8, 1, 1]).unwrap();
+        let want = [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0];
+        for (a, b) in r.data.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{:?}", r.data);
+        }
+        // world position of output voxel 0 is input coordinate -0.25
+        assert!((r.affine[0][3] + 0.25).abs() < 1e-12);
+        assert!((r.affine[0][0] - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn crop_keeps_world_positions() {
+        let v = Volume::from_fn([5, 5, 5], identity(), |i, j, k| {
+            if (1..=2).contains(&i) && j == 3 && (2..=4).contains(&k) {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let c = crop_foreground(&v, 0.0).unwrap();
+        assert_eq!(c.shape, [2, 1, 3]);
+        assert!(c.data.iter().all(|&x| x == 1.0));
+        assert_eq!([c.affine[0][3], c.affine[1][3], c.affine[2][3]], [1.0, 3.0, 2.0]);
+        let empty = Volume::from_fn([2, 2, 2], identity(), |_, _, _| 0.0);
+        assert!(crop_foreground(&empty, 0.0).is_err());
+    }
+}
