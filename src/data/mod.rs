@@ -6,3 +6,8 @@ pub mod label;
 pub mod normalize;
 pub mod orient;
 pub mod resample;
+pub mod date;
+pub mod table;
+pub mod report;
+pub mod scanlist;
+pub mod split;
