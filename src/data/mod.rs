@@ -11,3 +11,7 @@ pub mod table;
 pub mod report;
 pub mod scanlist;
 pub mod split;
+pub mod augment;
+pub mod cache;
+pub mod dataset;
+pub mod preprocess;
