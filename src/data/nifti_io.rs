@@ -145,9 +145,9 @@ impl Stats {
 #[derive(Debug, Clone)]
 pub struct NiftiInfo {
     pub datatype: DataType,
-    /// `scl_slope`/`scl_inter` as applied (1 and 0 when the header asks for no scaling).
-    pub scl_slope: f64,
-    pub scl_inter: f64,
+    /// `(scl_slope, scl_inter)` as applied; `None` when the header asks for no scaling (a slope
+    /// of 0 or NaN), as nibabel reads it.
+    pub scaling: Option<(f64, f64)>,
     pub qform_code: i16,
     pub sform_code: i16,
     /// Which of sform, qform or pixdim gave the affine.
@@ -259,7 +259,8 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
         )));
     }
     let (affine, affine_source) = best_affine(&header, shape).map_err(&bad)?;
-    let (scl_slope, scl_inter) = scaling(&header).map_err(&bad)?;
+    let scaling = scaling(&header).map_err(&bad)?;
+    let (scl_slope, scl_inter) = scaling.unwrap_or((1.0, 0.0));
 
     // Position the reader at the first voxel.
     let offset = header.vox_offset;
@@ -316,8 +317,7 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
         volume: Volume { shape, data, affine },
         info: NiftiInfo {
             datatype,
-            scl_slope,
-            scl_inter,
+            scaling,
             qform_code: header.qform_code,
             sform_code: header.sform_code,
             affine_source,
@@ -363,16 +363,16 @@ fn shape_of(h: &NiftiHeader) -> std::result::Result<[usize; 3], String> {
 }
 
 /// nibabel's slope/intercept rule: a slope of 0 or non-finite means "no scaling".
-fn scaling(h: &NiftiHeader) -> std::result::Result<(f64, f64), String> {
+fn scaling(h: &NiftiHeader) -> std::result::Result<Option<(f64, f64)>, String> {
     let slope = h.scl_slope as f64;
     let inter = h.scl_inter as f64;
     if slope == 0.0 || !slope.is_finite() {
-        return Ok((1.0, 0.0));
+        return Ok(None);
     }
     if !inter.is_finite() {
         return Err(format!("valid scl_slope {slope} but invalid scl_inter {inter}"));
     }
-    Ok((slope, inter))
+    Ok(Some((slope, inter)))
 }
 
 /// Voxel bytes → f32 in C order, with f64 statistics of the scaled values.
