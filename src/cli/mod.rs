@@ -1,1 +1,115 @@
-pub fn placeholder_removed_later() {}
+//! Command-line interface: one file per subcommand, each turning arguments into one library call.
+
+mod convert;
+mod inspect;
+mod preprocess;
+mod split;
+mod synth;
+
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Fine-tune 3D medical vision-language models (M3D-CLIP and kin) for Alzheimer's diagnosis
+/// from T1 MRI with little data: deep visual prompts, an MMSE token, text prompts on reports
+/// written from clinical metadata, and cross-attention between image and text.
+///
+/// A typical session on the embedded synthetic cohort:
+///
+///   adfit synth --out demo
+///   adfit preprocess --scans demo/adni/scans.csv --table demo/adni/ADNIMERGE.csv --out demo/cache
+///   adfit split --index demo/cache/index.csv --out demo/split.csv
+///
+/// With real data, point `preprocess` at your ADNIMERGE.csv (or OASIS-2's
+/// oasis_longitudinal.csv) and a scan list of your NIfTI files.
+#[derive(Debug, Parser)]
+#[command(name = "adfit", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print what a NIfTI volume or a clinical table holds (shape, affine, orientation, intensity
+    /// statistics; or the detected table format and each row's subject, visit, label and MMSE).
+    Inspect(inspect::InspectArgs),
+    /// Convert a NIfTI volume: reorient to RAS+, resize, normalise, and write float32 NIfTI.
+    Convert(convert::ConvertArgs),
+    /// Generate the embedded synthetic cohort: raw-looking T1 volumes with ADNIMERGE- and
+    /// OASIS-2-format tables and scan lists.
+    Synth(synth::SynthArgs),
+    /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
+    Split(split::SplitArgs),
+    /// Match scans to table rows, then reorient, crop, resize and normalise every scan into a
+    /// cache, with a cohort index (index.csv) for training and evaluation.
+    Preprocess(preprocess::PreprocessArgs),
+}
+
+/// Logs go to stderr; `-v`/`-q` pick the level, `RUST_LOG` overrides both.
+pub fn init_logging(global: &GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("adfit={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let quiet = cli.global.quiet;
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Synth(a) => synth::run(a, quiet),
+        Command::Split(a) => split::run(a),
+        Command::Preprocess(a) => preprocess::run(a, quiet),
+    }
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal or with `--quiet`.
+pub(crate) fn progress_bar(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Parse `D,H,W` (or a single `N` for a cube).
+pub(crate) fn parse_shape(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split([',', 'x']).map(str::trim).collect();
+    let nums: Result<Vec<usize>, _> = parts.iter().map(|p| p.parse::<usize>()).collect();
+    match nums.as_deref() {
+        Ok([n]) if *n > 0 => Ok([*n; 3]),
+        Ok([a, b, c]) if *a > 0 && *b > 0 && *c > 0 => Ok([*a, *b, *c]),
+        _ => Err(format!("{s:?} is not a shape: give D,H,W (e.g. 128,128,128) or one size for a cube")),
+    }
+}

@@ -82,8 +82,10 @@ impl ReportTemplate {
         if self.attributes.is_empty() {
             return out;
         }
-        out.push(' ');
-        out.push_str(&self.preamble);
+        if !self.preamble.is_empty() {
+            out.push(' ');
+            out.push_str(&self.preamble);
+        }
         let parts: Vec<String> = self
             .attributes
             .iter()
@@ -138,6 +140,14 @@ mod tests {
              Ventricular size: Data unavailable."
         );
         assert!(!r.contains("NaN") && !r.contains(" 0.00"));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        assert_eq!(ReportTemplate::from_json(&dir.join("report.json")).unwrap(), ReportTemplate::default());
+        let deft = ReportTemplate::from_json(&dir.join("report_deft.json")).unwrap();
+        assert_eq!(
+            deft.render(Label::MCI, &b),
+            "A photo of MCI: Hippocampal Vol: 6000.5, Ventricular size: Data unavailable, Whole brain Vol: Data \
+             unavailable, Entorhinal Vol: Data unavailable."
+        );
         let no_report = ReportTemplate { attributes: vec![], ..Default::default() };
         assert_eq!(no_report.render(Label::MCI, &b), "A photo of MCI.");
     }

@@ -1,0 +1,116 @@
+//! `adfit preprocess`: scans + table → cache of normalised volumes and a cohort index.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::data::normalize::{NonFinite, Normalize, NormalizeConfig};
+use crate::data::preprocess::{run as run_job, PreprocessConfig, PreprocessJob};
+use crate::data::report::ReportTemplate;
+use crate::data::scanlist::DEFAULT_MAX_DAYS;
+use crate::data::table::{ConvertedPolicy, TableOptions};
+
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    /// Scan list: CSV with `path` (relative to the list's folder) and either `image_id`
+    /// (ADNIMERGE IMAGEUID / OASIS MRI ID) or `subject` + `date` (nearest EXAMDATE).
+    #[arg(long)]
+    pub scans: PathBuf,
+    /// Clinical table: ADNIMERGE.csv or OASIS-2 oasis_longitudinal.csv.
+    #[arg(long)]
+    pub table: PathBuf,
+    /// Output folder: volumes/, index.csv, preprocess.json (and failures.csv if any scan failed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output grid D,H,W (or one size for a cube).
+    #[arg(long, value_parser = super::parse_shape, default_value = "128,128,128")]
+    pub shape: [usize; 3],
+    /// Keep the stored voxel order instead of reorienting to RAS+.
+    #[arg(long)]
+    pub no_canonical: bool,
+    /// Crop to voxels above this fraction of the 99th intensity percentile before resizing.
+    #[arg(long, default_value_t = 0.1, conflicts_with = "no_crop")]
+    pub crop_fraction: f32,
+    /// Keep the whole field of view.
+    #[arg(long)]
+    pub no_crop: bool,
+    #[arg(long, value_enum, default_value_t = Normalize::Minmax)]
+    pub normalize: Normalize,
+    /// Clip to these percentiles before min-max, e.g. 0.5,99.5.
+    #[arg(long, value_parser = super::convert::parse_percentiles)]
+    pub clip_percentiles: Option<(f32, f32)>,
+    /// What to do with NaN/Inf voxels.
+    #[arg(long, value_enum, default_value_t = NonFinite::Error)]
+    pub non_finite: NonFinite,
+    /// Largest gap in days between a scan's date and the matched EXAMDATE.
+    #[arg(long, default_value_t = DEFAULT_MAX_DAYS)]
+    pub max_days: i32,
+    /// Skip table rows with a bad cell (each is reported) instead of failing.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// For OASIS-2: what the `Converted` group becomes.
+    #[arg(long, value_enum, default_value_t = ConvertedPolicy::Exclude)]
+    pub converted: ConvertedPolicy,
+    /// Report template (JSON; see configs/report.json) for the training text in index.csv.
+    #[arg(long)]
+    pub report_template: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(a: PreprocessArgs, quiet: bool) -> anyhow::Result<()> {
+    let (lower_percentile, upper_percentile) = a.clip_percentiles.unwrap_or((0.0, 100.0));
+    let config = PreprocessConfig {
+        shape: a.shape,
+        canonical: !a.no_canonical,
+        crop_fraction: (!a.no_crop).then_some(a.crop_fraction),
+        normalize: NormalizeConfig { method: a.normalize, lower_percentile, upper_percentile, non_finite: a.non_finite },
+    };
+    let report = match &a.report_template {
+        Some(p) => ReportTemplate::from_json(p)?,
+        None => ReportTemplate::default(),
+    };
+    let job = PreprocessJob {
+        scan_list: a.scans.clone(),
+        table: a.table.clone(),
+        out: a.out.clone(),
+        config,
+        table_options: TableOptions { skip_bad_rows: a.skip_bad_rows, converted: a.converted },
+        max_days: a.max_days,
+        report,
+        threads: a.threads,
+    };
+    let n_scans = crate::data::scanlist::read_scan_list(&a.scans)?.len() as u64;
+    let bar = super::progress_bar(n_scans, "preprocess", quiet);
+    let t = std::time::Instant::now();
+    let summary = run_job(&job, &|_scan: &str| bar.inc(1))?;
+    bar.finish_and_clear();
+    for f in &summary.unmatched {
+        tracing::warn!("not matched: {}: {}", f.scan, f.reason);
+    }
+    for f in &summary.failed {
+        tracing::error!("failed: {}: {}", f.scan, f.reason);
+    }
+    println!(
+        "{} scans preprocessed, {} reused from the cache, {} failed, {} not matched to the table ({:.1} s)",
+        summary.processed,
+        summary.reused,
+        summary.failed.len(),
+        summary.unmatched.len(),
+        t.elapsed().as_secs_f32()
+    );
+    if summary.skipped_rows > 0 {
+        println!("{} bad table rows skipped", summary.skipped_rows);
+    }
+    println!("cohort index: {}", summary.index.display());
+    let problems = summary.failed.len() + summary.unmatched.len();
+    if problems > 0 {
+        bail!(
+            "{problems} scan(s) could not be used; reasons in {} (the index lists the others)",
+            a.out.join("failures.csv").display()
+        );
+    }
+    Ok(())
+}

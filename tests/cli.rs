@@ -1,0 +1,191 @@
+//! End-to-end tests through the real `adfit` binary, in temporary folders, on the tiny synthetic
+//! preset and the committed NIfTI fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn adfit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adfit"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run adfit")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = adfit(dir, args);
+    assert!(
+        out.status.success(),
+        "adfit {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = adfit(dir, args);
+    assert!(!out.status.success(), "adfit {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nifti").join(name)
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = ok(dir.path(), &["--help"]);
+    for cmd in ["inspect", "convert", "synth", "split", "preprocess"] {
+        assert!(help.contains(cmd), "--help lacks {cmd}:\n{help}");
+    }
+    let sub = ok(dir.path(), &["preprocess", "--help"]);
+    assert!(sub.contains("--scans") && sub.contains("image_id"), "{sub}");
+}
+
+#[test]
+fn inspect_volume_json_has_stable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture("i16_be_scaled_pil.nii");
+    let v: Value = serde_json::from_str(&ok(dir.path(), &["inspect", path.to_str().unwrap(), "--json"])).unwrap();
+    for key in ["shape", "datatype", "voxel_size", "affine", "axcodes", "scl_slope", "scl_inter", "stats"] {
+        assert!(!v[key].is_null(), "missing {key}: {v}");
+    }
+    assert_eq!(v["datatype"], "int16");
+    assert_eq!(v["scl_slope"], 2.5);
+    assert_eq!(v["axcodes"], serde_json::json!(["P", "I", "L"]));
+    for key in ["min", "max", "mean", "std", "sum"] {
+        assert!(v["stats"][key].is_number(), "stats.{key}");
+    }
+    let c: Value =
+        serde_json::from_str(&ok(dir.path(), &["inspect", path.to_str().unwrap(), "--json", "--canonical"])).unwrap();
+    assert_eq!(c["axcodes"], serde_json::json!(["R", "A", "S"]));
+    assert_eq!(c["stats"], v["stats"], "reorientation keeps the intensities");
+    let err = fails(dir.path(), &["inspect", fixture("bad_magic.nii").to_str().unwrap()]);
+    assert!(err.contains("bad_magic.nii") && err.contains("magic"), "{err}");
+}
+
+#[test]
+fn inspect_table_json_and_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "RID,PTID,VISCODE,EXAMDATE,DX,MMSE\n1,a,bl,2010-01-01,CN,29\n1,a,m12,2011-01-01,NL to MCI,\n2,b,bl,2010-02-01,,24\n",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&ok(dir.path(), &["inspect", "t.csv", "--json"])).unwrap();
+    assert_eq!(v["format"], "adnimerge");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1], serde_json::json!({"line": 3, "subject": "a", "visit": "m12", "label": "MCI", "mmse": null}));
+    assert_eq!(rows[2]["label"], Value::Null);
+    assert_eq!(rows[0]["mmse"], 29.0);
+
+    std::fs::write(dir.path().join("bad.csv"), "PTID,VISCODE,DX\na,bl,CN\nb,bl,Alzheimer\n").unwrap();
+    let err = fails(dir.path(), &["inspect", "bad.csv", "--json"]);
+    assert!(err.contains("bad.csv:3: column `DX`"), "{err}");
+    let v: Value = serde_json::from_str(&ok(dir.path(), &["inspect", "bad.csv", "--json", "--skip-bad-rows"])).unwrap();
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn convert_reorients_resizes_and_never_touches_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.nii");
+    std::fs::copy(fixture("i32_be_slp.nii"), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    ok(dir.path(), &["convert", "in.nii", "out.nii.gz", "--canonical", "--resize", "8,9,10", "--normalize", "minmax"]);
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    let v: Value = serde_json::from_str(&ok(dir.path(), &["inspect", "out.nii.gz", "--json"])).unwrap();
+    assert_eq!(v["shape"], serde_json::json!([8, 9, 10]));
+    assert_eq!(v["datatype"], "float32");
+    assert_eq!(v["axcodes"], serde_json::json!(["R", "A", "S"]));
+    assert_eq!(v["stats"]["min"], 0.0);
+    assert_eq!(v["stats"]["max"], 1.0);
+    let err = fails(dir.path(), &["convert", "in.nii", "in.nii"]);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    let err = fails(dir.path(), &["convert", "in.nii", "out.nii", "--resize", "0,3,3"]);
+    assert!(err.contains("not a shape"), "{err}");
+    assert!(!dir.path().join("out.nii").exists());
+}
+
+#[test]
+fn synth_preprocess_split_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "3"]);
+    for f in ["adni/ADNIMERGE.csv", "adni/scans.csv", "oasis/oasis_longitudinal.csv", "oasis/scans.csv"] {
+        assert!(d.join("demo").join(f).exists(), "{f}");
+    }
+    let table: Value = serde_json::from_str(&ok(d, &["inspect", "demo/adni/ADNIMERGE.csv", "--json"])).unwrap();
+    assert_eq!(table["format"], "adnimerge");
+    let oasis: Value = serde_json::from_str(&ok(d, &["inspect", "demo/oasis/oasis_longitudinal.csv", "--json"])).unwrap();
+    assert_eq!(oasis["format"], "oasis2");
+
+    let args = [
+        "preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache", "--shape", "24,28,24",
+    ];
+    let first = ok(d, &args);
+    assert!(first.contains("0 failed"), "{first}");
+    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
+    let n_rows = index.lines().count() - 1;
+    assert!(n_rows >= 10, "{index}");
+    assert!(index.lines().next().unwrap().starts_with("scan,subject,visit,date,label,mmse"));
+    assert!(index.contains("A photo of"), "reports in the index");
+    // Rerun: everything comes from the cache.
+    let again = ok(d, &args);
+    assert!(again.contains(&format!("0 scans preprocessed, {n_rows} reused")), "{again}");
+    // Other settings into the same folder are refused.
+    let err = fails(d, &["preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache"]);
+    assert!(err.contains("other settings"), "{err}");
+
+    // A corrupt scan is reported by path; the others still go through.
+    let scans = std::fs::read_to_string(d.join("demo/adni/scans.csv")).unwrap();
+    let victim = scans.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    let victim_path = d.join("demo/adni").join(&victim);
+    let bytes = std::fs::read(&victim_path).unwrap();
+    std::fs::write(&victim_path, &bytes[..bytes.len() / 3]).unwrap();
+    let out = adfit(d, &["preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache2", "--shape", "24,28,24"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&victim), "{stderr}");
+    let index2 = std::fs::read_to_string(d.join("cache2/index.csv")).unwrap();
+    assert_eq!(index2.lines().count() - 1, n_rows - 1);
+    assert!(std::fs::read_to_string(d.join("cache2/failures.csv")).unwrap().contains(&victim));
+
+    // Split, check, and refuse a leaking split.
+    let out = ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    assert!(out.contains("test"), "{out}");
+    ok(d, &["split", "--check", "split.csv"]);
+    let mut text = std::fs::read_to_string(d.join("split.csv")).unwrap();
+    let test_row = text.lines().find(|l| l.contains(",test,")).unwrap().to_string();
+    text.push_str(&test_row.replace(",test,", ",train,"));
+    text.push('\n');
+    std::fs::write(d.join("leak.csv"), text).unwrap();
+    let err = fails(d, &["split", "--check", "leak.csv"]);
+    let subject = test_row.split(',').nth(1).unwrap();
+    assert!(err.contains("leaking") && err.contains(subject), "{err}");
+}
+
+#[test]
+fn synth_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "a", "--preset", "tiny", "--seed", "11"]);
+    ok(d, &["synth", "--out", "b", "--preset", "tiny", "--seed", "11"]);
+    for f in ["adni/ADNIMERGE.csv", "adni/scans.csv", "oasis/oasis_longitudinal.csv"] {
+        assert_eq!(std::fs::read(d.join("a").join(f)).unwrap(), std::fs::read(d.join("b").join(f)).unwrap(), "{f}");
+    }
+    let scans = std::fs::read_to_string(d.join("a/adni/scans.csv")).unwrap();
+    let first = scans.lines().nth(1).unwrap().split(',').next().unwrap();
+    assert_eq!(
+        std::fs::read(d.join("a/adni").join(first)).unwrap(),
+        std::fs::read(d.join("b/adni").join(first)).unwrap()
+    );
+}
