@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod util;
 
 pub use error::{Error, Result};

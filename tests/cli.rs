@@ -189,3 +189,13 @@ fn synth_is_deterministic() {
         std::fs::read(d.join("b/adni").join(first)).unwrap()
     );
 }
+
+#[test]
+fn synth_refuses_a_non_empty_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("x")).unwrap();
+    std::fs::write(dir.path().join("x/keep.txt"), "mine").unwrap();
+    let err = fails(dir.path(), &["synth", "--out", "x", "--preset", "tiny"]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("x/keep.txt")).unwrap(), "mine");
+}

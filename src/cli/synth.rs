@@ -31,13 +31,24 @@ pub fn run(a: SynthArgs, _quiet: bool) -> anyhow::Result<()> {
         PresetArg::Tiny => Preset::Tiny,
         PresetArg::Default => Preset::Default,
     };
+    if std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::bail!(
+            "{} is not empty: choose a new --out folder (synth never mixes its files with others)",
+            a.out.display()
+        );
+    }
     let cfg = SynthConfig::preset(preset, a.seed);
     let t = std::time::Instant::now();
     let summary = generate(&a.out, &cfg)?;
     tracing::info!("synthetic cohort in {} ({:.1} s)", a.out.display(), t.elapsed().as_secs_f32());
+    let [nc, mci, ad] = summary.adni_scans_by_label;
     println!(
-        "ADNI-like: {} scans of {} subjects; OASIS-like: {} scans of {} subjects",
-        summary.adni_scans, summary.adni_subjects, summary.oasis_scans, summary.oasis_subjects
+        "ADNI-like: {} scans of {} subjects (NC {nc}, MCI {mci}, AD {ad}); OASIS-like: {} scans of {} subjects ({:.0} MB)",
+        summary.adni_scans,
+        summary.adni_subjects,
+        summary.oasis_scans,
+        summary.oasis_subjects,
+        summary.bytes_written as f64 / 1e6
     );
     println!("  table  {}", a.out.join("adni/ADNIMERGE.csv").display());
     println!("  scans  {}", a.out.join("adni/scans.csv").display());

@@ -15,3 +15,4 @@ pub mod augment;
 pub mod cache;
 pub mod dataset;
 pub mod preprocess;
+pub mod synth;

@@ -1,0 +1,3 @@
+//! Evaluation: metrics and reference classifiers.
+
+pub mod logreg;
