@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-demo}"
 SEED="${SEED:-0}"
 PRESET="${PRESET:-default}"
-SHAPE="${SHAPE:-128,128,128}"
+SHAPE="${SHAPE:-64,64,64}"   # the paper uses 128³; 64³ keeps the demo cache small
 
 cargo build --release --locked --quiet
 adfit=target/release/adfit

@@ -48,6 +48,14 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     Config { field: String, reason: String },
 
+    /// A checkpoint whose keys or shapes do not fit the model; `reason` lists every problem.
+    #[error("{path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+
+    /// A tokenizer that cannot be built or cannot encode.
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+
     #[error("{path}: {source}")]
     Json {
         path: PathBuf,

@@ -1,0 +1,173 @@
+//! M3D-CLIP's published layout (HF `GoodBaiBai88/M3D-CLIP`): `config.json`, `model.safetensors`
+//! with `vision_encoder.*`, `language_encoder.*`, `mm_vision_proj.*`, `mm_language_proj.*`,
+//! `logit_scale`, and the BERT vocabulary (`vocab.txt` or `tokenizer.json`).
+//! Backbones that adfit pre-trains itself are written in the same layout.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::bert::{Bert, BertConfig};
+use crate::model::clip::ClipBackbone;
+use crate::model::tokenizer::TextTokenizer;
+use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
+use crate::model::weights::{read_safetensors, WeightStore};
+
+/// Checkpoint key prefix → internal prefix. The one place that knows M3D-CLIP's key names.
+pub const KEY_TABLE: &[(&str, &str)] = &[
+    ("vision_encoder.", "vit."),
+    ("language_encoder.", "text."),
+    ("mm_vision_proj.", "vision_proj."),
+    ("mm_language_proj.", "text_proj."),
+];
+
+/// `config.json` of an M3D-CLIP-layout backbone (its field names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneConfig {
+    pub img_size: [usize; 3],
+    pub patch_size: [usize; 3],
+    pub hidden_size: usize,
+    pub mlp_dim: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    #[serde(default = "one")]
+    pub in_channels: usize,
+    #[serde(default = "perceptron")]
+    pub pos_embed: String,
+    #[serde(default = "vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "bert_base")]
+    pub language_model_name_or_path: String,
+    /// Texts are truncated to this many tokens, [CLS] and [SEP] included.
+    #[serde(default = "max_text_len")]
+    pub max_text_len: usize,
+    /// The text tower's shape when it is not bert-base-uncased (HF BertConfig fields).
+    #[serde(default)]
+    pub text_config: Option<BertConfig>,
+    /// Joint-space size; M3D-CLIP's is the vision hidden size.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+fn perceptron() -> String {
+    "perceptron".into()
+}
+fn vocab() -> usize {
+    30522
+}
+fn bert_base() -> String {
+    "bert-base-uncased".into()
+}
+fn max_text_len() -> usize {
+    128
+}
+
+impl BackboneConfig {
+    pub fn vit(&self) -> Vit3dConfig {
+        Vit3dConfig {
+            img_size: self.img_size,
+            patch_size: self.patch_size,
+            in_channels: self.in_channels,
+            hidden_size: self.hidden_size,
+            mlp_dim: self.mlp_dim,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    pub fn text(&self) -> Result<BertConfig> {
+        if let Some(t) = &self.text_config {
+            return Ok(t.clone());
+        }
+        let name = self.language_model_name_or_path.to_ascii_lowercase();
+        if name.ends_with("bert-base-uncased") {
+            let mut cfg = BertConfig::bert_base_uncased();
+            cfg.vocab_size = self.vocab_size;
+            return Ok(cfg);
+        }
+        Err(Error::config(
+            "language_model_name_or_path",
+            format!(
+                "{:?} is not bert-base-uncased and config.json has no `text_config` describing it",
+                self.language_model_name_or_path
+            ),
+        ))
+    }
+
+    pub fn joint_dim(&self) -> usize {
+        self.projection_dim.unwrap_or(self.hidden_size)
+    }
+}
+
+/// A loaded backbone directory: the model, its configuration and its tokenizer.
+pub struct Backbone<B: Backend> {
+    pub dir: PathBuf,
+    pub config: BackboneConfig,
+    pub model: ClipBackbone<B>,
+    pub tokenizer: TextTokenizer,
+}
+
+/// The vocabulary file of a backbone directory: `tokenizer.json` first, then `vocab.txt`.
+pub fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
+    ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists()).ok_or_else(|| {
+        Error::Weights { path: dir.into(), reason: "no tokenizer.json or vocab.txt in the backbone directory".into() }
+    })
+}
+
+pub fn read_config(dir: &Path) -> Result<BackboneConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg: BackboneConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+    if cfg.pos_embed != "perceptron" {
+        return Err(Error::config("pos_embed", format!("{:?}: only M3D's \"perceptron\" patch embedding is supported", cfg.pos_embed)));
+    }
+    cfg.vit().validate()?;
+    Ok(cfg)
+}
+
+impl<B: Backend> Backbone<B> {
+    /// Load `dir` strictly. `img_size` overrides the input grid (e.g. 128³ for ADNI), with
+    /// `policy` deciding how the position embedding meets it.
+    pub fn load(dir: &Path, img_size: Option<[usize; 3]>, policy: PosEmbedPolicy, device: &B::Device) -> Result<Self> {
+        let config = read_config(dir)?;
+        let native = config.vit().grid()?;
+        let mut vit_cfg = config.vit();
+        if let Some(s) = img_size {
+            vit_cfg.img_size = s;
+        }
+        let text_cfg = config.text()?;
+        let weights = dir.join("model.safetensors");
+        let tensors = read_safetensors(&weights)?;
+        let mut store = WeightStore::<B>::new(&weights, tensors, KEY_TABLE, device);
+        let vit = Vit3d::load(&vit_cfg, &store, "vit.", native, policy)?;
+        let bert = Bert::load(&text_cfg, &mut store, "text.")?;
+        let joint = config.joint_dim();
+        let model = ClipBackbone {
+            vision_proj: store.linear("vision_proj", vit_cfg.hidden_size, joint, true),
+            text_proj: store.linear("text_proj", text_cfg.hidden_size, joint, true),
+            logit_scale: burn::module::Param::from_tensor(scalar_param(&store, "logit_scale")),
+            vit,
+            bert,
+        };
+        store.finish()?;
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path(dir)?, config.max_text_len)?;
+        Ok(Backbone { dir: dir.into(), config, model, tokenizer })
+    }
+}
+
+/// `logit_scale` is a 0-d tensor in M3D-CLIP's file; accept `[]` or `[1]`.
+fn scalar_param<B: Backend>(store: &WeightStore<B>, name: &str) -> Tensor<B, 1> {
+    match store.raw(name).map(|r| r.shape.clone()) {
+        Some(shape) if shape.is_empty() => {
+            let v = store.raw(name).map(|r| r.data[0]).unwrap_or(0.0);
+            Tensor::from_data(burn::tensor::TensorData::new(vec![v], [1]), store.device())
+        }
+        _ => store.tensor(name, [1]),
+    }
+}

@@ -1,0 +1,5 @@
+//! Pre-trained backbones: their directory layouts, configurations and checkpoint key tables.
+
+pub mod m3d;
+
+pub use m3d::{Backbone, BackboneConfig};

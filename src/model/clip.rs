@@ -1,0 +1,63 @@
+//! A CLIP-style backbone as M3D-CLIP publishes it: the 3D ViT and the BERT text tower with their
+//! joint-space projections and logit scale. This is the frozen part of every adfit model and, on
+//! its own, the zero-shot baseline (`encode_image` / `encode_text` as M3D-CLIP computes them).
+
+use burn::module::Param;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+use super::bert::{pool, Bert, Pooling};
+use super::heads::l2norm;
+use super::vit3d::Vit3d;
+
+#[derive(Module, Debug)]
+pub struct ClipBackbone<B: Backend> {
+    pub vit: Vit3d<B>,
+    pub bert: Bert<B>,
+    /// `mm_vision_proj`: Linear(vision hidden → joint dim).
+    pub vision_proj: Linear<B>,
+    /// `mm_language_proj`: Linear(text hidden → joint dim).
+    pub text_proj: Linear<B>,
+    /// Multiplied raw (no exp, no clamp), as M3D-CLIP does. `[1]`
+    pub logit_scale: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> ClipBackbone<B> {
+    /// Fresh projections and scale around given towers (for pre-training a small backbone).
+    pub fn from_towers(vit: Vit3d<B>, bert: Bert<B>, joint_dim: usize, device: &B::Device) -> Self {
+        let (hv, ht) = (vit.hidden_size(), bert.hidden_size());
+        let scale = Tensor::from_data(TensorData::new(vec![(1.0f32 / 0.07).ln()], [1]), device);
+        ClipBackbone {
+            vision_proj: LinearConfig::new(hv, joint_dim).init(device),
+            text_proj: LinearConfig::new(ht, joint_dim).init(device),
+            vit,
+            bert,
+            logit_scale: Param::from_tensor(scale),
+        }
+    }
+
+    /// Image embeddings: [CLS] of the final norm → `mm_vision_proj` → L2.
+    ///
+    /// # Shapes
+    /// - x: `[batch, 1, D, H, W]` → `[batch, joint]`
+    pub fn encode_image(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
+        let (last, _) = self.vit.forward(x, false);
+        let [b, _, h] = last.dims();
+        l2norm(self.vision_proj.forward(last.narrow(1, 0, 1).reshape([b, h])))
+    }
+
+    /// Text embeddings: [CLS] of BERT's last hidden state → `mm_language_proj` → L2.
+    ///
+    /// # Shapes
+    /// - ids, mask: `[batch, tokens]` → `[batch, joint]`
+    pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (last, _) = self.bert.forward(ids, mask.clone(), false);
+        l2norm(self.text_proj.forward(pool(last, mask, Pooling::Cls)))
+    }
+
+    /// `images · textsᵀ · logit_scale`.
+    pub fn logits(&self, images: Tensor<B, 2>, texts: Tensor<B, 2>) -> Tensor<B, 2> {
+        images.matmul(texts.transpose()) * self.logit_scale.val().reshape([1, 1])
+    }
+}

@@ -1,0 +1,245 @@
+//! The method: a frozen CLIP backbone with deep visual prompts, an [MMSE] token and head, text
+//! prompts, new projections, cross-attention and a learnable logit scale (method.md).
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use serde::{Deserialize, Serialize};
+
+use super::bert::{pool, Pooling};
+use super::clip::ClipBackbone;
+use super::cross_attention::{CrossAttention, CrossAttentionKind};
+use super::heads::{l2norm, MmseHead};
+use super::loss::{clip_loss, masked_mse};
+use super::prompts::{prompted_vision, TextPrompts, VisualPrompts};
+
+/// The logit scale's convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum ScaleInit {
+    /// The paper: "temperature initialised to 10", used as a multiplier.
+    #[default]
+    Paper,
+    /// DEFT: a raw ln(1/0.07) ≈ 2.659 multiplier.
+    Deft,
+}
+
+impl ScaleInit {
+    pub fn value(self) -> f32 {
+        match self {
+            ScaleInit::Paper => 10.0,
+            ScaleInit::Deft => (1.0f32 / 0.07).ln(),
+        }
+    }
+}
+
+/// Which parts of the method are on, and their sizes. Defaults are the paper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodConfig {
+    /// Prompts per ViT layer (VPT-deep); 0 turns visual prompts off.
+    pub visual_prompts: usize,
+    /// The [MMSE] token and its regression head.
+    pub mmse_token: bool,
+    /// Text prompts after [CLS]; 0 turns them off.
+    pub text_prompts: usize,
+    pub cross_attention: CrossAttentionKind,
+    /// Heads of the multi-head cross-attention.
+    pub cross_attention_heads: usize,
+    /// Text pooling before `f_t` (M3D-CLIP pools [CLS]; DEFT averaged all positions).
+    pub pooling: Pooling,
+    /// Joint embedding size of `f_v` and `f_t`.
+    pub embed_dim: usize,
+    /// Hidden width of the MMSE head (the paper: 768 → 384 → 1).
+    pub mmse_hidden: usize,
+    pub scale_init: ScaleInit,
+    /// Train the backbone's CLS token along with the prompts (DEFT does).
+    pub train_cls: bool,
+    /// Weight of the MMSE loss.
+    pub lambda: f64,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig {
+            visual_prompts: 20,
+            mmse_token: true,
+            text_prompts: 30,
+            cross_attention: CrossAttentionKind::MultiHead,
+            cross_attention_heads: 8,
+            pooling: Pooling::Cls,
+            embed_dim: 768,
+            mmse_hidden: 384,
+            scale_init: ScaleInit::Paper,
+            train_cls: true,
+            lambda: 0.5,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct AdClip<B: Backend> {
+    /// Frozen (only its CLS token may train).
+    pub backbone: ClipBackbone<B>,
+    pub visual_prompts: Option<VisualPrompts<B>>,
+    /// `[1, 1, hidden]`
+    pub mmse_token: Option<Param<Tensor<B, 3>>>,
+    pub mmse_head: Option<MmseHead<B>>,
+    pub text_prompts: Option<TextPrompts<B>>,
+    pub f_v: Linear<B>,
+    pub f_t: Linear<B>,
+    pub cross_attention: CrossAttention<B>,
+    /// `[1]`
+    pub scale: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    pub pooling: Pooling,
+}
+
+/// What the image side produces.
+#[derive(Debug, Clone)]
+pub struct ImageOutput<B: Backend> {
+    /// `[batch, embed]`, L2-normalised.
+    pub v: Tensor<B, 2>,
+    /// `[batch]` standardised MMSE, when the MMSE token is on.
+    pub mmse: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> AdClip<B> {
+    /// Wrap a backbone with fresh trainable parts; the backbone is frozen.
+    pub fn new(backbone: ClipBackbone<B>, cfg: &MethodConfig, device: &B::Device) -> Self {
+        let hv = backbone.vit.hidden_size();
+        let ht = backbone.bert.hidden_size();
+        let layers = backbone.vit.blocks.len();
+        let patch_dim = backbone.vit.patch_embed.weight.dims()[0];
+        let mut backbone = backbone.no_grad();
+        if cfg.train_cls {
+            backbone.vit.cls_token = backbone.vit.cls_token.set_require_grad(true);
+        }
+        let scale = Tensor::from_data(TensorData::new(vec![cfg.scale_init.value()], [1]), device);
+        AdClip {
+            visual_prompts: (cfg.visual_prompts > 0).then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
+            mmse_token: cfg
+                .mmse_token
+                .then(|| burn::module::Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, hv], device)),
+            mmse_head: cfg.mmse_token.then(|| MmseHead::init(hv, cfg.mmse_hidden, device)),
+            text_prompts: (cfg.text_prompts > 0).then(|| TextPrompts::init(cfg.text_prompts, ht, device)),
+            f_v: LinearConfig::new(hv, cfg.embed_dim).init(device),
+            f_t: LinearConfig::new(ht, cfg.embed_dim).init(device),
+            cross_attention: CrossAttention::init(cfg.cross_attention, cfg.embed_dim, cfg.cross_attention_heads, device),
+            scale: Param::from_tensor(scale),
+            pooling: cfg.pooling,
+            backbone,
+        }
+    }
+
+    /// Replace the trainable parts by tensors named as `save_trainable` writes them (and as the
+    /// reference fixtures name them): `{prefix}visual_prompts`, `mmse_token`, `f_mmse.{0,2}`,
+    /// `text_prompts`, `f_v`, `f_t`, `xattn.{i2t,t2i}` (torch `MultiheadAttention` layout),
+    /// `scale`, and the backbone's `cls_token` when it is trainable.
+    pub fn load_trainable(mut self, store: &super::weights::WeightStore<B>, prefix: &str, cfg: &MethodConfig) -> Self {
+        let p = |s: &str| format!("{prefix}{s}");
+        let hv = self.backbone.vit.hidden_size();
+        let ht = self.backbone.bert.hidden_size();
+        let layers = self.backbone.vit.blocks.len();
+        if cfg.visual_prompts > 0 {
+            self.visual_prompts =
+                Some(VisualPrompts { prompts: store.param(&p("visual_prompts"), [layers, cfg.visual_prompts, hv]) });
+        }
+        if cfg.mmse_token {
+            self.mmse_token = Some(store.param(&p("mmse_token"), [1, 1, hv]));
+            self.mmse_head = Some(MmseHead::load(store, &p("f_mmse"), hv, cfg.mmse_hidden));
+        }
+        if cfg.text_prompts > 0 {
+            self.text_prompts = Some(TextPrompts { prompts: store.param(&p("text_prompts"), [cfg.text_prompts, ht]) });
+        }
+        self.f_v = store.linear(&p("f_v"), hv, cfg.embed_dim, true);
+        self.f_t = store.linear(&p("f_t"), ht, cfg.embed_dim, true);
+        if cfg.cross_attention == CrossAttentionKind::MultiHead {
+            let (d, h) = (cfg.embed_dim, cfg.cross_attention_heads);
+            self.cross_attention.image_to_text = Some(super::cross_attention::Mha::load(store, &p("xattn.i2t"), d, h));
+            self.cross_attention.text_to_image = Some(super::cross_attention::Mha::load(store, &p("xattn.t2i"), d, h));
+        }
+        self.scale = store.param(&p("scale"), [1]);
+        if cfg.train_cls && store.contains(&p("cls_token")) {
+            self.backbone.vit.cls_token = store.param(&p("cls_token"), [1, 1, hv]);
+        }
+        self
+    }
+
+    /// # Shapes
+    /// - x: `[batch, 1, D, H, W]`
+    pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
+        let (last, _) = prompted_vision(
+            &self.backbone.vit,
+            x,
+            self.mmse_token.as_ref(),
+            self.visual_prompts.as_ref(),
+            false,
+        );
+        let [b, _, h] = last.dims();
+        let cls = last.clone().narrow(1, 0, 1).reshape([b, h]);
+        let mmse = self
+            .mmse_head
+            .as_ref()
+            .filter(|_| self.mmse_token.is_some())
+            .map(|head| head.forward(last.narrow(1, 1, 1).reshape([b, h])));
+        ImageOutput { v: l2norm(self.f_v.forward(cls)), mmse }
+    }
+
+    /// Pooled text features before `f_t`.
+    ///
+    /// # Shapes
+    /// - ids, mask: `[batch, tokens]` → `[batch, text hidden]`
+    pub fn text_features(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.text_features_from_embeddings(self.backbone.bert.embed(ids), mask)
+    }
+
+    /// As `text_features`, from the embedding layer's output (attribution varies it).
+    pub fn text_features_from_embeddings(&self, embedded: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (x, mask) = match &self.text_prompts {
+            Some(p) => p.insert(embedded, mask),
+            None => (embedded, mask),
+        };
+        let (last, _) = self.backbone.bert.encode(x, mask.clone(), false);
+        pool(last, mask, self.pooling)
+    }
+
+    /// # Shapes
+    /// - ids, mask: `[batch, tokens]` → `[batch, embed]`, L2-normalised
+    pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        l2norm(self.f_t.forward(self.text_features(ids, mask)))
+    }
+
+    /// Cross-attention, then `cos(v̂_i, ŵ_j) · scale`.
+    ///
+    /// # Shapes
+    /// - v: `[n_images, embed]`, w: `[n_texts, embed]` → `[n_images, n_texts]`
+    pub fn logits(&self, v: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (v_hat, w_hat) = self.cross_attention.forward(v, w);
+        l2norm(v_hat).matmul(l2norm(w_hat).transpose()) * self.scale.val().reshape([1, 1])
+    }
+
+    /// The training loss: `CE(i→t) + CE(t→i) + λ · masked MSE`, and its two parts.
+    pub fn loss(
+        &self,
+        image: &ImageOutput<B>,
+        w: Tensor<B, 2>,
+        mmse_target: Tensor<B, 1>,
+        mmse_mask: Tensor<B, 1>,
+        lambda: f64,
+    ) -> Loss<B> {
+        let contrastive = clip_loss(self.logits(image.v.clone(), w));
+        let mmse = image.mmse.clone().map(|pred| masked_mse(pred, mmse_target, mmse_mask));
+        let total = match &mmse {
+            Some(m) => contrastive.clone() + m.clone() * lambda,
+            None => contrastive.clone(),
+        };
+        Loss { total, contrastive, mmse }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Loss<B: Backend> {
+    pub total: Tensor<B, 1>,
+    pub contrastive: Tensor<B, 1>,
+    pub mmse: Option<Tensor<B, 1>>,
+}

@@ -1,0 +1,17 @@
+//! The model library: the 3D ViT and BERT towers with reference semantics, the method's
+//! trainable parts (prompts, MMSE token, projections, cross-attention, scale), the loss, and
+//! strict checkpoint loading.
+
+pub mod attention;
+pub mod backbones;
+pub mod bert;
+pub mod clip;
+pub mod cross_attention;
+pub mod heads;
+pub mod loss;
+pub mod method;
+pub mod params;
+pub mod prompts;
+pub mod tokenizer;
+pub mod vit3d;
+pub mod weights;

@@ -1,0 +1,40 @@
+//! Trainable-parameter accounting by group (the paper quotes "+12.2M" for its method).
+
+use burn::module::Module;
+use burn::prelude::*;
+use serde::Serialize;
+
+use super::method::AdClip;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParamGroup {
+    pub group: &'static str,
+    pub params: usize,
+}
+
+/// Trainable parameters of each part of the method, then the frozen backbone.
+pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
+    let mut groups = vec![
+        ParamGroup { group: "visual prompts", params: m.visual_prompts.as_ref().map_or(0, |p| p.num_params()) },
+        ParamGroup {
+            group: "mmse token + head",
+            params: m.mmse_token.as_ref().map_or(0, |t| t.num_params()) + m.mmse_head.as_ref().map_or(0, |h| h.num_params()),
+        },
+        ParamGroup { group: "text prompts", params: m.text_prompts.as_ref().map_or(0, |p| p.num_params()) },
+        ParamGroup { group: "image projection f_v", params: m.f_v.num_params() },
+        ParamGroup { group: "text projection f_t", params: m.f_t.num_params() },
+        ParamGroup { group: "cross-attention", params: m.cross_attention.num_params() },
+        ParamGroup { group: "logit scale", params: m.scale.num_params() },
+    ];
+    if m.backbone.vit.cls_token.is_require_grad() {
+        groups.push(ParamGroup { group: "backbone CLS token", params: m.backbone.vit.cls_token.num_params() });
+    }
+    groups
+}
+
+/// Trainable total and frozen backbone size.
+pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
+    let trainable: usize = parameter_groups(m).iter().map(|g| g.params).sum();
+    let cls = if m.backbone.vit.cls_token.is_require_grad() { m.backbone.vit.cls_token.num_params() } else { 0 };
+    (trainable, m.backbone.num_params() - cls)
+}

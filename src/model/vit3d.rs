@@ -1,0 +1,299 @@
+//! The 3D ViT of M3D-CLIP's vision encoder, with MONAI 1.3 semantics (backbones.md §1):
+//! a linear "perceptron" patch embedding on patches rearranged as
+//! `b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)`, a learned position embedding added to the
+//! patch tokens before CLS is prepended (so CLS has none), pre-norm blocks, a final LayerNorm.
+
+use burn::module::{Initializer, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::attention::{Block, Mlp, SelfAttention};
+use super::weights::WeightStore;
+use crate::data::resample::resize;
+use crate::data::volume::{identity, Volume};
+use crate::error::{Error, Result};
+
+/// Shape of a 3D ViT. Field names follow M3D-CLIP's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vit3dConfig {
+    /// Input volume (D, H, W).
+    pub img_size: [usize; 3],
+    /// Patch (D, H, W); must divide `img_size`.
+    pub patch_size: [usize; 3],
+    pub in_channels: usize,
+    pub hidden_size: usize,
+    pub mlp_dim: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// MONAI's LayerNorm default.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl Vit3dConfig {
+    /// M3D-CLIP as published: 32x256x256 input, 4x16x16 patches, ViT-B (768, 12 layers, 12 heads).
+    pub fn m3d() -> Self {
+        Vit3dConfig {
+            img_size: [32, 256, 256],
+            patch_size: [4, 16, 16],
+            in_channels: 1,
+            hidden_size: 768,
+            mlp_dim: 3072,
+            num_layers: 12,
+            num_heads: 12,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// A small ViT for tests: same family, a few hundred thousand weights.
+    pub fn tiny() -> Self {
+        Vit3dConfig {
+            img_size: [16, 32, 32],
+            patch_size: [4, 16, 16],
+            in_channels: 1,
+            hidden_size: 64,
+            mlp_dim: 128,
+            num_layers: 2,
+            num_heads: 4,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// The token grid (D, H, W), or an error naming the axis the patch does not divide.
+    pub fn grid(&self) -> Result<[usize; 3]> {
+        let mut g = [0; 3];
+        for a in 0..3 {
+            let (s, p) = (self.img_size[a], self.patch_size[a]);
+            if p == 0 || s % p != 0 {
+                return Err(Error::config(
+                    "img_size/patch_size",
+                    format!("patch {:?} does not divide the volume {:?} on axis {a}", self.patch_size, self.img_size),
+                ));
+            }
+            g[a] = s / p;
+        }
+        Ok(g)
+    }
+
+    pub fn num_patches(&self) -> Result<usize> {
+        Ok(self.grid()?.iter().product())
+    }
+
+    pub fn patch_dim(&self) -> usize {
+        self.patch_size.iter().product::<usize>() * self.in_channels
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.grid()?;
+        if self.hidden_size % self.num_heads != 0 {
+            return Err(Error::config(
+                "num_heads",
+                format!("{} heads do not divide hidden size {}", self.num_heads, self.hidden_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a checkpoint's position embedding meets a token grid other than the one it was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum PosEmbedPolicy {
+    /// Use the rows as they are when the token count matches (DEFT: M3D's 8x16x16 grid read as
+    /// 32x8x8 at 128³, silently reinterpreted).
+    #[default]
+    Reinterpret,
+    /// Reshape to the native grid and resize trilinearly to the new one (faithful geometry).
+    Interpolate,
+}
+
+#[derive(Module, Debug)]
+pub struct Vit3d<B: Backend> {
+    /// `Linear(patch_dim → hidden)`.
+    pub patch_embed: Linear<B>,
+    /// `[1, num_patches, hidden]`
+    pub pos_embed: Param<Tensor<B, 3>>,
+    /// `[1, 1, hidden]`
+    pub cls_token: Param<Tensor<B, 3>>,
+    pub blocks: Vec<Block<B>>,
+    pub norm: LayerNorm<B>,
+    #[module(skip)]
+    pub patch_size: [usize; 3],
+}
+
+/// Every layer's hidden states: entry 0 is the sequence entering block 1, entry l the output of
+/// block l (before the final norm), as MONAI and HF report them.
+pub type HiddenStates<B> = Vec<Tensor<B, 3>>;
+
+impl<B: Backend> Vit3d<B> {
+    /// Random weights (trunc-normal 0.02 for matrices and tokens, as ViTs are initialised).
+    pub fn init(cfg: &Vit3dConfig, device: &B::Device) -> Result<Self> {
+        cfg.validate()?;
+        let n = cfg.num_patches()?;
+        let h = cfg.hidden_size;
+        let tn = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).with_initializer(tn.clone()).init(device);
+        let ln = || LayerNormConfig::new(h).with_epsilon(cfg.layer_norm_eps).init(device);
+        let blocks = (0..cfg.num_layers)
+            .map(|_| Block {
+                norm1: ln(),
+                attn: SelfAttention { qkv: linear(h, 3 * h, false), out_proj: linear(h, h, true), heads: cfg.num_heads },
+                norm2: ln(),
+                mlp: Mlp { linear1: linear(h, cfg.mlp_dim, true), linear2: linear(cfg.mlp_dim, h, true) },
+            })
+            .collect();
+        Ok(Vit3d {
+            patch_embed: linear(cfg.patch_dim(), h, true),
+            pos_embed: tn.init([1, n, h], device),
+            cls_token: tn.init([1, 1, h], device),
+            blocks,
+            norm: ln(),
+            patch_size: cfg.patch_size,
+        })
+    }
+
+    /// Load from a store whose keys are MONAI's ViT names under `prefix` (e.g. `vit.`).
+    /// `native` is the grid the checkpoint's position embedding was trained on.
+    pub fn load(
+        cfg: &Vit3dConfig,
+        store: &WeightStore<B>,
+        prefix: &str,
+        native: [usize; 3],
+        policy: PosEmbedPolicy,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let (h, m) = (cfg.hidden_size, cfg.mlp_dim);
+        let eps = cfg.layer_norm_eps;
+        let p = |s: &str| format!("{prefix}{s}");
+        let blocks = (0..cfg.num_layers)
+            .map(|i| {
+                let b = |s: &str| format!("{prefix}blocks.{i}.{s}");
+                Block {
+                    norm1: store.layer_norm(&b("norm1"), h, eps),
+                    attn: SelfAttention {
+                        qkv: store.linear(&b("attn.qkv"), h, 3 * h, false),
+                        out_proj: store.linear(&b("attn.out_proj"), h, h, true),
+                        heads: cfg.num_heads,
+                    },
+                    norm2: store.layer_norm(&b("norm2"), h, eps),
+                    mlp: Mlp {
+                        linear1: store.linear(&b("mlp.linear1"), h, m, true),
+                        linear2: store.linear(&b("mlp.linear2"), m, h, true),
+                    },
+                }
+            })
+            .collect();
+        let pos_embed = load_pos_embed(cfg, store, &p("patch_embedding.position_embeddings"), native, policy)?;
+        Ok(Vit3d {
+            patch_embed: store.linear(&p("patch_embedding.patch_embeddings.1"), cfg.patch_dim(), h, true),
+            pos_embed: Param::from_tensor(pos_embed),
+            cls_token: store.param(&p("cls_token"), [1, 1, h]),
+            blocks,
+            norm: store.layer_norm(&p("norm"), h, eps),
+            patch_size: cfg.patch_size,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cls_token.dims()[2]
+    }
+
+    /// MONAI's perceptron rearrangement `b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)`.
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, D, H, W]` → `[batch, num_patches, p1·p2·p3·channels]`
+    pub fn patchify(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
+        let [b, c, d, h, w] = x.dims();
+        let [p1, p2, p3] = self.patch_size;
+        let (g1, g2, g3) = (d / p1, h / p2, w / p3);
+        x.reshape([b, c, g1, p1, g2, p2, g3, p3])
+            .permute([0, 2, 4, 6, 3, 5, 7, 1])
+            .reshape([b, g1 * g2 * g3, p1 * p2 * p3 * c])
+    }
+
+    /// Patch tokens with their position embedding.
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, D, H, W]` → `[batch, num_patches, hidden]`
+    pub fn embed_patches(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
+        self.patch_embed.forward(self.patchify(x)) + self.pos_embed.val()
+    }
+
+    /// Run the blocks on a prepared sequence; returns the normed output and, if asked, every
+    /// layer's hidden states.
+    pub fn encode(&self, x: Tensor<B, 3>, keep_hidden: bool) -> (Tensor<B, 3>, HiddenStates<B>) {
+        let mut hidden = Vec::new();
+        let mut x = x;
+        for block in &self.blocks {
+            if keep_hidden {
+                hidden.push(x.clone());
+            }
+            x = block.forward(x);
+        }
+        if keep_hidden {
+            hidden.push(x.clone());
+        }
+        (self.norm.forward(x), hidden)
+    }
+
+    /// The bare backbone: `[CLS, patches + pos]` through the blocks and the final norm.
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, D, H, W]` → `[batch, 1 + num_patches, hidden]`
+    pub fn forward(&self, x: Tensor<B, 5>, keep_hidden: bool) -> (Tensor<B, 3>, HiddenStates<B>) {
+        let e = self.embed_patches(x);
+        let [b, _, h] = e.dims();
+        let cls = self.cls_token.val().expand([b, 1, h]);
+        self.encode(Tensor::cat(vec![cls, e], 1), keep_hidden)
+    }
+}
+
+fn load_pos_embed<B: Backend>(
+    cfg: &Vit3dConfig,
+    store: &WeightStore<B>,
+    name: &str,
+    native: [usize; 3],
+    policy: PosEmbedPolicy,
+) -> Result<Tensor<B, 3>> {
+    let grid = cfg.grid()?;
+    let n = cfg.num_patches()?;
+    let h = cfg.hidden_size;
+    let n_native: usize = native.iter().product();
+    let raw = store.raw(name).cloned();
+    let Some(raw) = raw else {
+        return Ok(store.tensor(name, [1, n, h]));
+    };
+    if raw.shape != [1, n_native, h] {
+        return Ok(store.tensor(name, [1, n_native, h]));
+    }
+    let data = match policy {
+        PosEmbedPolicy::Reinterpret if n == n_native => raw.data,
+        PosEmbedPolicy::Interpolate if grid == native => raw.data,
+        PosEmbedPolicy::Reinterpret => {
+            return Err(Error::config(
+                "pos-embed",
+                format!(
+                    "the checkpoint's position embedding has {n_native} rows (grid {native:?}) but the \
+                     input grid {grid:?} has {n} tokens: use the `interpolate` policy"
+                ),
+            ))
+        }
+        PosEmbedPolicy::Interpolate => {
+            // One channel at a time: [n_native] → native grid → resized grid.
+            let mut out = vec![0f32; n * h];
+            for c in 0..h {
+                let vol = Volume { shape: native, data: (0..n_native).map(|t| raw.data[t * h + c]).collect(), affine: identity() };
+                let r = resize(&vol, grid)?;
+                for (t, v) in r.data.iter().enumerate() {
+                    out[t * h + c] = *v;
+                }
+            }
+            out
+        }
+    };
+    Ok(Tensor::from_data(burn::tensor::TensorData::new(data, [1, n, h]), store.device()))
+}

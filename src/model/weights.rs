@@ -1,0 +1,231 @@
+//! Strict weight loading from safetensors checkpoints.
+//!
+//! A checkpoint is read into a name → tensor map after its key names are rewritten by a prefix
+//! table (one per checkpoint layout, in [`crate::model::backbones`]). Module constructors then
+//! `take` what they need by internal name and shape. [`WeightStore::finish`] fails with one error
+//! that lists every missing, mis-shaped and unexpected key, so a partial load can never pass
+//! silently (M3D #53: `strict=False` quietly degraded results).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// A raw tensor: shape and f32 values.
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Read every tensor of a safetensors file as f32 (F32, F16, BF16 and F64 are converted).
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Weights { path: path.into(), reason: format!("not a safetensors file: {e}") })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            Dtype::I64 => raw
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            other => {
+                return Err(Error::Weights {
+                    path: path.into(),
+                    reason: format!("tensor {name} has dtype {other:?}, expected a float type"),
+                })
+            }
+        };
+        out.insert(name, RawTensor { shape: view.shape().to_vec(), data });
+    }
+    Ok(out)
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // subnormal: renormalise
+            let shift = f.leading_zeros() - 21;
+            let f = (f << shift) & 0x3ff;
+            sign | ((127 - 15 + 1 - shift) << 23) | (f << 13)
+        }
+        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Checkpoint tensors under internal names, handed out by name and checked shape.
+pub struct WeightStore<B: Backend> {
+    source: PathBuf,
+    tensors: BTreeMap<String, RawTensor>,
+    used: RefCell<BTreeSet<String>>,
+    problems: RefCell<Vec<String>>,
+    /// Keys that the checkpoint may hold and we deliberately do not use (e.g. BERT's pooler).
+    ignored: Vec<String>,
+    /// `(checkpoint prefix, internal prefix)` pairs, to report problems in the checkpoint's names.
+    remap: Vec<(String, String)>,
+    device: B::Device,
+}
+
+impl<B: Backend> WeightStore<B> {
+    /// `remap` is the layout's prefix table: a checkpoint key starting with `from` is renamed to
+    /// start with `to`. Keys that no rule matches keep their name (and will be reported as
+    /// unexpected if nothing takes them).
+    pub fn new(
+        source: &Path,
+        tensors: BTreeMap<String, RawTensor>,
+        remap: &[(&str, &str)],
+        device: &B::Device,
+    ) -> Self {
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, v)| {
+                let name = remap
+                    .iter()
+                    .find_map(|(from, to)| k.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+                    .unwrap_or(k);
+                (name, v)
+            })
+            .collect();
+        WeightStore {
+            source: source.to_path_buf(),
+            tensors,
+            used: RefCell::new(BTreeSet::new()),
+            problems: RefCell::new(Vec::new()),
+            ignored: Vec::new(),
+            remap: remap.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            device: device.clone(),
+        }
+    }
+
+    /// The checkpoint's own name for an internal name.
+    fn checkpoint_name(&self, internal: &str) -> String {
+        self.remap
+            .iter()
+            .find_map(|(from, to)| internal.strip_prefix(to.as_str()).map(|rest| format!("{from}{rest}")))
+            .unwrap_or_else(|| internal.to_string())
+    }
+
+    /// Accept (and drop) keys starting with `prefix` without using them.
+    pub fn ignore_prefix(&mut self, prefix: &str) {
+        self.ignored.push(prefix.to_string());
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The raw tensor `name`, marked used, if present (no shape check).
+    pub fn raw(&self, name: &str) -> Option<&RawTensor> {
+        let t = self.tensors.get(name)?;
+        self.used.borrow_mut().insert(name.to_string());
+        Some(t)
+    }
+
+    /// Tensor `name` with exactly `shape`. A missing or mis-shaped tensor is recorded and a zero
+    /// tensor returned, so loading goes on and `finish` can list every problem at once.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<B, D> {
+        match self.tensors.get(name) {
+            None => self
+                .problems
+                .borrow_mut()
+                .push(format!("missing key {} (expected shape {shape:?})", self.checkpoint_name(name))),
+            Some(t) if t.shape != shape => {
+                self.used.borrow_mut().insert(name.to_string());
+                self.problems.borrow_mut().push(format!(
+                    "key {} has shape {:?}, expected {shape:?}",
+                    self.checkpoint_name(name),
+                    t.shape
+                ))
+            }
+            Some(t) => {
+                self.used.borrow_mut().insert(name.to_string());
+                return Tensor::from_data(TensorData::new(t.data.clone(), shape), &self.device);
+            }
+        }
+        Tensor::zeros(shape, &self.device)
+    }
+
+    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> Param<Tensor<B, D>> {
+        Param::from_tensor(self.tensor(name, shape))
+    }
+
+    /// A PyTorch `Linear` (`weight` `[out, in]`) as a Burn `Linear` (`[in, out]`).
+    pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Linear<B> {
+        let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in]).transpose();
+        Linear {
+            weight: Param::from_tensor(weight),
+            bias: bias.then(|| self.param(&format!("{prefix}.bias"), [d_out])),
+        }
+    }
+
+    /// A LayerNorm from `{prefix}.weight` / `{prefix}.bias` (HF's `gamma`/`beta` spelling too).
+    pub fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> LayerNorm<B> {
+        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(&self.device);
+        let (w, b) = if self.contains(&format!("{prefix}.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
+        ln.gamma = self.param(&format!("{prefix}.{w}"), [d]);
+        ln.beta = Some(self.param(&format!("{prefix}.{b}"), [d]));
+        ln
+    }
+
+    pub fn embedding(&self, name: &str, n: usize, d: usize) -> Embedding<B> {
+        Embedding { weight: self.param(name, [n, d]) }
+    }
+
+    /// Fail with every problem found, plus every checkpoint key nothing took.
+    pub fn finish(self) -> Result<()> {
+        let used = self.used.take();
+        let mut problems = self.problems.take();
+        for name in self.tensors.keys() {
+            if !used.contains(name) && !self.ignored.iter().any(|p| name.starts_with(p.as_str())) {
+                problems.push(format!("unexpected key {}", self.checkpoint_name(name)));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Weights {
+            path: self.source,
+            reason: format!("{} problem(s) loading weights:\n  {}", problems.len(), problems.join("\n  ")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_conversions() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+}

@@ -1,0 +1,246 @@
+//! The model against its references: MONAI's ViT, HF's BertModel and the method's PyTorch
+//! contract, on the small random models `scripts/generate_reference.py` writes
+//! (`tests/fixtures/model/`). Outputs within 1e-4 max abs error; gradients within 1e-3 relative
+//! (max |g − ref| / max |ref|).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use adfit::model::bert::{pool, Bert, BertConfig, Pooling};
+use adfit::model::clip::ClipBackbone;
+use adfit::model::cross_attention::CrossAttentionKind;
+use adfit::model::heads::l2norm;
+use adfit::model::method::{AdClip, MethodConfig};
+use adfit::model::prompts::prompted_vision;
+use adfit::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
+use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+type B = Flex;
+type AD = Autodiff<Flex>;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model")
+}
+
+fn load(name: &str) -> BTreeMap<String, RawTensor> {
+    read_safetensors(&dir().join(name)).unwrap()
+}
+
+fn tensor<Bk: Backend, const D: usize>(t: &RawTensor) -> Tensor<Bk, D> {
+    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
+    Tensor::from_data(TensorData::new(t.data.clone(), shape), &Default::default())
+}
+
+fn ints<Bk: Backend>(t: &RawTensor) -> Tensor<Bk, 2, Int> {
+    let data: Vec<i64> = t.data.iter().map(|&v| v as i64).collect();
+    Tensor::from_data(TensorData::new(data, [t.shape[0], t.shape[1]]), &Default::default())
+}
+
+fn max_abs<Bk: Backend, const D: usize>(got: Tensor<Bk, D>, want: &RawTensor, what: &str) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
+    let g: Vec<f32> = got.into_data().convert::<f32>().to_vec().unwrap();
+    g.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+fn assert_close<Bk: Backend, const D: usize>(got: Tensor<Bk, D>, want: &RawTensor, what: &str) {
+    let err = max_abs(got, want, what);
+    assert!(err <= 1e-4, "{what}: max abs error {err}");
+}
+
+fn assert_grad_close<Bk: Backend, const D: usize>(got: Tensor<Bk, D>, want: &RawTensor, what: &str) {
+    let err = max_abs(got, want, what);
+    let scale = want.data.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    assert!(scale > 0.0, "{what}: zero reference gradient");
+    assert!(err / scale <= 1e-3, "{what}: relative gradient error {}", err / scale);
+}
+
+fn vit_config() -> Vit3dConfig {
+    Vit3dConfig {
+        img_size: [8, 32, 48],
+        patch_size: [4, 16, 16],
+        in_channels: 1,
+        hidden_size: 64,
+        mlp_dim: 128,
+        num_layers: 2,
+        num_heads: 4,
+        layer_norm_eps: 1e-5,
+    }
+}
+
+fn bert_config() -> BertConfig {
+    let text = std::fs::read_to_string(dir().join("bert.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load_vit<Bk: Backend>() -> Vit3d<Bk> {
+    let store = WeightStore::<Bk>::new(Path::new("vit"), load("vit.safetensors"), &[("vision_encoder.", "vit.")], &Default::default());
+    let vit = Vit3d::load(&vit_config(), &store, "vit.", [2, 2, 3], PosEmbedPolicy::Reinterpret).unwrap();
+    vit
+}
+
+fn load_bert<Bk: Backend>() -> Bert<Bk> {
+    let mut store =
+        WeightStore::<Bk>::new(Path::new("bert"), load("bert.safetensors"), &[("language_encoder.", "text.")], &Default::default());
+    Bert::load(&bert_config(), &mut store, "text.").unwrap()
+}
+
+#[test]
+fn vit_matches_monai() {
+    let f = load("vit.safetensors");
+    let vit = load_vit::<B>();
+    let x: Tensor<B, 5> = tensor(&f["input.volume"]);
+    assert_close(vit.patchify(x.clone()), &f["out.patches"], "patches");
+    let (last, hidden) = vit.forward(x, true);
+    assert_eq!(hidden.len(), 3);
+    for (l, h) in hidden.into_iter().enumerate() {
+        assert_close(h, &f[&format!("out.hidden_states.{l}")], &format!("hidden state {l}"));
+    }
+    assert_close(last, &f["out.last"], "after final norm");
+}
+
+#[test]
+fn vit_checkpoint_is_loaded_strictly() {
+    let mut tensors = load("vit.safetensors");
+    tensors.retain(|k, _| k.starts_with("vision_encoder."));
+    tensors.remove("vision_encoder.blocks.1.mlp.linear2.bias");
+    tensors.insert("vision_encoder.extra".into(), RawTensor { shape: vec![1], data: vec![0.0] });
+    let store = WeightStore::<B>::new(Path::new("ckpt"), tensors, &[("vision_encoder.", "vit.")], &Default::default());
+    let _ = Vit3d::load(&vit_config(), &store, "vit.", [2, 2, 3], PosEmbedPolicy::Reinterpret).unwrap();
+    let msg = store.finish().unwrap_err().to_string();
+    assert!(msg.contains("missing key vision_encoder.blocks.1.mlp.linear2.bias"), "{msg}");
+    assert!(msg.contains("unexpected key vision_encoder.extra"), "{msg}");
+}
+
+#[test]
+fn position_embedding_policies() {
+    // The fixture's grid is 2x2x3 = 12 tokens. A 4x2x... grid of 12 tokens reinterprets;
+    // another token count needs interpolation; interpolation to the same grid is the identity.
+    let f = load("vit.safetensors");
+    let mut cfg = vit_config();
+    cfg.img_size = [16, 16, 48]; // grid 4x1x3 = 12 tokens
+    let store = WeightStore::<B>::new(Path::new("v"), f.clone(), &[("vision_encoder.", "vit.")], &Default::default());
+    assert!(Vit3d::load(&cfg, &store, "vit.", [2, 2, 3], PosEmbedPolicy::Reinterpret).is_ok());
+    cfg.img_size = [16, 32, 48]; // 4x2x3 = 24 tokens
+    let err = Vit3d::<B>::load(&cfg, &store, "vit.", [2, 2, 3], PosEmbedPolicy::Reinterpret).unwrap_err();
+    assert!(err.to_string().contains("interpolate"), "{err}");
+    let v = Vit3d::<B>::load(&cfg, &store, "vit.", [2, 2, 3], PosEmbedPolicy::Interpolate).unwrap();
+    assert_eq!(v.pos_embed.dims(), [1, 24, 64]);
+    let same = Vit3d::<B>::load(&vit_config(), &store, "vit.", [2, 2, 3], PosEmbedPolicy::Interpolate).unwrap();
+    assert_close(same.pos_embed.val(), &f["vision_encoder.patch_embedding.position_embeddings"], "identity resize");
+}
+
+#[test]
+fn bert_matches_huggingface() {
+    let f = load("bert.safetensors");
+    let bert = load_bert::<B>();
+    let mask: Tensor<B, 2> = tensor(&f["input.attention_mask"]);
+    let (last, hidden) = bert.forward(ints(&f["input.input_ids"]), mask, true);
+    for (l, h) in hidden.into_iter().enumerate() {
+        assert_close(h, &f[&format!("out.hidden_states.{l}")], &format!("hidden state {l}"));
+    }
+    assert_close(last, &f["out.last_hidden_state"], "last hidden state");
+}
+
+fn method_config(kind: CrossAttentionKind) -> MethodConfig {
+    MethodConfig {
+        visual_prompts: 3,
+        mmse_token: true,
+        text_prompts: 4,
+        cross_attention: kind,
+        cross_attention_heads: 4,
+        pooling: Pooling::Cls,
+        embed_dim: 48,
+        mmse_hidden: 32,
+        train_cls: true,
+        ..Default::default()
+    }
+}
+
+fn wrapper<Bk: Backend>(kind: CrossAttentionKind) -> AdClip<Bk> {
+    let device = Default::default();
+    let backbone = ClipBackbone::from_towers(load_vit::<Bk>(), load_bert::<Bk>(), 48, &device);
+    let cfg = method_config(kind);
+    let mut tensors = load("wrapper.safetensors");
+    tensors.retain(|k, _| k.starts_with("adfit."));
+    let store = WeightStore::<Bk>::new(Path::new("wrapper"), tensors, &[], &device);
+    let model = AdClip::new(backbone, &cfg, &device).load_trainable(&store, "adfit.", &cfg);
+    if kind == CrossAttentionKind::MultiHead {
+        store.finish().unwrap();
+    }
+    model
+}
+
+#[test]
+fn method_forward_matches_the_contract() {
+    let f = load("wrapper.safetensors");
+    let m = wrapper::<B>(CrossAttentionKind::MultiHead);
+    let x: Tensor<B, 5> = tensor(&f["input.volume"]);
+    let (last, _) = prompted_vision(&m.backbone.vit, x.clone(), m.mmse_token.as_ref(), m.visual_prompts.as_ref(), false);
+    assert_close(last, &f["out.vision_last"], "vision sequence");
+    let img = m.encode_image(x);
+    assert_close(img.v.clone(), &f["out.v"], "v");
+    assert_close(img.mmse.clone().unwrap(), &f["out.mmse_hat"], "mmse_hat");
+
+    let ids = ints::<B>(&f["input.input_ids"]);
+    let mask: Tensor<B, 2> = tensor(&f["input.attention_mask"]);
+    let (seq, ext_mask) = m.text_prompts.as_ref().unwrap().insert(m.backbone.bert.embed(ids.clone()), mask.clone());
+    assert_close(ext_mask.clone(), &f["out.text_attention_mask"], "extended mask");
+    let (text_last, _) = m.backbone.bert.encode(seq, ext_mask.clone(), false);
+    assert_close(text_last.clone(), &f["out.text_last"], "text sequence");
+    for (p, name) in [(Pooling::Cls, "cls"), (Pooling::Mean, "mean"), (Pooling::MeanAll, "mean_all")] {
+        let pooled = pool(text_last.clone(), ext_mask.clone(), p);
+        assert_close(pooled.clone(), &f[&format!("out.text_pool.{name}")], name);
+        assert_close(l2norm(m.f_t.forward(pooled)), &f[&format!("out.w_{name}")], &format!("w_{name}"));
+    }
+    let w = m.encode_text(ids, mask);
+    assert_close(w.clone(), &f["out.w"], "w");
+    let w3 = m.encode_text(ints(&f["input.input_ids_m3"]), tensor(&f["input.attention_mask_m3"]));
+    assert_close(w3.clone(), &f["out.w3"], "w3");
+
+    for (kind, name) in [
+        (CrossAttentionKind::Off, "off"),
+        (CrossAttentionKind::Simple, "simple"),
+        (CrossAttentionKind::MultiHead, "multihead"),
+    ] {
+        let m = wrapper::<B>(kind);
+        let (v_hat, w_hat) = m.cross_attention.forward(img.v.clone(), w.clone());
+        assert_close(v_hat, &f[&format!("out.{name}.v_hat")], &format!("{name} v_hat"));
+        assert_close(w_hat, &f[&format!("out.{name}.w_hat")], &format!("{name} w_hat"));
+        assert_close(m.logits(img.v.clone(), w.clone()), &f[&format!("out.{name}.logits")], &format!("{name} logits"));
+        let (v3, w3_hat) = m.cross_attention.forward(img.v.clone(), w3.clone());
+        assert_close(v3, &f[&format!("out.{name}.m3.v_hat")], &format!("{name} m3 v_hat"));
+        assert_close(w3_hat, &f[&format!("out.{name}.m3.w_hat")], &format!("{name} m3 w_hat"));
+        assert_close(m.logits(img.v.clone(), w3.clone()), &f[&format!("out.{name}.m3.logits")], &format!("{name} m3 logits"));
+        let loss = m.loss(&img, w.clone(), tensor(&f["input.mmse_target"]), tensor(&f["input.mmse_mask"]), 0.5);
+        assert_close(loss.total, &f[&format!("out.{name}.loss")], &format!("{name} loss"));
+        assert_close(loss.mmse.unwrap(), &f["out.mmse_mse"], "masked mse");
+    }
+}
+
+#[test]
+fn method_gradients_match_autograd() {
+    let f = load("wrapper.safetensors");
+    let m = wrapper::<AD>(CrossAttentionKind::MultiHead);
+    let img = m.encode_image(tensor(&f["input.volume"]));
+    let w = m.encode_text(ints(&f["input.input_ids"]), tensor(&f["input.attention_mask"]));
+    let loss = m.loss(&img, w, tensor(&f["input.mmse_target"]), tensor(&f["input.mmse_mask"]), 0.5);
+    assert_close(loss.total.clone().inner(), &f["out.multihead.loss"], "loss");
+    let grads = loss.total.backward();
+    let g = |p: &burn::module::Param<Tensor<AD, 3>>| p.grad(&grads).expect("gradient");
+    assert_grad_close(g(&m.visual_prompts.as_ref().unwrap().prompts), &f["grad.visual_prompts"], "visual prompts");
+    assert_grad_close(g(m.mmse_token.as_ref().unwrap()), &f["grad.mmse_token"], "mmse token");
+    assert_grad_close(g(&m.backbone.vit.cls_token), &f["grad.cls_token"], "cls token");
+    let tp = m.text_prompts.as_ref().unwrap().prompts.grad(&grads).unwrap();
+    assert_grad_close(tp, &f["grad.text_prompts"], "text prompts");
+    // torch stores Linear weights [out, in]; Burn [in, out].
+    let fv = m.f_v.weight.grad(&grads).unwrap().transpose();
+    assert_grad_close(fv, &f["grad.f_v.weight"], "f_v weight");
+    let scale = m.scale.grad(&grads).unwrap();
+    assert_grad_close(scale, &f["grad.scale"], "scale");
+    // Frozen backbone weights hold no gradient.
+    assert!(m.backbone.vit.blocks[0].attn.qkv.weight.grad(&grads).is_none());
+    assert!(m.backbone.bert.embeddings.word.weight.grad(&grads).is_none());
+}
