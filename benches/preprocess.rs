@@ -63,7 +63,7 @@ fn bench_preprocess(repeat: usize) {
         let t1 = t.elapsed().as_secs_f64();
         shape = vol.shape;
         let t = Instant::now();
-        let vol = to_canonical(&vol);
+        let vol = to_canonical(vol);
         let t2 = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut vol = resize(&vol, [128, 128, 128]).expect("resize");

@@ -79,7 +79,7 @@ fn every_fixture_matches_nibabel() {
             assert!(close(g, w, 1e-9), "{name}: stats.{key} = {g} want {w}");
         }
         check_geometry(name, &img.volume, want);
-        check_geometry(&format!("{name} (canonical)"), &to_canonical(&img.volume), &want["canonical"]);
+        check_geometry(&format!("{name} (canonical)"), &to_canonical(img.volume.clone()), &want["canonical"]);
     }
 }
 

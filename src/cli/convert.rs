@@ -53,7 +53,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     let mut vol = read_nifti(&a.input)?.volume;
     if a.canonical {
-        vol = to_canonical(&vol);
+        vol = to_canonical(vol);
     }
     let (lower_percentile, upper_percentile) = a.clip_percentiles.unwrap_or((0.0, 100.0));
     let cfg = NormalizeConfig { method: a.normalize, lower_percentile, upper_percentile, non_finite: a.non_finite };

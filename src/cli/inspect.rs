@@ -68,7 +68,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         return inspect_table(&a);
     }
     let img = read_nifti(&a.path)?;
-    let vol = if a.canonical { to_canonical(&img.volume) } else { img.volume };
+    let vol = if a.canonical { to_canonical(img.volume) } else { img.volume };
     let info = VolumeInfo {
         path: a.path.display().to_string(),
         shape: vol.shape,

@@ -55,8 +55,9 @@ fn mul(a: &[[f32; 3]; 3], b: &[[f32; 3]; 3]) -> [[f32; 3]; 3] {
     std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
 }
 
-/// out(p) = in(Rᵀ(p − c − t) + c), trilinear, zero outside.
+/// out(p) = in(Rᵀ(p − c − t) + c), trilinear, zero outside; in parallel over axis-0 planes.
 fn warp(data: &[f32], shape: [usize; 3], r: [[f32; 3]; 3], t: [f32; 3]) -> Vec<f32> {
+    use rayon::prelude::*;
     let [n0, n1, n2] = shape;
     let c = [(n0 as f32 - 1.0) / 2.0, (n1 as f32 - 1.0) / 2.0, (n2 as f32 - 1.0) / 2.0];
     let at = |i: isize, j: isize, k: isize| -> f32 {
@@ -66,12 +67,12 @@ fn warp(data: &[f32], shape: [usize; 3], r: [[f32; 3]; 3], t: [f32; 3]) -> Vec<f
             data[(i as usize * n1 + j as usize) * n2 + k as usize]
         }
     };
-    let mut out = Vec::with_capacity(data.len());
-    for i in 0..n0 {
+    let mut out = vec![0f32; data.len()];
+    out.par_chunks_mut(n1 * n2).enumerate().for_each(|(i, plane)| {
         for j in 0..n1 {
             for k in 0..n2 {
                 let d = [i as f32 - c[0] - t[0], j as f32 - c[1] - t[1], k as f32 - c[2] - t[2]];
-                // Rᵀ d
+                // Rᵀ d + c
                 let s: [f32; 3] = std::array::from_fn(|a| r[0][a] * d[0] + r[1][a] * d[1] + r[2][a] * d[2] + c[a]);
                 let f = [s[0].floor(), s[1].floor(), s[2].floor()];
                 let w = [s[0] - f[0], s[1] - f[1], s[2] - f[2]];
@@ -87,10 +88,10 @@ fn warp(data: &[f32], shape: [usize; 3], r: [[f32; 3]; 3], t: [f32; 3]) -> Vec<f
                         }
                     }
                 }
-                out.push(v);
+                plane[j * n2 + k] = v;
             }
         }
-    }
+    });
     out
 }
 

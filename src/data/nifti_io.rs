@@ -376,62 +376,84 @@ fn scaling(h: &NiftiHeader) -> std::result::Result<Option<(f64, f64)>, String> {
 }
 
 /// Voxel bytes → f32 in C order, with f64 statistics of the scaled values.
-fn decode(
-    raw: &[u8],
-    dt: DataType,
-    swap: bool,
-    slope: f64,
-    inter: f64,
-    shape: [usize; 3],
-) -> (Vec<f32>, Stats) {
-    let size = dt.size();
-    let n = raw.len() / size;
-    let value = |idx: usize| -> f64 {
-        let b = &raw[idx * size..(idx + 1) * size];
-        let mut buf = [0u8; 8];
-        buf[..size].copy_from_slice(b);
-        if swap {
-            buf[..size].reverse();
-        }
-        let v = match dt {
-            DataType::Uint8 => buf[0] as f64,
-            DataType::Int8 => buf[0] as i8 as f64,
-            DataType::Int16 => i16::from_ne_bytes([buf[0], buf[1]]) as f64,
-            DataType::Uint16 => u16::from_ne_bytes([buf[0], buf[1]]) as f64,
-            DataType::Int32 => i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
-            DataType::Uint32 => u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
-            DataType::Float32 => f32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
-            DataType::Int64 => i64::from_ne_bytes(buf) as f64,
-            DataType::Uint64 => u64::from_ne_bytes(buf) as f64,
-            DataType::Float64 => f64::from_ne_bytes(buf),
+///
+/// Three tight passes, each monomorphised per datatype and byte order: decode in file order
+/// (sum, min, max on the way), a second decode for the variance in f64 (so float64 data keep
+/// their precision in the statistics), and a cache-blocked Fortran → C transpose.
+fn decode(raw: &[u8], dt: DataType, swap: bool, slope: f64, inter: f64, shape: [usize; 3]) -> (Vec<f32>, Stats) {
+    // Expands `$e` once per (datatype, byte order) with `$read` bound to a decoder closure, so
+    // each inner loop is monomorphised and inlined.
+    macro_rules! with_reader {
+        ($size:ident, $read:ident => $e:expr) => {
+            match (dt, swap) {
+                (DataType::Uint8, _) => { let $size = 1; let $read = |b: &[u8]| b[0] as f64; $e },
+                (DataType::Int8, _) => { let $size = 1; let $read = |b: &[u8]| b[0] as i8 as f64; $e },
+                (DataType::Int16, false) => { let $size = 2; let $read = |b: &[u8]| i16::from_ne_bytes([b[0], b[1]]) as f64; $e },
+                (DataType::Int16, true) => { let $size = 2; let $read = |b: &[u8]| i16::from_ne_bytes([b[1], b[0]]) as f64; $e },
+                (DataType::Uint16, false) => { let $size = 2; let $read = |b: &[u8]| u16::from_ne_bytes([b[0], b[1]]) as f64; $e },
+                (DataType::Uint16, true) => { let $size = 2; let $read = |b: &[u8]| u16::from_ne_bytes([b[1], b[0]]) as f64; $e },
+                (DataType::Int32, false) => { let $size = 4; let $read = |b: &[u8]| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as f64; $e },
+                (DataType::Int32, true) => { let $size = 4; let $read = |b: &[u8]| i32::from_ne_bytes([b[3], b[2], b[1], b[0]]) as f64; $e },
+                (DataType::Uint32, false) => { let $size = 4; let $read = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as f64; $e },
+                (DataType::Uint32, true) => { let $size = 4; let $read = |b: &[u8]| u32::from_ne_bytes([b[3], b[2], b[1], b[0]]) as f64; $e },
+                (DataType::Float32, false) => { let $size = 4; let $read = |b: &[u8]| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as f64; $e },
+                (DataType::Float32, true) => { let $size = 4; let $read = |b: &[u8]| f32::from_ne_bytes([b[3], b[2], b[1], b[0]]) as f64; $e },
+                (DataType::Int64, false) => { let $size = 8; let $read = |b: &[u8]| i64::from_ne_bytes(eight(b, false)) as f64; $e },
+                (DataType::Int64, true) => { let $size = 8; let $read = |b: &[u8]| i64::from_ne_bytes(eight(b, true)) as f64; $e },
+                (DataType::Uint64, false) => { let $size = 8; let $read = |b: &[u8]| u64::from_ne_bytes(eight(b, false)) as f64; $e },
+                (DataType::Uint64, true) => { let $size = 8; let $read = |b: &[u8]| u64::from_ne_bytes(eight(b, true)) as f64; $e },
+                (DataType::Float64, false) => { let $size = 8; let $read = |b: &[u8]| f64::from_ne_bytes(eight(b, false)); $e },
+                (DataType::Float64, true) => { let $size = 8; let $read = |b: &[u8]| f64::from_ne_bytes(eight(b, true)); $e },
+            }
         };
-        v * slope + inter
-    };
-    // The file is Fortran-ordered (i fastest); we store C order (k fastest).
-    let [n0, n1, n2] = shape;
-    let mut data = vec![0f32; n];
-    let (mut sum, mut min, mut max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    let mut f = 0usize;
-    for k in 0..n2 {
-        for j in 0..n1 {
-            for i in 0..n0 {
-                let v = value(f);
-                f += 1;
-                sum += v;
-                min = min.min(v);
-                max = max.max(v);
-                data[(i * n1 + j) * n2 + k] = v as f32;
+    }
+    let n = raw.len() / dt.size();
+    let mut file_order = vec![0f32; n];
+    let (sum, min, max) = with_reader!(size, read => {
+        let (mut sum, mut min, mut max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for (dst, b) in file_order.iter_mut().zip(raw.chunks_exact(size)) {
+            let v = read(b) * slope + inter;
+            sum += v;
+            min = min.min(v);
+            max = max.max(v);
+            *dst = v as f32;
+        }
+        (sum, min, max)
+    });
+    let mean = sum / n.max(1) as f64;
+    let var = with_reader!(size, read => {
+        raw.chunks_exact(size).map(|b| (read(b) * slope + inter - mean).powi(2)).sum::<f64>()
+    }) / n.max(1) as f64;
+    let data = fortran_to_c(&file_order, shape);
+    (data, Stats { min, max, mean, std: var.sqrt(), sum })
+}
+
+fn eight(b: &[u8], swap: bool) -> [u8; 8] {
+    let mut a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+    if swap {
+        a.reverse();
+    }
+    a
+}
+
+/// `src[i + n0·(j + n1·k)]` → `dst[(i·n1 + j)·n2 + k]`, in 32×32 tiles of the (i, k) plane so
+/// both sides stay in cache.
+fn fortran_to_c(src: &[f32], [n0, n1, n2]: [usize; 3]) -> Vec<f32> {
+    const T: usize = 32;
+    let mut dst = vec![0f32; src.len()];
+    for i0 in (0..n0).step_by(T) {
+        for k0 in (0..n2).step_by(T) {
+            for j in 0..n1 {
+                for i in i0..(i0 + T).min(n0) {
+                    let row = (i * n1 + j) * n2;
+                    for k in k0..(k0 + T).min(n2) {
+                        dst[row + k] = src[i + n0 * (j + n1 * k)];
+                    }
+                }
             }
         }
     }
-    let mean = sum / n.max(1) as f64;
-    let mut var = 0.0;
-    for idx in 0..n {
-        let d = value(idx) - mean;
-        var += d * d;
-    }
-    let std = (var / n.max(1) as f64).sqrt();
-    (data, Stats { min, max, mean, std, sum })
+    dst
 }
 
 /// nibabel's `get_best_affine`.
@@ -662,4 +684,72 @@ fn quaternion_of(a: &Affine) -> Quaternion {
     }
     let sign = if w < 0.0 { -1.0 } else { 1.0 };
     Quaternion { b: x * sign, c: y * sign, d: z * sign, qfac }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An oblique, reflected affine with anisotropic voxels.
+    fn oblique() -> Affine {
+        let (s, c) = (0.3f64.sin(), 0.3f64.cos());
+        [
+            [-1.2 * c, 0.0, 2.5 * s, 10.0],
+            [0.0, 1.5, 0.0, -20.0],
+            [1.2 * s, 0.0, 2.5 * c, 5.5],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    }
+
+    #[test]
+    fn write_read_round_trip_with_sform_and_qform() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = Volume::from_fn([4, 5, 6], oblique(), |i, j, k| (i as f32) - 2.0 * j as f32 + 0.25 * k as f32);
+        for (name, out) in [("a.nii", OutType::Float32), ("b.nii.gz", OutType::Float32), ("c.nii", OutType::Int16)] {
+            let p = dir.path().join(name);
+            write_nifti(&p, &vol, out).unwrap();
+            let back = read_nifti(&p).unwrap();
+            assert_eq!(back.info.affine_source, AffineSource::Sform);
+            for r in 0..4 {
+                for c in 0..4 {
+                    assert!((back.volume.affine[r][c] - vol.affine[r][c]).abs() < 1e-5, "{name}");
+                }
+            }
+            let tol = if out == OutType::Int16 { 0.5 } else { 0.0 };
+            for (a, b) in back.volume.data.iter().zip(&vol.data) {
+                assert!((a - b).abs() <= tol, "{name}: {a} vs {b}");
+            }
+        }
+        // With the sform switched off, the qform alone must give the same affine.
+        let p = dir.path().join("a.nii");
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[254..256].copy_from_slice(&0i16.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let back = read_nifti(&p).unwrap();
+        assert_eq!(back.info.affine_source, AffineSource::Qform);
+        for r in 0..3 {
+            for c in 0..4 {
+                assert!((back.volume.affine[r][c] - vol.affine[r][c]).abs() < 1e-5, "qform [{r}][{c}]");
+            }
+        }
+    }
+
+    #[test]
+    fn lying_header_fails_fast_without_a_big_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = Volume::from_fn([2, 2, 2], super::super::volume::identity(), |_, _, _| 1.0);
+        let p = dir.path().join("liar.nii.gz");
+        write_nifti(&p, &vol, OutType::Int16).unwrap();
+        // Re-encode with dims claiming 1200³ voxels but only 8 present.
+        let mut raw = Vec::new();
+        MultiGzDecoder::new(std::fs::File::open(&p).unwrap()).read_to_end(&mut raw).unwrap();
+        for (i, d) in [1200i16, 1200, 1200].iter().enumerate() {
+            raw[42 + 2 * i..44 + 2 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        let err = read_nifti(&p).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
 }

@@ -97,10 +97,10 @@ pub fn axcodes(affine: &Affine) -> [&'static str; 3] {
 
 /// The volume with its voxel axes permuted and flipped so that they run R, A, S, and the affine
 /// adjusted so every voxel keeps its world position (nibabel's `as_closest_canonical`).
-pub fn to_canonical(vol: &Volume) -> Volume {
+pub fn to_canonical(vol: Volume) -> Volume {
     let o = io_orientation(&vol.affine);
     if o == [(0, 1), (1, 1), (2, 1)] {
-        return vol.clone();
+        return vol;
     }
     // Output axis m comes from input axis `src[m]`.
     let mut src = [0usize; 3];
@@ -165,7 +165,7 @@ mod tests {
         a[1][1] = -2.0;
         assert_eq!(axcodes(&a), ["L", "P", "S"]);
         let vol = Volume::from_fn([2, 3, 4], a, |i, j, k| (i * 100 + j * 10 + k) as f32);
-        let c = to_canonical(&vol);
+        let c = to_canonical(vol.clone());
         assert_eq!(axcodes(&c.affine), ["R", "A", "S"]);
         assert_eq!(c.shape, [2, 3, 4]);
         // voxel (0,0,0) of the canonical image is input voxel (1,2,0)
@@ -185,7 +185,7 @@ mod tests {
         a[3][3] = 1.0;
         assert_eq!(axcodes(&a), ["S", "L", "A"]);
         let vol = Volume::from_fn([2, 3, 4], a, |i, j, k| (i * 100 + j * 10 + k) as f32);
-        let c = to_canonical(&vol);
+        let c = to_canonical(vol.clone());
         assert_eq!(c.shape, [3, 4, 2]);
         assert_eq!(axcodes(&c.affine), ["R", "A", "S"]);
         // canonical (x, y, z) = input (i = z, j = 2 - x, k = y)

@@ -56,7 +56,7 @@ pub fn process_volume(mut vol: Volume, cfg: &PreprocessConfig, what: &str) -> Re
     // Non-finite voxels would poison the percentile and the resize: apply the policy first.
     super::normalize::check_finite(&mut vol, cfg.normalize.non_finite, what)?;
     if cfg.canonical {
-        vol = to_canonical(&vol);
+        vol = to_canonical(vol);
     }
     if let Some(frac) = cfg.crop_fraction {
         let threshold = frac * percentile(&vol.data, 99.0);

@@ -37,7 +37,7 @@ pub fn resize(vol: &Volume, shape: [usize; 3]) -> Result<Volume> {
             format!("cannot resize {:?} to {:?}: sizes must be ≥ 1", vol.shape, shape),
         ));
     }
-    let mut data = vol.data.clone();
+    let mut data: Option<Vec<f32>> = None;
     let mut cur = vol.shape;
     // Resample the axis that shrinks the most first, so later passes touch fewer voxels.
     let mut order = [0usize, 1, 2];
@@ -50,9 +50,10 @@ pub fn resize(vol: &Volume, shape: [usize; 3]) -> Result<Volume> {
         if cur[axis] == shape[axis] {
             continue;
         }
-        data = resize_axis(&data, cur, axis, shape[axis]);
+        data = Some(resize_axis(data.as_deref().unwrap_or(&vol.data), cur, axis, shape[axis]));
         cur[axis] = shape[axis];
     }
+    let data = data.unwrap_or_else(|| vol.data.clone());
 
     let mut step = super::volume::identity();
     for a in 0..3 {
@@ -63,16 +64,21 @@ pub fn resize(vol: &Volume, shape: [usize; 3]) -> Result<Volume> {
     Ok(Volume { shape, data, affine: matmul(&vol.affine, &step) })
 }
 
-/// Linear interpolation along one axis of a C-ordered block.
+/// Linear interpolation along one axis of a C-ordered block, in parallel over the outer axes.
 fn resize_axis(data: &[f32], shape: [usize; 3], axis: usize, n_out: usize) -> Vec<f32> {
+    use rayon::prelude::*;
     let t = taps(shape[axis], n_out);
-    let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let n_in = shape[axis];
-    let mut out = vec![0f32; outer * n_out * inner];
-    for o in 0..outer {
-        let src = &data[o * n_in * inner..(o + 1) * n_in * inner];
-        let dst = &mut out[o * n_out * inner..(o + 1) * n_out * inner];
+    let mut out = vec![0f32; data.len() / n_in * n_out];
+    out.par_chunks_mut(n_out * inner).zip(data.par_chunks(n_in * inner)).for_each(|(dst, src)| {
+        if inner == 1 {
+            // The contiguous axis: one multiply-add pair per output sample.
+            for (d, tap) in dst.iter_mut().zip(&t) {
+                *d = (1.0 - tap.w1) * src[tap.i0] + tap.w1 * src[tap.i1];
+            }
+            return;
+        }
         for (x, tap) in t.iter().enumerate() {
             let a = &src[tap.i0 * inner..(tap.i0 + 1) * inner];
             let b = &src[tap.i1 * inner..(tap.i1 + 1) * inner];
@@ -82,7 +88,7 @@ fn resize_axis(data: &[f32], shape: [usize; 3], axis: usize, n_out: usize) -> Ve
                 *d = w0 * a + tap.w1 * b;
             }
         }
-    }
+    });
     out
 }
 
