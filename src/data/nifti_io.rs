@@ -437,22 +437,24 @@ fn eight(b: &[u8], swap: bool) -> [u8; 8] {
 }
 
 /// `src[i + n0·(j + n1·k)]` → `dst[(i·n1 + j)·n2 + k]`, in 32×32 tiles of the (i, k) plane so
-/// both sides stay in cache.
+/// both sides stay in cache; slabs of 32 `i` values run in parallel.
 fn fortran_to_c(src: &[f32], [n0, n1, n2]: [usize; 3]) -> Vec<f32> {
+    use rayon::prelude::*;
     const T: usize = 32;
     let mut dst = vec![0f32; src.len()];
-    for i0 in (0..n0).step_by(T) {
+    dst.par_chunks_mut(T * n1 * n2).enumerate().for_each(|(block, slab)| {
+        let i0 = block * T;
         for k0 in (0..n2).step_by(T) {
             for j in 0..n1 {
                 for i in i0..(i0 + T).min(n0) {
-                    let row = (i * n1 + j) * n2;
+                    let row = ((i - i0) * n1 + j) * n2;
                     for k in k0..(k0 + T).min(n2) {
-                        dst[row + k] = src[i + n0 * (j + n1 * k)];
+                        slab[row + k] = src[i + n0 * (j + n1 * k)];
                     }
                 }
             }
         }
-    }
+    });
     dst
 }
 
