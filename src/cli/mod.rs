@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, each turning arguments into one library call.
 
 mod convert;
+mod embed;
 mod inspect;
 mod preprocess;
 mod split;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Generate the embedded synthetic cohort: raw-looking T1 volumes with ADNIMERGE- and
     /// OASIS-2-format tables and scan lists.
     Synth(synth::SynthArgs),
+    /// Embed volumes and texts with a backbone exactly as it computes them, with their
+    /// similarity logits (JSON or safetensors).
+    Embed(embed::EmbedArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
     Split(split::SplitArgs),
     /// Match scans to table rows, then reorient, crop, resize and normalise every scan into a
@@ -84,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(a) => convert::run(a),
         Command::Synth(a) => synth::run(a, quiet),
         Command::Split(a) => split::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }

@@ -13,7 +13,8 @@ use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
-use crate::model::weights::{read_safetensors, WeightStore};
+use crate::model::weights::{read_safetensors, RawTensor, WeightStore};
+use burn::tensor::TensorData;
 
 /// Checkpoint key prefix → internal prefix. The one place that knows M3D-CLIP's key names.
 pub const KEY_TABLE: &[(&str, &str)] = &[
@@ -170,4 +171,91 @@ fn scalar_param<B: Backend>(store: &WeightStore<B>, name: &str) -> Tensor<B, 1> 
         }
         _ => store.tensor(name, [1]),
     }
+}
+
+/// Every tensor of a backbone under M3D-CLIP's key names (PyTorch layouts: Linear `[out, in]`),
+/// the inverse of [`Backbone::load`].
+pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
+    let mut out = Vec::new();
+    let mut put = |name: String, t: TensorData| {
+        let shape = t.shape.to_vec();
+        let data = t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
+        out.push((name, RawTensor { shape, data }));
+    };
+    let linear = |put: &mut dyn FnMut(String, TensorData), name: &str, l: &burn::nn::Linear<B>| {
+        put(format!("{name}.weight"), l.weight.val().transpose().into_data());
+        if let Some(b) = &l.bias {
+            put(format!("{name}.bias"), b.val().into_data());
+        }
+    };
+    let ln = |put: &mut dyn FnMut(String, TensorData), name: &str, l: &burn::nn::LayerNorm<B>| {
+        put(format!("{name}.weight"), l.gamma.val().into_data());
+        if let Some(b) = &l.beta {
+            put(format!("{name}.bias"), b.val().into_data());
+        }
+    };
+    let v = &m.vit;
+    let pe = "vision_encoder.patch_embedding";
+    put(format!("{pe}.position_embeddings"), v.pos_embed.val().into_data());
+    linear(&mut put, &format!("{pe}.patch_embeddings.1"), &v.patch_embed);
+    put("vision_encoder.cls_token".into(), v.cls_token.val().into_data());
+    for (i, b) in v.blocks.iter().enumerate() {
+        let p = format!("vision_encoder.blocks.{i}");
+        ln(&mut put, &format!("{p}.norm1"), &b.norm1);
+        linear(&mut put, &format!("{p}.attn.qkv"), &b.attn.qkv);
+        linear(&mut put, &format!("{p}.attn.out_proj"), &b.attn.out_proj);
+        ln(&mut put, &format!("{p}.norm2"), &b.norm2);
+        linear(&mut put, &format!("{p}.mlp.linear1"), &b.mlp.linear1);
+        linear(&mut put, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
+    }
+    ln(&mut put, "vision_encoder.norm", &v.norm);
+    let e = &m.bert.embeddings;
+    let te = "language_encoder.embeddings";
+    put(format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
+    put(format!("{te}.position_embeddings.weight"), e.position.weight.val().into_data());
+    put(format!("{te}.token_type_embeddings.weight"), e.token_type.weight.val().into_data());
+    ln(&mut put, &format!("{te}.LayerNorm"), &e.norm);
+    for (i, l) in m.bert.layers.iter().enumerate() {
+        let p = format!("language_encoder.encoder.layer.{i}");
+        linear(&mut put, &format!("{p}.attention.self.query"), &l.query);
+        linear(&mut put, &format!("{p}.attention.self.key"), &l.key);
+        linear(&mut put, &format!("{p}.attention.self.value"), &l.value);
+        linear(&mut put, &format!("{p}.attention.output.dense"), &l.attn_out);
+        ln(&mut put, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
+        linear(&mut put, &format!("{p}.intermediate.dense"), &l.intermediate);
+        linear(&mut put, &format!("{p}.output.dense"), &l.output);
+        ln(&mut put, &format!("{p}.output.LayerNorm"), &l.out_norm);
+    }
+    linear(&mut put, "mm_vision_proj", &m.vision_proj);
+    linear(&mut put, "mm_language_proj", &m.text_proj);
+    out.push(("logit_scale".into(), RawTensor { shape: vec![], data: m.logit_scale.val().into_data().to_vec::<f32>().unwrap_or_default() }));
+    out
+}
+
+/// Write a backbone directory in M3D-CLIP's layout: `config.json`, `model.safetensors` (f32)
+/// and the vocabulary file `vocab` (copied). Each file is written atomically.
+pub fn save<B: Backend>(dir: &Path, model: &ClipBackbone<B>, config: &BackboneConfig, vocab: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_safetensors(&dir.join("model.safetensors"), &export(model))?;
+    let text = serde_json::to_string_pretty(config).map_err(|e| Error::Json { path: dir.join("config.json"), source: e })?;
+    crate::util::write_bytes_atomic(&dir.join("config.json"), text.as_bytes())?;
+    let name = vocab.file_name().unwrap_or_default();
+    let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
+    crate::util::write_bytes_atomic(&dir.join(name), &bytes)
+}
+
+/// Write named f32 tensors as safetensors, atomically.
+pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Weights { path: path.into(), reason: format!("{name}: {e}") })
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| Error::Weights { path: path.into(), reason: e.to_string() })?;
+    crate::util::write_bytes_atomic(path, &bytes)
 }
