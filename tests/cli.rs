@@ -199,3 +199,20 @@ fn synth_refuses_a_non_empty_folder() {
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(std::fs::read_to_string(dir.path().join("x/keep.txt")).unwrap(), "mine");
 }
+
+#[test]
+fn params_reports_trainable_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let v: Value = serde_json::from_str(&ok(dir.path(), &["params", "--shape", "tiny", "--json"])).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    let sum: u64 = groups.iter().map(|g| g["params"].as_u64().unwrap()).sum();
+    assert_eq!(sum, v["trainable"].as_u64().unwrap());
+    let vp = groups.iter().find(|g| g["group"] == "visual prompts").unwrap();
+    assert_eq!(vp["params"], 2 * 20 * 64, "2 layers x 20 prompts x 64 wide");
+    let off: Value = serde_json::from_str(&ok(
+        dir.path(),
+        &["params", "--shape", "tiny", "--json", "--visual-prompts", "0", "--no-mmse", "--cross-attention", "off"],
+    ))
+    .unwrap();
+    assert!(off["trainable"].as_u64().unwrap() < v["trainable"].as_u64().unwrap());
+}

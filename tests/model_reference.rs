@@ -244,3 +244,19 @@ fn method_gradients_match_autograd() {
     assert!(m.backbone.vit.blocks[0].attn.qkv.weight.grad(&grads).is_none());
     assert!(m.backbone.bert.embeddings.word.weight.grad(&grads).is_none());
 }
+
+#[test]
+fn hf_bert_checkpoints_load_with_or_without_the_bert_prefix() {
+    let f = load("bert.safetensors");
+    for prefix in ["bert.", ""] {
+        let tensors: BTreeMap<String, RawTensor> = f
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("language_encoder.").map(|rest| (format!("{prefix}{rest}"), v.clone())))
+            .collect();
+        let mut store = WeightStore::<B>::new(Path::new("hf"), tensors, &[("bert.", "text."), ("", "text.")], &Default::default());
+        let bert = Bert::load(&bert_config(), &mut store, "text.").unwrap();
+        store.finish().unwrap();
+        let (last, _) = bert.forward(ints(&f["input.input_ids"]), tensor(&f["input.attention_mask"]), false);
+        assert_close(last, &f["out.last_hidden_state"], &format!("prefix {prefix:?}"));
+    }
+}

@@ -3,6 +3,7 @@
 mod convert;
 mod embed;
 mod inspect;
+mod params;
 mod preprocess;
 mod split;
 mod synth;
@@ -55,6 +56,8 @@ pub enum Command {
     /// Embed volumes and texts with a backbone exactly as it computes them, with their
     /// similarity logits (JSON or safetensors).
     Embed(embed::EmbedArgs),
+    /// Count the parameters the method trains, by group, for a backbone.
+    Params(params::ParamsArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
     Split(split::SplitArgs),
     /// Match scans to table rows, then reorient, crop, resize and normalise every scan into a
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => synth::run(a, quiet),
         Command::Split(a) => split::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Params(a) => params::run(a),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }

@@ -92,6 +92,10 @@ pub struct AdClip<B: Backend> {
     pub scale: Param<Tensor<B, 1>>,
     #[module(skip)]
     pub pooling: Pooling,
+    /// Whether the backbone's CLS token trains (tracked here: a non-autodiff backend does not
+    /// record `require_grad`).
+    #[module(skip)]
+    pub train_cls: bool,
 }
 
 /// What the image side produces.
@@ -127,6 +131,7 @@ impl<B: Backend> AdClip<B> {
             cross_attention: CrossAttention::init(cfg.cross_attention, cfg.embed_dim, cfg.cross_attention_heads, device),
             scale: Param::from_tensor(scale),
             pooling: cfg.pooling,
+            train_cls: cfg.train_cls,
             backbone,
         }
     }

@@ -26,7 +26,7 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
         ParamGroup { group: "cross-attention", params: m.cross_attention.num_params() },
         ParamGroup { group: "logit scale", params: m.scale.num_params() },
     ];
-    if m.backbone.vit.cls_token.is_require_grad() {
+    if m.train_cls {
         groups.push(ParamGroup { group: "backbone CLS token", params: m.backbone.vit.cls_token.num_params() });
     }
     groups
@@ -35,6 +35,6 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
 /// Trainable total and frozen backbone size.
 pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
     let trainable: usize = parameter_groups(m).iter().map(|g| g.params).sum();
-    let cls = if m.backbone.vit.cls_token.is_require_grad() { m.backbone.vit.cls_token.num_params() } else { 0 };
+    let cls = if m.train_cls { m.backbone.vit.cls_token.num_params() } else { 0 };
     (trainable, m.backbone.num_params() - cls)
 }

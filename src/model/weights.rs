@@ -57,6 +57,29 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     Ok(out)
 }
 
+/// Read every tensor of a PyTorch checkpoint (`torch.save`: zip or legacy pickle, any float
+/// dtype including bfloat16, as M3D-CLIP's `pretrained_ViT.bin`) as f32.
+pub fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
+    let err = |reason: String| Error::Weights { path: path.into(), reason };
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, snap) in reader.into_tensors() {
+        let data = snap.to_data().map_err(|e| err(format!("tensor {name}: {e:?}")))?;
+        let shape = data.shape.to_vec();
+        let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| err(format!("tensor {name}: {e:?}")))?;
+        out.insert(name, RawTensor { shape, data: values });
+    }
+    Ok(out)
+}
+
+/// A checkpoint by extension: `.safetensors`, or a PyTorch pickle (`.bin`, `.pt`, `.pth`).
+pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => read_safetensors(path),
+        _ => read_pytorch(path),
+    }
+}
+
 fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;

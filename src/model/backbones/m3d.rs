@@ -259,3 +259,22 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
         .map_err(|e| Error::Weights { path: path.into(), reason: e.to_string() })?;
     crate::util::write_bytes_atomic(path, &bytes)
 }
+
+/// A bare ViT from a vision checkpoint: M3D's `pretrained_ViT.bin` (PyTorch pickle, bfloat16,
+/// MONAI names without prefix) or any file whose keys carry the `vision_encoder.` prefix.
+/// Strict: every key must be used.
+pub fn load_vision_checkpoint<B: Backend>(
+    path: &Path,
+    cfg: &Vit3dConfig,
+    native: [usize; 3],
+    policy: PosEmbedPolicy,
+    device: &B::Device,
+) -> Result<Vit3d<B>> {
+    let tensors = crate::model::weights::read_checkpoint(path)?;
+    let prefixed = tensors.keys().any(|k| k.starts_with("vision_encoder."));
+    let remap: &[(&str, &str)] = if prefixed { &[("vision_encoder.", "vit.")] } else { &[("", "vit.")] };
+    let store = WeightStore::<B>::new(path, tensors, remap, device);
+    let vit = Vit3d::load(cfg, &store, "vit.", native, policy)?;
+    store.finish()?;
+    Ok(vit)
+}

@@ -1,0 +1,90 @@
+//! `adfit params`: how many parameters each part of the method trains, for a backbone directory
+//! or a named backbone shape.
+
+use std::path::PathBuf;
+
+use burn::backend::Flex;
+use clap::{Args, ValueEnum};
+
+use crate::model::bert::{Bert, BertConfig};
+use crate::model::backbones::Backbone;
+use crate::model::clip::ClipBackbone;
+use crate::model::cross_attention::CrossAttentionKind;
+use crate::model::method::{AdClip, MethodConfig};
+use crate::model::params::{parameter_groups, totals};
+use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shape {
+    /// M3D-CLIP: ViT-B 3D (768, 12 layers) + bert-base-uncased.
+    M3d,
+    /// The small test shape.
+    Tiny,
+}
+
+#[derive(Debug, Args)]
+pub struct ParamsArgs {
+    /// A backbone directory (M3D-CLIP layout); its weights are loaded.
+    #[arg(long, conflicts_with = "shape")]
+    pub backbone: Option<PathBuf>,
+    /// A named backbone shape, built with random weights (no download needed).
+    #[arg(long, value_enum, default_value_t = Shape::M3d)]
+    pub shape: Shape,
+    /// Visual prompts per layer (0 = off).
+    #[arg(long, default_value_t = 20)]
+    pub visual_prompts: usize,
+    /// Text prompts (0 = off).
+    #[arg(long, default_value_t = 30)]
+    pub text_prompts: usize,
+    /// Leave out the [MMSE] token and head.
+    #[arg(long)]
+    pub no_mmse: bool,
+    #[arg(long, value_enum, default_value_t = CrossAttentionKind::MultiHead)]
+    pub cross_attention: CrossAttentionKind,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    let backbone: ClipBackbone<Flex> = match &a.backbone {
+        Some(dir) => Backbone::load(dir, None, PosEmbedPolicy::Reinterpret, &device)?.model,
+        None => {
+            let (v, t) = match a.shape {
+                Shape::M3d => (Vit3dConfig::m3d(), BertConfig::bert_base_uncased()),
+                Shape::Tiny => (
+                    Vit3dConfig::tiny(),
+                    BertConfig { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 128, ..BertConfig::bert_base_uncased() },
+                ),
+            };
+            let hidden = v.hidden_size;
+            ClipBackbone::from_towers(Vit3d::init(&v, &device)?, Bert::init(&t, &device)?, hidden, &device)
+        }
+    };
+    let embed_dim = backbone.vit.hidden_size();
+    let cfg = MethodConfig {
+        visual_prompts: a.visual_prompts,
+        text_prompts: a.text_prompts,
+        mmse_token: !a.no_mmse,
+        cross_attention: a.cross_attention,
+        embed_dim,
+        mmse_hidden: embed_dim / 2,
+        ..Default::default()
+    };
+    let model = AdClip::new(backbone, &cfg, &device);
+    let groups = parameter_groups(&model);
+    let (trainable, frozen) = totals(&model);
+    if a.json {
+        let v = serde_json::json!({"groups": groups, "trainable": trainable, "frozen": frozen});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<24} {:>12}", "trainable group", "parameters");
+    for g in &groups {
+        println!("{:<24} {:>12}", g.group, g.params);
+    }
+    println!("{:<24} {:>12}  (+{:.2}M)", "total trainable", trainable, trainable as f64 / 1e6);
+    println!("{:<24} {:>12}  ({:.1}M frozen)", "frozen backbone", frozen, frozen as f64 / 1e6);
+    Ok(())
+}
