@@ -1,6 +1,6 @@
 //! ViT blocks at M3D-CLIP width (768 wide, 12 heads, MLP 3072) on the method's sequence
 //! (CLS + MMSE + 20 prompts + 2048 patches = 2070 tokens): forward, and forward + backward with
-//! only the deep prompts trainable. `scripts/bench_torch.py` measures the same shapes in PyTorch.
+//! only the deep prompts trainable (plain, and with Burn's balanced checkpointing). `scripts/bench_torch.py` measures the same shapes in PyTorch.
 //!
 //!   cargo bench --bench vit                       # 2 layers, batch 1 and 2
 //!   ADFIT_BENCH_LAYERS=12 cargo bench --bench vit
@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use adfit::model::attention::{Block, Mlp, SelfAttention};
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Initializer, Module, Param};
 use burn::nn::{LayerNormConfig, LinearConfig};
@@ -73,6 +74,27 @@ fn run<B: Backend>(blocks: &[Block<B>], x: Tensor<B, 3>, prompts: &Tensor<B, 3>)
     x
 }
 
+/// Forward + backward with only the prompts trainable; the checkpointing strategy is the
+/// backend's (`BalancedCheckpointing` recomputes cheap ops in backward instead of keeping them).
+fn forward_backward<AD: burn::tensor::backend::AutodiffBackend>(batch: usize, layers: usize, tokens: usize, repeat: usize) -> Vec<f64> {
+    let device = Default::default();
+    let bl: Vec<Block<AD>> = blocks::<AD>(layers, &device).into_iter().map(|b| b.no_grad()).collect();
+    let x = Tensor::<AD, 3>::random([batch, tokens, HIDDEN], Distribution::Normal(0.0, 1.0), &device);
+    let p = Param::from_tensor(Tensor::<AD, 3>::random([layers, PROMPTS, HIDDEN], Distribution::Normal(0.0, 0.02), &device));
+    let mut times = Vec::new();
+    for i in 0..=repeat {
+        let t = Instant::now();
+        let out = run(&bl, x.clone(), &p.val());
+        let grads = out.narrow(1, 0, 1).sum().backward();
+        let g = p.grad(&grads).expect("prompt gradient");
+        let _ = g.into_data();
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times
+}
+
 fn single(mode: &str, batch: usize, layers: usize, tokens: usize, repeat: usize) {
     let device = Default::default();
     let base_rss = current_rss_mib();
@@ -91,22 +113,8 @@ fn single(mode: &str, batch: usize, layers: usize, tokens: usize, repeat: usize)
                 }
             }
         }
-        _ => {
-            type AD = Autodiff<Flex>;
-            let bl: Vec<Block<AD>> = blocks::<AD>(layers, &device).into_iter().map(|b| b.no_grad()).collect();
-            let x = Tensor::<AD, 3>::random([batch, tokens, HIDDEN], Distribution::Normal(0.0, 1.0), &device);
-            let p = Param::from_tensor(Tensor::<AD, 3>::random([layers, PROMPTS, HIDDEN], Distribution::Normal(0.0, 0.02), &device));
-            for i in 0..=repeat {
-                let t = Instant::now();
-                let out = run(&bl, x.clone(), &p.val());
-                let grads = out.narrow(1, 0, 1).sum().backward();
-                let g = p.grad(&grads).expect("prompt gradient");
-                let _ = g.into_data();
-                if i > 0 {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
-        }
+        "forward_backward" => times = forward_backward::<Autodiff<Flex>>(batch, layers, tokens, repeat),
+        _ => times = forward_backward::<Autodiff<Flex, BalancedCheckpointing>>(batch, layers, tokens, repeat),
     }
     times.sort_by(f64::total_cmp);
     let peak = peak_rss_mib();
@@ -129,7 +137,7 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    for mode in ["forward", "forward_backward"] {
+    for mode in ["forward", "forward_backward", "forward_backward_checkpointed"] {
         for batch in [1, 2] {
             let out = Command::new(&exe).env("ADFIT_BENCH_SINGLE", format!("{mode}:{batch}")).output().expect("child");
             print!("{}", String::from_utf8_lossy(&out.stdout));

@@ -4,6 +4,7 @@
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::ops::AttentionModuleOptions;
 
 /// `softmax(q kᵀ · scale + bias) v` over heads.
 ///
@@ -11,6 +12,10 @@ use burn::tensor::activation::{gelu, softmax};
 /// - q: `[batch, heads, n_q, head_dim]`, k and v: `[batch, heads, n_k, head_dim]`
 /// - bias (optional, additive): broadcastable to `[batch, heads, n_q, n_k]`
 /// - output: `[batch, heads, n_q, head_dim]`
+///
+/// Without a bias this is Burn's fused attention op: backends with a kernel (Flex's tiled
+/// flash attention on CPU, CubeCL's on GPU) never materialise the `n_q × n_k` score matrix in
+/// inference; under autodiff Burn falls back to the decomposed form.
 pub fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -18,12 +23,17 @@ pub fn attention<B: Backend>(
     scale: f64,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
-    let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-    let scores = match bias {
-        Some(b) => scores + b,
-        None => scores,
-    };
-    softmax(scores, 3).matmul(v)
+    match bias {
+        None => burn::tensor::module::attention(
+            q,
+            k,
+            v,
+            None,
+            None,
+            AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false },
+        ),
+        Some(b) => softmax(q.matmul(k.swap_dims(2, 3)) * scale + b, 3).matmul(v),
+    }
 }
 
 /// `[batch, tokens, heads·head_dim]` → `[batch, heads, tokens, head_dim]`.
