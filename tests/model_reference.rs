@@ -260,3 +260,30 @@ fn hf_bert_checkpoints_load_with_or_without_the_bert_prefix() {
         assert_close(last, &f["out.last_hidden_state"], &format!("prefix {prefix:?}"));
     }
 }
+
+#[test]
+fn pretrained_vit_bin_in_bfloat16_loads_strictly() {
+    use adfit::model::backbones::m3d::load_vision_checkpoint;
+    use adfit::model::weights::read_pytorch;
+    let path = dir().join("pretrained_vit_bf16.bin");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("pretrained_vit_bf16.json")).unwrap()).unwrap();
+    let tensors = read_pytorch(&path).unwrap();
+    let want = reference["tensors"].as_object().unwrap();
+    assert_eq!(tensors.len(), want.len());
+    for (name, w) in want {
+        let t = &tensors[name];
+        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(t.shape, shape, "{name}");
+        let first4: Vec<f32> = w["first4"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(&t.data[..4], &first4[..], "{name}: bf16 values must convert exactly");
+        let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
+        assert!((sum - w["sum"].as_f64().unwrap()).abs() < 1e-6 * (1.0 + sum.abs()), "{name}: sum {sum}");
+    }
+    // The whole ViT loads strictly from it and stays close to the f32 reference (bf16 weights).
+    let vit: Vit3d<B> = load_vision_checkpoint(&path, &vit_config(), [2, 2, 3], PosEmbedPolicy::Reinterpret, &Default::default()).unwrap();
+    let f = load("vit.safetensors");
+    let (last, _) = vit.forward(tensor(&f["input.volume"]), false);
+    let err = max_abs(last, &f["out.last"], "bf16 ViT");
+    assert!(err < 0.1, "bf16 weights moved the output by {err}");
+}
