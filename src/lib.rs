@@ -10,6 +10,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod train;
 pub mod eval;
 pub mod util;
 

@@ -1,3 +1,4 @@
 //! Evaluation: metrics and reference classifiers.
 
 pub mod logreg;
+pub mod metrics;

@@ -1,0 +1,3 @@
+//! Training: the learning-rate schedule (more of the loop lands with `adfit finetune`).
+
+pub mod plateau;
