@@ -287,3 +287,22 @@ fn pretrained_vit_bin_in_bfloat16_loads_strictly() {
     let err = max_abs(last, &f["out.last"], "bf16 ViT");
     assert!(err < 0.1, "bf16 weights moved the output by {err}");
 }
+
+#[test]
+fn only_trainable_parameters_get_gradients_and_optimizer_state() {
+    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    let f = load("wrapper.safetensors");
+    let m = wrapper::<AD>(CrossAttentionKind::MultiHead);
+    let img = m.encode_image(tensor(&f["input.volume"]));
+    let w = m.encode_text(ints(&f["input.input_ids"]), tensor(&f["input.attention_mask"]));
+    let loss = m.loss(&img, w, tensor(&f["input.mmse_target"]), tensor(&f["input.mmse_mask"]), 0.5);
+    let grads = GradientsParams::from_grads(loss.total.backward(), &m);
+    // prompts (visual, text), MMSE token, MMSE head (4), f_v (2), f_t (2), cross-attention
+    // (2 directions x 4 linears x 2), scale, CLS = 29 tensors; nothing from the frozen towers.
+    assert_eq!(grads.len(), 29);
+    let mut optim = AdamWConfig::new().init::<AD, AdClip<AD>>();
+    let before = m.backbone.vit.blocks[0].attn.qkv.weight.val().into_data();
+    let m = optim.step(1e-3, m, grads);
+    assert_eq!(optim.to_record().len(), 29, "optimiser state only for trainable tensors");
+    assert_eq!(m.backbone.vit.blocks[0].attn.qkv.weight.val().into_data(), before, "frozen weights unchanged");
+}
