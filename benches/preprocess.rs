@@ -43,9 +43,9 @@ fn template() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("ADFIT_BENCH_T1") {
         return Some(PathBuf::from(p));
     }
-    let cache = std::env::var("ADFIT_ASSETS").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets")
-    });
+    let cache = std::env::var("ADFIT_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets"));
     let p = cache.join("tpl-MNI152NLin6Asym_res-01_T1w.nii.gz");
     p.exists().then_some(p)
 }

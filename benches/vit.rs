@@ -54,7 +54,11 @@ fn blocks<B: Backend>(layers: usize, device: &B::Device) -> Vec<Block<B>> {
     (0..layers)
         .map(|_| Block {
             norm1: LayerNormConfig::new(HIDDEN).init(device),
-            attn: SelfAttention { qkv: lin(HIDDEN, 3 * HIDDEN, false), out_proj: lin(HIDDEN, HIDDEN, true), heads: HEADS },
+            attn: SelfAttention {
+                qkv: lin(HIDDEN, 3 * HIDDEN, false),
+                out_proj: lin(HIDDEN, HIDDEN, true),
+                heads: HEADS,
+            },
             norm2: LayerNormConfig::new(HIDDEN).init(device),
             mlp: Mlp { linear1: lin(HIDDEN, MLP, true), linear2: lin(MLP, HIDDEN, true) },
         })
@@ -76,11 +80,20 @@ fn run<B: Backend>(blocks: &[Block<B>], x: Tensor<B, 3>, prompts: &Tensor<B, 3>)
 
 /// Forward + backward with only the prompts trainable; the checkpointing strategy is the
 /// backend's (`BalancedCheckpointing` recomputes cheap ops in backward instead of keeping them).
-fn forward_backward<AD: burn::tensor::backend::AutodiffBackend>(batch: usize, layers: usize, tokens: usize, repeat: usize) -> Vec<f64> {
+fn forward_backward<AD: burn::tensor::backend::AutodiffBackend>(
+    batch: usize,
+    layers: usize,
+    tokens: usize,
+    repeat: usize,
+) -> Vec<f64> {
     let device = Default::default();
     let bl: Vec<Block<AD>> = blocks::<AD>(layers, &device).into_iter().map(|b| b.no_grad()).collect();
     let x = Tensor::<AD, 3>::random([batch, tokens, HIDDEN], Distribution::Normal(0.0, 1.0), &device);
-    let p = Param::from_tensor(Tensor::<AD, 3>::random([layers, PROMPTS, HIDDEN], Distribution::Normal(0.0, 0.02), &device));
+    let p = Param::from_tensor(Tensor::<AD, 3>::random(
+        [layers, PROMPTS, HIDDEN],
+        Distribution::Normal(0.0, 0.02),
+        &device,
+    ));
     let mut times = Vec::new();
     for i in 0..=repeat {
         let t = Instant::now();

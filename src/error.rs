@@ -29,12 +29,7 @@ pub enum Error {
 
     /// One bad cell in a CSV table. `line` is the 1-based physical line (the header is line 1).
     #[error("{path}:{line}: column `{column}`: {reason}")]
-    Row {
-        path: PathBuf,
-        line: u64,
-        column: String,
-        reason: String,
-    },
+    Row { path: PathBuf, line: u64, column: String, reason: String },
 
     /// A scan of a scan list that cannot be matched to exactly one table row.
     #[error("{scan}: {reason}")]
@@ -66,51 +61,26 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub fn nifti(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Nifti {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::Nifti { path: path.into(), reason: reason.into() }
     }
 
     pub fn volume(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Volume {
-            what: what.into(),
-            reason: reason.into(),
-        }
+        Error::Volume { what: what.into(), reason: reason.into() }
     }
 
     pub fn table(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Table {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::Table { path: path.into(), reason: reason.into() }
     }
 
-    pub fn row(
-        path: impl Into<PathBuf>,
-        line: u64,
-        column: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        Error::Row {
-            path: path.into(),
-            line,
-            column: column.into(),
-            reason: reason.into(),
-        }
+    pub fn row(path: impl Into<PathBuf>, line: u64, column: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Row { path: path.into(), line, column: column.into(), reason: reason.into() }
     }
 
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Config {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::Config { field: field.into(), reason: reason.into() }
     }
 }

@@ -9,9 +9,9 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod train;
-pub mod eval;
 pub mod util;
 
 pub use error::{Error, Result};

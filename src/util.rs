@@ -15,10 +15,7 @@ fn temp_name(path: &Path) -> PathBuf {
 /// Write `path` through `fill`, atomically: the bytes go to a hidden temporary file in the same
 /// folder, which is flushed, synced and renamed over `path` only once `fill` succeeded. A crash or
 /// an error leaves either the old file or none, never a half-written one.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

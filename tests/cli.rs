@@ -125,11 +125,20 @@ fn synth_preprocess_split_end_to_end() {
     }
     let table: Value = serde_json::from_str(&ok(d, &["inspect", "demo/adni/ADNIMERGE.csv", "--json"])).unwrap();
     assert_eq!(table["format"], "adnimerge");
-    let oasis: Value = serde_json::from_str(&ok(d, &["inspect", "demo/oasis/oasis_longitudinal.csv", "--json"])).unwrap();
+    let oasis: Value =
+        serde_json::from_str(&ok(d, &["inspect", "demo/oasis/oasis_longitudinal.csv", "--json"])).unwrap();
     assert_eq!(oasis["format"], "oasis2");
 
     let args = [
-        "preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache", "--shape", "24,28,24",
+        "preprocess",
+        "--scans",
+        "demo/adni/scans.csv",
+        "--table",
+        "demo/adni/ADNIMERGE.csv",
+        "--out",
+        "cache",
+        "--shape",
+        "24,28,24",
     ];
     let first = ok(d, &args);
     assert!(first.contains("0 failed"), "{first}");
@@ -142,7 +151,10 @@ fn synth_preprocess_split_end_to_end() {
     let again = ok(d, &args);
     assert!(again.contains(&format!("0 scans preprocessed, {n_rows} reused")), "{again}");
     // Other settings into the same folder are refused.
-    let err = fails(d, &["preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache"]);
+    let err = fails(
+        d,
+        &["preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache"],
+    );
     assert!(err.contains("other settings"), "{err}");
 
     // A corrupt scan is reported by path; the others still go through.
@@ -151,7 +163,20 @@ fn synth_preprocess_split_end_to_end() {
     let victim_path = d.join("demo/adni").join(&victim);
     let bytes = std::fs::read(&victim_path).unwrap();
     std::fs::write(&victim_path, &bytes[..bytes.len() / 3]).unwrap();
-    let out = adfit(d, &["preprocess", "--scans", "demo/adni/scans.csv", "--table", "demo/adni/ADNIMERGE.csv", "--out", "cache2", "--shape", "24,28,24"]);
+    let out = adfit(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/adni/scans.csv",
+            "--table",
+            "demo/adni/ADNIMERGE.csv",
+            "--out",
+            "cache2",
+            "--shape",
+            "24,28,24",
+        ],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&victim), "{stderr}");

@@ -76,14 +76,23 @@ fn bert_config() -> BertConfig {
 }
 
 fn load_vit<Bk: Backend>() -> Vit3d<Bk> {
-    let store = WeightStore::<Bk>::new(Path::new("vit"), load("vit.safetensors"), &[("vision_encoder.", "vit.")], &Default::default());
+    let store = WeightStore::<Bk>::new(
+        Path::new("vit"),
+        load("vit.safetensors"),
+        &[("vision_encoder.", "vit.")],
+        &Default::default(),
+    );
     let vit = Vit3d::load(&vit_config(), &store, "vit.", [2, 2, 3], PosEmbedPolicy::Reinterpret).unwrap();
     vit
 }
 
 fn load_bert<Bk: Backend>() -> Bert<Bk> {
-    let mut store =
-        WeightStore::<Bk>::new(Path::new("bert"), load("bert.safetensors"), &[("language_encoder.", "text.")], &Default::default());
+    let mut store = WeightStore::<Bk>::new(
+        Path::new("bert"),
+        load("bert.safetensors"),
+        &[("language_encoder.", "text.")],
+        &Default::default(),
+    );
     Bert::load(&bert_config(), &mut store, "text.").unwrap()
 }
 
@@ -178,7 +187,8 @@ fn method_forward_matches_the_contract() {
     let f = load("wrapper.safetensors");
     let m = wrapper::<B>(CrossAttentionKind::MultiHead);
     let x: Tensor<B, 5> = tensor(&f["input.volume"]);
-    let (last, _) = prompted_vision(&m.backbone.vit, x.clone(), m.mmse_token.as_ref(), m.visual_prompts.as_ref(), false);
+    let (last, _) =
+        prompted_vision(&m.backbone.vit, x.clone(), m.mmse_token.as_ref(), m.visual_prompts.as_ref(), false);
     assert_close(last, &f["out.vision_last"], "vision sequence");
     let img = m.encode_image(x);
     assert_close(img.v.clone(), &f["out.v"], "v");
@@ -213,7 +223,11 @@ fn method_forward_matches_the_contract() {
         let (v3, w3_hat) = m.cross_attention.forward(img.v.clone(), w3.clone());
         assert_close(v3, &f[&format!("out.{name}.m3.v_hat")], &format!("{name} m3 v_hat"));
         assert_close(w3_hat, &f[&format!("out.{name}.m3.w_hat")], &format!("{name} m3 w_hat"));
-        assert_close(m.logits(img.v.clone(), w3.clone()), &f[&format!("out.{name}.m3.logits")], &format!("{name} m3 logits"));
+        assert_close(
+            m.logits(img.v.clone(), w3.clone()),
+            &f[&format!("out.{name}.m3.logits")],
+            &format!("{name} m3 logits"),
+        );
         let loss = m.loss(&img, w.clone(), tensor(&f["input.mmse_target"]), tensor(&f["input.mmse_mask"]), 0.5);
         assert_close(loss.total, &f[&format!("out.{name}.loss")], &format!("{name} loss"));
         assert_close(loss.mmse.unwrap(), &f["out.mmse_mse"], "masked mse");
@@ -253,7 +267,8 @@ fn hf_bert_checkpoints_load_with_or_without_the_bert_prefix() {
             .iter()
             .filter_map(|(k, v)| k.strip_prefix("language_encoder.").map(|rest| (format!("{prefix}{rest}"), v.clone())))
             .collect();
-        let mut store = WeightStore::<B>::new(Path::new("hf"), tensors, &[("bert.", "text."), ("", "text.")], &Default::default());
+        let mut store =
+            WeightStore::<B>::new(Path::new("hf"), tensors, &[("bert.", "text."), ("", "text.")], &Default::default());
         let bert = Bert::load(&bert_config(), &mut store, "text.").unwrap();
         store.finish().unwrap();
         let (last, _) = bert.forward(ints(&f["input.input_ids"]), tensor(&f["input.attention_mask"]), false);
@@ -281,7 +296,9 @@ fn pretrained_vit_bin_in_bfloat16_loads_strictly() {
         assert!((sum - w["sum"].as_f64().unwrap()).abs() < 1e-6 * (1.0 + sum.abs()), "{name}: sum {sum}");
     }
     // The whole ViT loads strictly from it and stays close to the f32 reference (bf16 weights).
-    let vit: Vit3d<B> = load_vision_checkpoint(&path, &vit_config(), [2, 2, 3], PosEmbedPolicy::Reinterpret, &Default::default()).unwrap();
+    let vit: Vit3d<B> =
+        load_vision_checkpoint(&path, &vit_config(), [2, 2, 3], PosEmbedPolicy::Reinterpret, &Default::default())
+            .unwrap();
     let f = load("vit.safetensors");
     let (last, _) = vit.forward(tensor(&f["input.volume"]), false);
     let err = max_abs(last, &f["out.last"], "bf16 ViT");

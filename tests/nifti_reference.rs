@@ -103,7 +103,11 @@ fn every_malformed_fixture_gets_its_intended_error() {
         ("bad_missing_img.hdr", "image file of the .hdr/.img pair is missing"),
     ];
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    assert_eq!(reference["malformed"].as_object().unwrap().len(), expected.len(), "a malformed case has no expectation");
+    assert_eq!(
+        reference["malformed"].as_object().unwrap().len(),
+        expected.len(),
+        "a malformed case has no expectation"
+    );
     for (file, words) in expected {
         let path = dir.join(file);
         let err = match read_nifti(&path) {

@@ -34,7 +34,8 @@ pub struct ConvertArgs {
 }
 
 pub(crate) fn parse_percentiles(s: &str) -> Result<(f32, f32), String> {
-    let parts: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
+    let parts: Vec<f32> =
+        s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("{s:?}: {e}"))?;
     match parts.as_slice() {
         [lo, hi] if 0.0 <= *lo && lo < hi && *hi <= 100.0 => Ok((*lo, *hi)),
         _ => Err(format!("{s:?}: give LOW,HIGH with 0 ≤ LOW < HIGH ≤ 100")),

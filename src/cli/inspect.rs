@@ -88,7 +88,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     }
     println!("{}", info.path);
     println!("  shape       {:?}  ({})", info.shape, info.datatype);
-    println!("  orientation {}{}{}{}", info.axcodes[0], info.axcodes[1], info.axcodes[2], if a.canonical { " (reoriented)" } else { "" });
+    println!(
+        "  orientation {}{}{}{}",
+        info.axcodes[0],
+        info.axcodes[1],
+        info.axcodes[2],
+        if a.canonical { " (reoriented)" } else { "" }
+    );
     let v = info.voxel_size;
     println!("  voxel size  {:.4} x {:.4} x {:.4} mm", v[0], v[1], v[2]);
     match info.scl_slope.zip(info.scl_inter) {

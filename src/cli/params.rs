@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use burn::backend::Flex;
 use clap::{Args, ValueEnum};
 
-use crate::model::bert::{Bert, BertConfig};
 use crate::model::backbones::Backbone;
+use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::cross_attention::CrossAttentionKind;
 use crate::model::method::{AdClip, MethodConfig};
@@ -55,7 +55,13 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
                 Shape::M3d => (Vit3dConfig::m3d(), BertConfig::bert_base_uncased()),
                 Shape::Tiny => (
                     Vit3dConfig::tiny(),
-                    BertConfig { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 128, ..BertConfig::bert_base_uncased() },
+                    BertConfig {
+                        hidden_size: 64,
+                        num_hidden_layers: 2,
+                        num_attention_heads: 4,
+                        intermediate_size: 128,
+                        ..BertConfig::bert_base_uncased()
+                    },
                 ),
             };
             let hidden = v.hidden_size;

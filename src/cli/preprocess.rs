@@ -66,7 +66,12 @@ pub fn run(a: PreprocessArgs, quiet: bool) -> anyhow::Result<()> {
         shape: a.shape,
         canonical: !a.no_canonical,
         crop_fraction: (!a.no_crop).then_some(a.crop_fraction),
-        normalize: NormalizeConfig { method: a.normalize, lower_percentile, upper_percentile, non_finite: a.non_finite },
+        normalize: NormalizeConfig {
+            method: a.normalize,
+            lower_percentile,
+            upper_percentile,
+            non_finite: a.non_finite,
+        },
     };
     let report = match &a.report_template {
         Some(p) => ReportTemplate::from_json(p)?,

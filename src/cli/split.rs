@@ -60,9 +60,14 @@ pub fn run(a: SplitArgs) -> anyhow::Result<()> {
                 .filter(|s| split.fold(fold).get(s.subject.as_str()) == Some(&Part::Train))
                 .map(|s| (s.clone(), scans[s.subject.as_str()]))
                 .collect();
-            let keep: std::collections::HashSet<String> = subsample_subjects(&train, n, a.seed + fold as u64).into_iter().collect();
+            let keep: std::collections::HashSet<String> =
+                subsample_subjects(&train, n, a.seed + fold as u64).into_iter().collect();
             keep_rows.extend(
-                split.rows.iter().filter(|r| r.fold == fold && (r.part != Part::Train || keep.contains(&r.subject))).cloned(),
+                split
+                    .rows
+                    .iter()
+                    .filter(|r| r.fold == fold && (r.part != Part::Train || keep.contains(&r.subject)))
+                    .cloned(),
             );
         }
         split = Split { rows: keep_rows };
@@ -80,7 +85,9 @@ fn print_summary(split: &Split, scans: Option<&HashMap<&str, usize>>) {
             let rows: Vec<_> = split.rows.iter().filter(|r| r.fold == fold && r.part == part).collect();
             let by = |l: Label| rows.iter().filter(|r| r.stratum == l).count();
             let n_scans = scans
-                .map(|s| rows.iter().map(|r| s.get(r.subject.as_str()).copied().unwrap_or(0)).sum::<usize>().to_string())
+                .map(|s| {
+                    rows.iter().map(|r| s.get(r.subject.as_str()).copied().unwrap_or(0)).sum::<usize>().to_string()
+                })
                 .unwrap_or_else(|| "-".into());
             println!(
                 "{fold:>5} {:>6} {:>9} {:>5} {:>5} {:>5} {n_scans:>7}",

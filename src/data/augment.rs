@@ -32,8 +32,7 @@ pub fn augment(data: &mut Vec<f32>, shape: [usize; 3], cfg: &AugmentConfig, rng:
         }
     }
     let shift: [f32; 3] = std::array::from_fn(|_| rng.random_range(-1.0..=1.0) * cfg.max_shift);
-    let angles: [f32; 3] =
-        std::array::from_fn(|_| (rng.random_range(-1.0..=1.0) * cfg.max_rotation_deg).to_radians());
+    let angles: [f32; 3] = std::array::from_fn(|_| (rng.random_range(-1.0..=1.0) * cfg.max_rotation_deg).to_radians());
     if shift.iter().chain(&angles).all(|v| v.abs() < 1e-6) {
         return;
     }

@@ -88,9 +88,8 @@ pub fn read_cached(path: &Path) -> Result<Volume> {
     let (shape, affine) = parse_header(path, &header)?;
     let n = shape.iter().product::<usize>();
     let mut data = vec![0f32; n];
-    f.read_exact(bytemuck::cast_slice_mut(&mut data)).map_err(|e| {
-        Error::volume(path.display().to_string(), format!("truncated cache file: {e}"))
-    })?;
+    f.read_exact(bytemuck::cast_slice_mut(&mut data))
+        .map_err(|e| Error::volume(path.display().to_string(), format!("truncated cache file: {e}")))?;
     if cfg!(target_endian = "big") {
         for v in data.iter_mut() {
             *v = f32::from_bits(v.to_bits().swap_bytes());

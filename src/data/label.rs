@@ -54,8 +54,8 @@ impl Label {
             "DEMENTIA" | "AD" => Label::AD,
             _ => {
                 return Err(format!(
-                    "unknown diagnosis code {code:?} (expected CN, NL, SMC, MCI, EMCI, LMCI, Dementia, AD, or \"X to Y\")"
-                ))
+                "unknown diagnosis code {code:?} (expected CN, NL, SMC, MCI, EMCI, LMCI, Dementia, AD, or \"X to Y\")"
+            ))
             }
         };
         Ok(Some(label))

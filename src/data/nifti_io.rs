@@ -131,13 +131,7 @@ impl Stats {
         }
         let mean = sum / n.max(1) as f64;
         let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n.max(1) as f64;
-        Stats {
-            min,
-            max,
-            mean,
-            std: var.sqrt(),
-            sum,
-        }
+        Stats { min, max, mean, std: var.sqrt(), sum }
     }
 }
 
@@ -203,11 +197,7 @@ fn layout(path: &Path) -> Layout {
 fn open(path: &Path) -> Result<Box<dyn Read>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
-    Ok(if is_gz(path) {
-        Box::new(MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    })
+    Ok(if is_gz(path) { Box::new(MultiGzDecoder::new(reader)) } else { Box::new(reader) })
 }
 
 /// Read a NIfTI-1 volume and scale it (`scl_slope`, `scl_inter`) as nibabel's `get_fdata` does.
@@ -350,9 +340,7 @@ fn shape_of(h: &NiftiHeader) -> std::result::Result<[usize; 3], String> {
         if a <= 3 {
             shape[a - 1] = d as usize;
         } else if d != 1 {
-            return Err(format!(
-                "dim[{a}] = {d}: only 3D volumes (or a singleton 4th dimension) are supported"
-            ));
+            return Err(format!("dim[{a}] = {d}: only 3D volumes (or a singleton 4th dimension) are supported"));
         }
     }
     let n: u64 = shape.iter().map(|&s| s as u64).product();
@@ -604,7 +592,7 @@ fn encode(vol: &Volume, out: OutType) -> Result<Vec<u8>> {
     h[344..348].copy_from_slice(b"n+1\0");
     buf.extend_from_slice(&h);
     buf.extend_from_slice(&[0u8; 4]); // no extensions
-    // C order in memory → Fortran order on disk.
+                                      // C order in memory → Fortran order on disk.
     for k in 0..n2 {
         for j in 0..n1 {
             for i in 0..n0 {
@@ -695,12 +683,7 @@ mod tests {
     /// An oblique, reflected affine with anisotropic voxels.
     fn oblique() -> Affine {
         let (s, c) = (0.3f64.sin(), 0.3f64.cos());
-        [
-            [-1.2 * c, 0.0, 2.5 * s, 10.0],
-            [0.0, 1.5, 0.0, -20.0],
-            [1.2 * s, 0.0, 2.5 * c, 5.5],
-            [0.0, 0.0, 0.0, 1.0],
-        ]
+        [[-1.2 * c, 0.0, 2.5 * s, 10.0], [0.0, 1.5, 0.0, -20.0], [1.2 * s, 0.0, 2.5 * c, 5.5], [0.0, 0.0, 0.0, 1.0]]
     }
 
     #[test]

@@ -62,10 +62,7 @@ pub fn check_finite(vol: &mut Volume, policy: NonFinite, what: &str) -> Result<u
     match policy {
         NonFinite::Error => Err(Error::volume(
             what,
-            format!(
-                "{bad} of {} voxels are NaN or infinite (use --non-finite zero to replace them with 0)",
-                vol.len()
-            ),
+            format!("{bad} of {} voxels are NaN or infinite (use --non-finite zero to replace them with 0)", vol.len()),
         )),
         NonFinite::Zero => {
             for v in vol.data.iter_mut().filter(|v| !v.is_finite()) {
@@ -139,10 +136,7 @@ pub fn normalize(vol: &mut Volume, cfg: &NormalizeConfig, what: &str) -> Result<
             let var = vol.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
             let std = var.sqrt();
             if std == 0.0 {
-                return Err(Error::volume(
-                    what,
-                    format!("constant volume (every voxel is {mean}): cannot z-score"),
-                ));
+                return Err(Error::volume(what, format!("constant volume (every voxel is {mean}): cannot z-score")));
             }
             for v in vol.data.iter_mut() {
                 *v = ((*v as f64 - mean) / std) as f32;

@@ -187,7 +187,8 @@ pub fn scan_id(rel: &str) -> String {
 }
 
 fn cache_name(id: &str) -> String {
-    let safe: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let safe: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     format!("volumes/{safe}.vol")
 }
 
@@ -219,7 +220,8 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
     let cfg_path = job.out.join("preprocess.json");
     if cfg_path.exists() {
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let old: PreprocessConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), source: e })?;
+        let old: PreprocessConfig =
+            serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), source: e })?;
         if old != job.config {
             return Err(Error::config(
                 "--out",
@@ -230,7 +232,8 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
             ));
         }
     } else {
-        let text = serde_json::to_string_pretty(&job.config).map_err(|e| Error::Json { path: cfg_path.clone(), source: e })?;
+        let text =
+            serde_json::to_string_pretty(&job.config).map_err(|e| Error::Json { path: cfg_path.clone(), source: e })?;
         crate::util::write_bytes_atomic(&cfg_path, text.as_bytes())?;
     }
 

@@ -59,7 +59,8 @@ impl ReportTemplate {
     /// Load a template from JSON; fields left out keep their defaults.
     pub fn from_json(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let t: ReportTemplate = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })?;
+        let t: ReportTemplate =
+            serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })?;
         t.validate()?;
         Ok(t)
     }

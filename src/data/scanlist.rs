@@ -36,10 +36,8 @@ pub struct ScanEntry {
 pub fn read_scan_list(path: &Path) -> Result<Vec<ScanEntry>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = csv::Reader::from_reader(std::io::BufReader::new(file));
-    let headers = reader
-        .headers()
-        .map_err(|e| Error::table(path, format!("cannot read the header line: {e}")))?
-        .clone();
+    let headers =
+        reader.headers().map_err(|e| Error::table(path, format!("cannot read the header line: {e}")))?.clone();
     let find = |name: &str| headers.iter().position(|h| h.trim() == name);
     let path_col = find("path").ok_or_else(|| Error::table(path, "a scan list needs a `path` column"))?;
     let (id_col, subject_col, date_col) = (find("image_id"), find("subject"), find("date"));
@@ -110,11 +108,9 @@ pub fn match_scans(scans: &[ScanEntry], table: &Table, max_days: i32) -> (Vec<Ma
         let result = match &scan.key {
             ScanKey::ImageId(id) => match by_id.get(id).map(Vec::as_slice) {
                 Some([row]) => Ok(((*row).clone(), 0)),
-                Some(rows) => Err(fail(format!(
-                    "image id {id} is on {} table rows (lines {})",
-                    rows.len(),
-                    lines(rows)
-                ))),
+                Some(rows) => {
+                    Err(fail(format!("image id {id} is on {} table rows (lines {})", rows.len(), lines(rows))))
+                }
                 None => Err(fail(format!("image id {id} is not in {}", table.path.display()))),
             },
             ScanKey::SubjectDate { subject, date } => {
@@ -149,10 +145,7 @@ fn nearest_visit(rows: &[&ClinicalRow], date: Date, max_days: i32) -> std::resul
         return Err(format!("the nearest visit (line {}) is {best} days away, more than {max_days}", row.line));
     }
     if let Some((_, other)) = dated.get(1).filter(|(d, _)| *d == best) {
-        return Err(format!(
-            "two visits are {best} days away (lines {} and {}): ambiguous",
-            row.line, other.line
-        ));
+        return Err(format!("two visits are {best} days away (lines {} and {}): ambiguous", row.line, other.line));
     }
     Ok((row.clone(), best))
 }

@@ -95,9 +95,7 @@ pub fn strata<'a>(visits: impl IntoIterator<Item = (&'a str, Option<Label>)>) ->
             *slot = label;
         }
     }
-    seen.into_iter()
-        .filter_map(|(s, l)| l.map(|label| SubjectStratum { subject: s.to_string(), label }))
-        .collect()
+    seen.into_iter().filter_map(|(s, l)| l.map(|label| SubjectStratum { subject: s.to_string(), label })).collect()
 }
 
 /// Make a k-fold split. Within each diagnosis, subjects are shuffled and dealt to folds in turn,
@@ -134,7 +132,8 @@ pub fn make_split(subjects: &[SubjectStratum], cfg: &SplitConfig) -> Result<Spli
     }
     let mut rows = Vec::new();
     for fold in 0..cfg.folds {
-        let mut fold_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(fold as u64 + 1)));
+        let mut fold_rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(fold as u64 + 1)));
         for list in by_label.values() {
             let mut rest: Vec<&str> = list.iter().copied().filter(|s| test_fold[s] != fold).collect();
             rest.sort_unstable();
@@ -227,11 +226,7 @@ pub fn check_leakage(path: &Path, rows: &[Assignment]) -> Result<()> {
 /// Training subjects kept to reach at most `target` scans, by whole subjects. Subjects are
 /// shuffled within each diagnosis and interleaved in proportion, so the subsample keeps the class
 /// mix; a subject that would overshoot is passed over for a smaller one.
-pub fn subsample_subjects(
-    subjects: &[(SubjectStratum, usize)],
-    target: usize,
-    seed: u64,
-) -> Vec<String> {
+pub fn subsample_subjects(subjects: &[(SubjectStratum, usize)], target: usize, seed: u64) -> Vec<String> {
     let mut by_label: BTreeMap<Label, Vec<(&str, usize)>> = BTreeMap::new();
     for (s, n) in subjects {
         by_label.entry(s.label).or_default().push((&s.subject, *n));

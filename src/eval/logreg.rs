@@ -43,33 +43,23 @@ pub fn fit(x: &[Vec<f64>], y: &[usize], n_classes: usize, l2: f64) -> Result<Log
         return Err(bad(format!("n_classes is {n_classes}, need at least 2")));
     }
     if !(l2.is_finite() && l2 >= 0.0) {
-        return Err(bad(format!(
-            "l2 penalty {l2} must be finite and non-negative"
-        )));
+        return Err(bad(format!("l2 penalty {l2} must be finite and non-negative")));
     }
     let d = x[0].len();
     for (r, row) in x.iter().enumerate() {
         if row.len() != d {
-            return Err(bad(format!(
-                "row {r} has {} features, row 0 has {d}",
-                row.len()
-            )));
+            return Err(bad(format!("row {r} has {} features, row 0 has {d}", row.len())));
         }
         if let Some(f) = row.iter().position(|v| !v.is_finite()) {
             return Err(bad(format!("row {r}, feature {f} is not finite")));
         }
     }
     if let Some(r) = y.iter().position(|&c| c >= n_classes) {
-        return Err(bad(format!(
-            "row {r} has label {} but n_classes is {n_classes}",
-            y[r]
-        )));
+        return Err(bad(format!("row {r} has label {} but n_classes is {n_classes}", y[r])));
     }
 
     let n = x.len() as f64;
-    let mean: Vec<f64> = (0..d)
-        .map(|f| x.iter().map(|r| r[f]).sum::<f64>() / n)
-        .collect();
+    let mean: Vec<f64> = (0..d).map(|f| x.iter().map(|r| r[f]).sum::<f64>() / n).collect();
     let scale: Vec<f64> = (0..d)
         .map(|f| {
             let var = x.iter().map(|r| (r[f] - mean[f]).powi(2)).sum::<f64>() / n;
@@ -92,9 +82,7 @@ pub fn fit(x: &[Vec<f64>], y: &[usize], n_classes: usize, l2: f64) -> Result<Log
 
     let (k, m) = (n_classes, d + 1);
     let p = k * m;
-    let ridge: Vec<f64> = (0..p)
-        .map(|i| if i % m == d { BIAS_RIDGE } else { l2 })
-        .collect();
+    let ridge: Vec<f64> = (0..p).map(|i| if i % m == d { BIAS_RIDGE } else { l2 }).collect();
     let mut theta = vec![0.0; p];
     let mut loss = objective(&z, y, &theta, k, &ridge);
     let mut iterations = 0;
@@ -128,25 +116,14 @@ pub fn fit(x: &[Vec<f64>], y: &[usize], n_classes: usize, l2: f64) -> Result<Log
     }
     let weights = (0..k).map(|c| theta[c * m..c * m + d].to_vec()).collect();
     let bias = (0..k).map(|c| theta[c * m + d]).collect();
-    Ok(LogReg {
-        n_classes: k,
-        mean,
-        scale,
-        weights,
-        bias,
-        iterations,
-    })
+    Ok(LogReg { n_classes: k, mean, scale, weights, bias, iterations })
 }
 
 /// Softmax of `theta`'s scores for one augmented row, in place into `out`.
 fn softmax_row(z: &[f64], theta: &[f64], k: usize, out: &mut [f64]) {
     let m = z.len();
     for (c, o) in out.iter_mut().enumerate().take(k) {
-        *o = theta[c * m..(c + 1) * m]
-            .iter()
-            .zip(z)
-            .map(|(a, b)| a * b)
-            .sum();
+        *o = theta[c * m..(c + 1) * m].iter().zip(z).map(|(a, b)| a * b).sum();
     }
     let max = out.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let mut sum = 0.0;
@@ -170,13 +147,7 @@ fn objective(z: &[Vec<f64>], y: &[usize], theta: &[f64], k: usize, ridge: &[f64]
 }
 
 /// Gradient and Hessian of the objective (row-major `p × p`).
-fn derivatives(
-    z: &[Vec<f64>],
-    y: &[usize],
-    theta: &[f64],
-    k: usize,
-    ridge: &[f64],
-) -> (Vec<f64>, Vec<f64>) {
+fn derivatives(z: &[Vec<f64>], y: &[usize], theta: &[f64], k: usize, ridge: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let m = z[0].len();
     let np = k * m;
     let n = z.len() as f64;
@@ -217,8 +188,7 @@ fn solve(mut a: Vec<f64>, b: &[f64]) -> Option<Vec<f64>> {
     let n = b.len();
     let mut x = b.to_vec();
     for col in 0..n {
-        let piv =
-            (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
+        let piv = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
         if a[piv * n + col].abs() < 1e-300 {
             return None;
         }
@@ -252,25 +222,10 @@ impl LogReg {
     /// # Panics
     /// If the row's length differs from the training rows'.
     pub fn proba_row(&self, row: &[f64]) -> Vec<f64> {
-        assert_eq!(
-            row.len(),
-            self.mean.len(),
-            "feature count differs from training"
-        );
-        let z: Vec<f64> = row
-            .iter()
-            .enumerate()
-            .map(|(f, v)| (v - self.mean[f]) / self.scale[f])
-            .collect();
+        assert_eq!(row.len(), self.mean.len(), "feature count differs from training");
+        let z: Vec<f64> = row.iter().enumerate().map(|(f, v)| (v - self.mean[f]) / self.scale[f]).collect();
         let scores: Vec<f64> = (0..self.n_classes)
-            .map(|c| {
-                self.bias[c]
-                    + self.weights[c]
-                        .iter()
-                        .zip(&z)
-                        .map(|(w, v)| w * v)
-                        .sum::<f64>()
-            })
+            .map(|c| self.bias[c] + self.weights[c].iter().zip(&z).map(|(w, v)| w * v).sum::<f64>())
             .collect();
         let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -305,10 +260,7 @@ pub fn balanced_accuracy(y_true: &[usize], y_pred: &[usize], n_classes: usize) -
             hit[t] += usize::from(t == p);
         }
     }
-    let recalls: Vec<f64> = (0..n_classes)
-        .filter(|&c| total[c] > 0)
-        .map(|c| hit[c] as f64 / total[c] as f64)
-        .collect();
+    let recalls: Vec<f64> = (0..n_classes).filter(|&c| total[c] > 0).map(|c| hit[c] as f64 / total[c] as f64).collect();
     if recalls.is_empty() {
         f64::NAN
     } else {

@@ -35,24 +35,37 @@ pub fn classification(y: &[usize], proba: &[Vec<f64>], n_classes: usize) -> Clas
     let correct: usize = (0..n_classes).map(|c| confusion[c][c]).sum();
     let support: Vec<usize> = confusion.iter().map(|r| r.iter().sum()).collect();
     let predicted: Vec<usize> = (0..n_classes).map(|c| confusion.iter().map(|r| r[c]).sum()).collect();
-    let sensitivity: Vec<f64> =
-        (0..n_classes).map(|c| if support[c] == 0 { f64::NAN } else { confusion[c][c] as f64 / support[c] as f64 }).collect();
+    let sensitivity: Vec<f64> = (0..n_classes)
+        .map(|c| if support[c] == 0 { f64::NAN } else { confusion[c][c] as f64 / support[c] as f64 })
+        .collect();
     let specificity: Vec<f64> = (0..n_classes)
         .map(|c| {
             let negatives = n - support[c];
             let false_pos = predicted[c] - confusion[c][c];
-            if negatives == 0 { f64::NAN } else { (negatives - false_pos) as f64 / negatives as f64 }
+            if negatives == 0 {
+                f64::NAN
+            } else {
+                (negatives - false_pos) as f64 / negatives as f64
+            }
         })
         .collect();
     let present: Vec<f64> = sensitivity.iter().copied().filter(|s| !s.is_nan()).collect();
     let balanced_accuracy = present.iter().sum::<f64>() / present.len().max(1) as f64;
     let classes: Vec<usize> = (0..n_classes).filter(|&c| support[c] > 0 && support[c] < n).collect();
     let auc = if n_classes == 2 && classes.len() == 2 {
-        Some(binary_auc(&y.iter().map(|&t| t == 1).collect::<Vec<_>>(), &proba.iter().map(|p| p[1]).collect::<Vec<_>>()))
+        Some(binary_auc(
+            &y.iter().map(|&t| t == 1).collect::<Vec<_>>(),
+            &proba.iter().map(|p| p[1]).collect::<Vec<_>>(),
+        ))
     } else if classes.len() >= 2 {
         let aucs: Vec<f64> = classes
             .iter()
-            .map(|&c| binary_auc(&y.iter().map(|&t| t == c).collect::<Vec<_>>(), &proba.iter().map(|p| p[c]).collect::<Vec<_>>()))
+            .map(|&c| {
+                binary_auc(
+                    &y.iter().map(|&t| t == c).collect::<Vec<_>>(),
+                    &proba.iter().map(|p| p[c]).collect::<Vec<_>>(),
+                )
+            })
             .collect();
         Some(aucs.iter().sum::<f64>() / aucs.len() as f64)
     } else {

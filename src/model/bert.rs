@@ -228,7 +228,12 @@ impl<B: Backend> Bert<B> {
     }
 
     /// `embed` then `encode`.
-    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, keep_hidden: bool) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        keep_hidden: bool,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
         self.encode(self.embed(ids), mask, keep_hidden)
     }
 }

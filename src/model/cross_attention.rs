@@ -58,7 +58,13 @@ impl<B: Backend> Mha<B> {
             weight: burn::module::Param::from_tensor(w.clone().narrow(0, i * dim, dim).transpose()),
             bias: Some(burn::module::Param::from_tensor(b.clone().narrow(0, i * dim, dim))),
         };
-        Mha { q: part(0), k: part(1), v: part(2), out: store.linear(&format!("{prefix}.out_proj"), dim, dim, true), heads }
+        Mha {
+            q: part(0),
+            k: part(1),
+            v: part(2),
+            out: store.linear(&format!("{prefix}.out_proj"), dim, dim, true),
+            heads,
+        }
     }
 
     /// # Shapes

@@ -120,7 +120,8 @@ impl<B: Backend> AdClip<B> {
         }
         let scale = Tensor::from_data(TensorData::new(vec![cfg.scale_init.value()], [1]), device);
         AdClip {
-            visual_prompts: (cfg.visual_prompts > 0).then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
+            visual_prompts: (cfg.visual_prompts > 0)
+                .then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
             mmse_token: cfg
                 .mmse_token
                 .then(|| burn::module::Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, hv], device)),
@@ -128,7 +129,12 @@ impl<B: Backend> AdClip<B> {
             text_prompts: (cfg.text_prompts > 0).then(|| TextPrompts::init(cfg.text_prompts, ht, device)),
             f_v: LinearConfig::new(hv, cfg.embed_dim).init(device),
             f_t: LinearConfig::new(ht, cfg.embed_dim).init(device),
-            cross_attention: CrossAttention::init(cfg.cross_attention, cfg.embed_dim, cfg.cross_attention_heads, device),
+            cross_attention: CrossAttention::init(
+                cfg.cross_attention,
+                cfg.embed_dim,
+                cfg.cross_attention_heads,
+                device,
+            ),
             scale: Param::from_tensor(scale),
             pooling: cfg.pooling,
             train_cls: cfg.train_cls,
@@ -173,13 +179,8 @@ impl<B: Backend> AdClip<B> {
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
-        let (last, _) = prompted_vision(
-            &self.backbone.vit,
-            x,
-            self.mmse_token.as_ref(),
-            self.visual_prompts.as_ref(),
-            false,
-        );
+        let (last, _) =
+            prompted_vision(&self.backbone.vit, x, self.mmse_token.as_ref(), self.visual_prompts.as_ref(), false);
         let [b, _, h] = last.dims();
         let cls = last.clone().narrow(1, 0, 1).reshape([b, h]);
         let mmse = self

@@ -18,7 +18,8 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
         ParamGroup { group: "visual prompts", params: m.visual_prompts.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup {
             group: "mmse token + head",
-            params: m.mmse_token.as_ref().map_or(0, |t| t.num_params()) + m.mmse_head.as_ref().map_or(0, |h| h.num_params()),
+            params: m.mmse_token.as_ref().map_or(0, |t| t.num_params())
+                + m.mmse_head.as_ref().map_or(0, |h| h.num_params()),
         },
         ParamGroup { group: "text prompts", params: m.text_prompts.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup { group: "image projection f_v", params: m.f_v.num_params() },

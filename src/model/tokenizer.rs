@@ -88,10 +88,10 @@ impl TextTokenizer {
 
     /// Token ids of one text, with [CLS] and [SEP], truncated to `max_len`.
     pub fn encode_one(&self, text: &str) -> Result<Vec<i64>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer { path: self.source.clone(), reason: format!("cannot encode {text:?}: {e}") })?;
+        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer {
+            path: self.source.clone(),
+            reason: format!("cannot encode {text:?}: {e}"),
+        })?;
         Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
     }
 

@@ -141,7 +141,11 @@ impl<B: Backend> Vit3d<B> {
         let blocks = (0..cfg.num_layers)
             .map(|_| Block {
                 norm1: ln(),
-                attn: SelfAttention { qkv: linear(h, 3 * h, false), out_proj: linear(h, h, true), heads: cfg.num_heads },
+                attn: SelfAttention {
+                    qkv: linear(h, 3 * h, false),
+                    out_proj: linear(h, h, true),
+                    heads: cfg.num_heads,
+                },
                 norm2: ln(),
                 mlp: Mlp { linear1: linear(h, cfg.mlp_dim, true), linear2: linear(cfg.mlp_dim, h, true) },
             })
@@ -210,9 +214,11 @@ impl<B: Backend> Vit3d<B> {
         let [b, c, d, h, w] = x.dims();
         let [p1, p2, p3] = self.patch_size;
         let (g1, g2, g3) = (d / p1, h / p2, w / p3);
-        x.reshape([b, c, g1, p1, g2, p2, g3, p3])
-            .permute([0, 2, 4, 6, 3, 5, 7, 1])
-            .reshape([b, g1 * g2 * g3, p1 * p2 * p3 * c])
+        x.reshape([b, c, g1, p1, g2, p2, g3, p3]).permute([0, 2, 4, 6, 3, 5, 7, 1]).reshape([
+            b,
+            g1 * g2 * g3,
+            p1 * p2 * p3 * c,
+        ])
     }
 
     /// Patch tokens with their position embedding.
@@ -286,7 +292,11 @@ fn load_pos_embed<B: Backend>(
             // One channel at a time: [n_native] → native grid → resized grid.
             let mut out = vec![0f32; n * h];
             for c in 0..h {
-                let vol = Volume { shape: native, data: (0..n_native).map(|t| raw.data[t * h + c]).collect(), affine: identity() };
+                let vol = Volume {
+                    shape: native,
+                    data: (0..n_native).map(|t| raw.data[t * h + c]).collect(),
+                    affine: identity(),
+                };
                 let r = resize(&vol, grid)?;
                 for (t, v) in r.data.iter().enumerate() {
                     out[t * h + c] = *v;

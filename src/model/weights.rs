@@ -39,7 +39,9 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
                 .collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
+            }
             Dtype::F16 => raw.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
             Dtype::I64 => raw
                 .chunks_exact(8)
@@ -61,7 +63,8 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
 /// dtype including bfloat16, as M3D-CLIP's `pretrained_ViT.bin`) as f32.
 pub fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     let err = |reason: String| Error::Weights { path: path.into(), reason };
-    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch file: {e}")))?;
+    let reader =
+        burn_store::pytorch::PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, snap) in reader.into_tensors() {
         let data = snap.to_data().map_err(|e| err(format!("tensor {name}: {e:?}")))?;

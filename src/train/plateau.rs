@@ -32,7 +32,18 @@ pub struct Plateau {
 
 impl Plateau {
     pub fn new(lr: f64, mode: Mode, factor: f64, patience: usize) -> Self {
-        Plateau { mode, factor, patience, threshold: 1e-4, cooldown: 0, min_lr: 0.0, lr, best: None, bad_epochs: 0, cooldown_left: 0 }
+        Plateau {
+            mode,
+            factor,
+            patience,
+            threshold: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+            lr,
+            best: None,
+            bad_epochs: 0,
+            cooldown_left: 0,
+        }
     }
 
     pub fn best(&self) -> Option<f64> {

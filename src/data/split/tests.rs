@@ -35,7 +35,9 @@ fn folds_partition_subjects_and_are_stratified() {
         // per class, fold test counts differ by at most one
         for label in Label::ALL {
             let counts: Vec<usize> = (0..5)
-                .map(|f| split.rows.iter().filter(|r| r.fold == f && r.part == Part::Test && r.stratum == label).count())
+                .map(|f| {
+                    split.rows.iter().filter(|r| r.fold == f && r.part == Part::Test && r.stratum == label).count()
+                })
                 .collect();
             let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
             assert!(hi - lo <= 1, "{label}: {counts:?}");
@@ -106,9 +108,13 @@ fn bad_configs() {
 
 #[test]
 fn strata_use_first_labelled_visit() {
-    let st = strata([("a", None), ("a", Some(Label::MCI)), ("a", Some(Label::AD)), ("b", Some(Label::NC)), ("c", None)]);
-    assert_eq!(st, vec![
-        SubjectStratum { subject: "a".into(), label: Label::MCI },
-        SubjectStratum { subject: "b".into(), label: Label::NC },
-    ]);
+    let st =
+        strata([("a", None), ("a", Some(Label::MCI)), ("a", Some(Label::AD)), ("b", Some(Label::NC)), ("c", None)]);
+    assert_eq!(
+        st,
+        vec![
+            SubjectStratum { subject: "a".into(), label: Label::MCI },
+            SubjectStratum { subject: "b".into(), label: Label::NC },
+        ]
+    );
 }

@@ -219,11 +219,7 @@ pub(crate) fn paint(a: &Anatomy, h: f64, with_head: bool) -> LabelMap {
                     continue;
                 }
                 let r = r2.sqrt();
-                let rho = if r > 0.0 {
-                    r / deform(&a.shape, [qx / r, qy / r, qz / r])
-                } else {
-                    0.0
-                };
+                let rho = if r > 0.0 { r / deform(&a.shape, [qx / r, qy / r, qz / r]) } else { 0.0 };
                 let label = if rho > outer {
                     BG
                 } else if rho > 1.0 + skull {
@@ -235,12 +231,9 @@ pub(crate) fn paint(a: &Anatomy, h: f64, with_head: bool) -> LabelMap {
                 } else if rho > ribbon_in {
                     let sulcal = rho > sulcus_in && {
                         let p = [x, y, z];
-                        let wave = |d: &Vec3, phase: f64| {
-                            (omega * (d[0] * p[0] + d[1] * p[1] + d[2] * p[2]) + phase).sin()
-                        };
-                        let s: f64 = (0..3)
-                            .map(|m| wave(&a.sulcal_dirs[m], a.sulcal_phase[m]))
-                            .sum();
+                        let wave =
+                            |d: &Vec3, phase: f64| (omega * (d[0] * p[0] + d[1] * p[1] + d[2] * p[2]) + phase).sin();
+                        let s: f64 = (0..3).map(|m| wave(&a.sulcal_dirs[m], a.sulcal_phase[m])).sum();
                         s.abs() < a.sulcal_width
                     };
                     if sulcal {
@@ -271,11 +264,7 @@ pub(crate) fn paint(a: &Anatomy, h: f64, with_head: bool) -> LabelMap {
             let mirror = if side == 1 { -1.0 } else { 1.0 };
             // Structures move inward with the shrinking brain, and scale with the head.
             let c = part.center;
-            let center = [
-                mirror * c[0] * k * shrink,
-                c[1] * k * shrink,
-                c[2] * k * shrink,
-            ];
+            let center = [mirror * c[0] * k * shrink, c[1] * k * shrink, c[2] * k * shrink];
             // Structures grow less than proportionally with head size (allometry: volume ∝
             // ICV^0.6), as real ones do; the fixed parts fill the head.
             let g = match part.size {
@@ -295,16 +284,13 @@ pub(crate) fn paint(a: &Anatomy, h: f64, with_head: bool) -> LabelMap {
 fn fill(map: &mut LabelMap, e: &Ellipsoid, label: u8, over: u32) {
     let half = e.half_extent();
     let l = &map.lattice;
-    let ranges: [_; 3] =
-        std::array::from_fn(|a| l.range(a, e.center[a] - half[a], e.center[a] + half[a]));
+    let ranges: [_; 3] = std::array::from_fn(|a| l.range(a, e.center[a] - half[a], e.center[a] + half[a]));
     for i in ranges[0].clone() {
         for j in ranges[1].clone() {
             for kk in ranges[2].clone() {
                 let idx = l.index(i, j, kk);
                 let cur = map.labels[idx];
-                if over & (1 << cur) != 0
-                    && e.contains([l.coord(0, i), l.coord(1, j), l.coord(2, kk)])
-                {
+                if over & (1 << cur) != 0 && e.contains([l.coord(0, i), l.coord(1, j), l.coord(2, kk)]) {
                     map.labels[idx] = label;
                 }
             }
@@ -333,9 +319,7 @@ pub(crate) fn measure(map: &LabelMap) -> Measures {
     }
     let v = map.lattice.h.powi(3);
     let sum = |ls: &[u8]| ls.iter().map(|&l| counts[l as usize]).sum::<u64>() as f64 * v;
-    let brain = [
-        GM, WM, DEEP_GM, CEREBELLUM, HIPPO_R, HIPPO_L, ENTO_R, ENTO_L, FUSI_R, FUSI_L, MTG_R, MTG_L,
-    ];
+    let brain = [GM, WM, DEEP_GM, CEREBELLUM, HIPPO_R, HIPPO_L, ENTO_R, ENTO_L, FUSI_R, FUSI_L, MTG_R, MTG_L];
     Measures {
         ventricles: sum(&[VENT_R, VENT_L]),
         hippocampus: sum(&[HIPPO_R, HIPPO_L]),
@@ -373,8 +357,7 @@ mod tests {
     #[test]
     fn template_volumes_are_plausible() {
         let m = measure(&paint(&anatomy(5, 0.0), 2.0, false));
-        let within =
-            |v: f64, lo: f64, hi: f64, what: &str| assert!(v > lo && v < hi, "{what} = {v}");
+        let within = |v: f64, lo: f64, hi: f64, what: &str| assert!(v > lo && v < hi, "{what} = {v}");
         within(m.icv, 1.2e6, 1.8e6, "ICV");
         within(m.whole_brain, 0.85e6, 1.3e6, "WholeBrain");
         within(m.hippocampus, 5000.0, 9500.0, "Hippocampus");

@@ -32,42 +32,12 @@ struct Effect {
 /// difficulty. Calibrated so that a logistic regression on the six volumes and age reaches
 /// 0.86 ± 0.03 balanced accuracy over seeds (real ADNI: ~0.6), see `calibration.rs`.
 const EFFECTS: [Effect; 6] = [
-    Effect {
-        between: 0.025,
-        per_severity: 0.105,
-        per_year: 0.004,
-        scan: 0.012,
-    },
-    Effect {
-        between: 0.032,
-        per_severity: 0.11,
-        per_year: 0.003,
-        scan: 0.02,
-    },
-    Effect {
-        between: 0.027,
-        per_severity: 0.05,
-        per_year: 0.003,
-        scan: 0.015,
-    },
-    Effect {
-        between: 0.027,
-        per_severity: 0.055,
-        per_year: 0.003,
-        scan: 0.015,
-    },
-    Effect {
-        between: 0.18,
-        per_severity: -0.26,
-        per_year: -0.03,
-        scan: 0.03,
-    },
-    Effect {
-        between: 0.009,
-        per_severity: 0.015,
-        per_year: 0.002,
-        scan: 0.004,
-    },
+    Effect { between: 0.025, per_severity: 0.105, per_year: 0.004, scan: 0.012 },
+    Effect { between: 0.032, per_severity: 0.11, per_year: 0.003, scan: 0.02 },
+    Effect { between: 0.027, per_severity: 0.05, per_year: 0.003, scan: 0.015 },
+    Effect { between: 0.027, per_severity: 0.055, per_year: 0.003, scan: 0.015 },
+    Effect { between: 0.18, per_severity: -0.26, per_year: -0.03, scan: 0.03 },
+    Effect { between: 0.009, per_severity: 0.015, per_year: 0.002, scan: 0.004 },
 ];
 
 /// What a subject keeps across visits: head size and shape, and how big each structure is
@@ -114,11 +84,7 @@ impl Traits {
             skull_mm: rng.random_range(5.0..8.0),
             scalp_mm: rng.random_range(4.0..7.0),
             sulcal_dirs,
-            sulcal_phase: [
-                rng.random_range(0.0..tau),
-                rng.random_range(0.0..tau),
-                rng.random_range(0.0..tau),
-            ],
+            sulcal_phase: [rng.random_range(0.0..tau), rng.random_range(0.0..tau), rng.random_range(0.0..tau)],
             z: std::array::from_fn(|_| normal(rng)),
             asym: std::array::from_fn(|_| 0.04 * normal(rng)),
         }
@@ -155,9 +121,7 @@ impl Anatomy {
                 // Growth (ventricles): multiplicative in both severity and age.
                 (log_own - e.per_severity * s - e.per_year * years).exp()
             } else {
-                log_own.exp()
-                    * (1.0 - e.per_severity * s).max(0.3)
-                    * (1.0 - e.per_year * years).clamp(0.5, 1.5)
+                log_own.exp() * (1.0 - e.per_severity * s).max(0.3) * (1.0 - e.per_year * years).clamp(0.5, 1.5)
             }
         };
         let mut size = [[1.0; 2]; 5];

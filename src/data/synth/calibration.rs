@@ -16,15 +16,7 @@ use crate::eval::logreg::{balanced_accuracy, fit};
 /// of the subjects and scored on the rest, from the table as written.
 fn volume_lr_balanced_accuracy(root: &Path, split_seed: u64) -> f64 {
     let (_, rows) = read_table(&root.join("adni/ADNIMERGE.csv"));
-    let features = [
-        "Hippocampus",
-        "Ventricles",
-        "WholeBrain",
-        "Entorhinal",
-        "Fusiform",
-        "MidTemp",
-        "AGE",
-    ];
+    let features = ["Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp", "AGE"];
     let mut data: Vec<(String, Vec<f64>, usize)> = Vec::new();
     for r in &rows {
         let Ok(Some(label)) = crate::data::label::Label::from_adni_code(&r["DX"]) else {
@@ -35,12 +27,7 @@ fn volume_lr_balanced_accuracy(root: &Path, split_seed: u64) -> f64 {
             data.push((r["PTID"].clone(), x, label.index()));
         }
     }
-    let mut subjects: Vec<String> = data
-        .iter()
-        .map(|d| d.0.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let mut subjects: Vec<String> = data.iter().map(|d| d.0.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     subjects.shuffle(&mut ChaCha8Rng::seed_from_u64(split_seed));
     let train: BTreeSet<&String> = subjects[..subjects.len() * 7 / 10].iter().collect();
     let (tr, te): (Vec<_>, Vec<_>) = data.iter().partition(|d| train.contains(&d.0));
@@ -53,9 +40,7 @@ fn volume_lr_balanced_accuracy(root: &Path, split_seed: u64) -> f64 {
 /// Mean balanced accuracy over five random 70/30 subject splits of one written cohort: a single
 /// split of ~45 test subjects scatters by ±4.5 points, the mean of five by about half that.
 fn mean_split_accuracy(root: &Path, seed: u64) -> (f64, Vec<f64>) {
-    let scores: Vec<f64> = (0..5)
-        .map(|k| volume_lr_balanced_accuracy(root, 100 + seed + 1000 * k))
-        .collect();
+    let scores: Vec<f64> = (0..5).map(|k| volume_lr_balanced_accuracy(root, 100 + seed + 1000 * k)).collect();
     (scores.iter().sum::<f64>() / scores.len() as f64, scores)
 }
 
@@ -66,10 +51,7 @@ fn default_cohort_is_calibrated() {
     let mut means = Vec::new();
     for seed in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SynthConfig {
-            write_images: false,
-            ..SynthConfig::preset(Preset::Default, seed)
-        };
+        let cfg = SynthConfig { write_images: false, ..SynthConfig::preset(Preset::Default, seed) };
         let started = std::time::Instant::now();
         let s = generate(dir.path(), &cfg).unwrap();
         let (mean, scores) = mean_split_accuracy(dir.path(), seed);
@@ -79,17 +61,11 @@ fn default_cohort_is_calibrated() {
             s.adni_scans_by_label,
             started.elapsed().as_secs_f64()
         );
-        assert!(
-            scores.iter().all(|&b| b < 0.99),
-            "a split is (nearly) perfectly separable: {scores:?}"
-        );
+        assert!(scores.iter().all(|&b| b < 0.99), "a split is (nearly) perfectly separable: {scores:?}");
         means.push(mean);
     }
     for m in &means {
-        assert!(
-            (0.78..=0.94).contains(m),
-            "mean balanced accuracies per seed {means:?}"
-        );
+        assert!((0.78..=0.94).contains(m), "mean balanced accuracies per seed {means:?}");
     }
 }
 
@@ -99,31 +75,15 @@ fn default_cohort_is_calibrated() {
 #[ignore]
 fn print_default_statistics() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SynthConfig {
-        write_images: false,
-        ..SynthConfig::preset(Preset::Default, 1)
-    };
+    let cfg = SynthConfig { write_images: false, ..SynthConfig::preset(Preset::Default, 1) };
     generate(dir.path(), &cfg).unwrap();
     let (_, rows) = read_table(&dir.path().join("adni/ADNIMERGE.csv"));
-    let columns = [
-        "Hippocampus",
-        "Ventricles",
-        "WholeBrain",
-        "Entorhinal",
-        "Fusiform",
-        "MidTemp",
-        "ICV",
-        "MMSE",
-        "AGE",
-    ];
+    let columns =
+        ["Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp", "ICV", "MMSE", "AGE"];
     for dx in ["CN", "MCI", "Dementia"] {
         let mut line = format!("{dx:>9}");
         for c in columns {
-            let v: Vec<f64> = rows
-                .iter()
-                .filter(|r| r["DX"] == dx)
-                .filter_map(|r| r[c].parse().ok())
-                .collect();
+            let v: Vec<f64> = rows.iter().filter(|r| r["DX"] == dx).filter_map(|r| r[c].parse().ok()).collect();
             let m = v.iter().sum::<f64>() / v.len() as f64;
             let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
             line += &format!(" {c} {m:.0}±{sd:.0}");
@@ -133,11 +93,7 @@ fn print_default_statistics() {
     let (_, orows) = read_table(&dir.path().join("oasis/oasis_longitudinal.csv"));
     for g in ["Nondemented", "Demented", "Converted"] {
         let col = |c: &str| -> f64 {
-            let v: Vec<f64> = orows
-                .iter()
-                .filter(|r| r["Group"] == g)
-                .filter_map(|r| r[c].parse().ok())
-                .collect();
+            let v: Vec<f64> = orows.iter().filter(|r| r["Group"] == g).filter_map(|r| r[c].parse().ok()).collect();
             v.iter().sum::<f64>() / v.len() as f64
         };
         eprintln!(
@@ -161,10 +117,7 @@ fn print_calibration() {
     let mut means = Vec::new();
     for seed in 1..=10 {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = SynthConfig {
-            write_images: false,
-            ..SynthConfig::preset(Preset::Default, seed)
-        };
+        let cfg = SynthConfig { write_images: false, ..SynthConfig::preset(Preset::Default, seed) };
         generate(dir.path(), &cfg).unwrap();
         let (mean, scores) = mean_split_accuracy(dir.path(), seed);
         eprintln!("seed {seed}: mean {mean:.3}, splits {scores:.3?}");
@@ -174,17 +127,11 @@ fn print_calibration() {
     let stats = |v: &[f64]| {
         let m = v.iter().sum::<f64>() / v.len() as f64;
         let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
-        let (lo, hi) = v
-            .iter()
-            .fold((1.0f64, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let (lo, hi) = v.iter().fold((1.0f64, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         format!("{m:.3} ± {sd:.3} (min {lo:.3}, max {hi:.3})")
     };
     eprintln!("single splits ({}): {}", all.len(), stats(&all));
-    eprintln!(
-        "per-seed means of 5 splits ({}): {}",
-        means.len(),
-        stats(&means)
-    );
+    eprintln!("per-seed means of 5 splits ({}): {}", means.len(), stats(&means));
 }
 
 /// The whole default cohort with images, timed (run by hand; set ADFIT_SYNTH_OUT to keep it,

@@ -120,11 +120,7 @@ pub(crate) fn groups<T: Copy>(n: usize, shares: &[(T, f64)], rng: &mut ChaCha8Rn
     let mut out = Vec::with_capacity(n);
     let mut taken = 0usize;
     for (g, (item, share)) in shares.iter().enumerate() {
-        let want = if g + 1 == shares.len() {
-            n - taken
-        } else {
-            ((share * n as f64).round() as usize).min(n - taken)
-        };
+        let want = if g + 1 == shares.len() { n - taken } else { ((share * n as f64).round() as usize).min(n - taken) };
         out.extend(std::iter::repeat_n(*item, want));
         taken += want;
     }

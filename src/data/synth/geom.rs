@@ -57,20 +57,12 @@ pub(crate) struct Ellipsoid {
 impl Ellipsoid {
     /// `rot` turns the ellipsoid's own axes into the world's.
     pub fn new(center: Vec3, semi: Vec3, rot: &Mat3) -> Self {
-        Ellipsoid {
-            center,
-            semi,
-            to_local: transpose(rot),
-        }
+        Ellipsoid { center, semi, to_local: transpose(rot) }
     }
 
     #[inline]
     pub fn contains(&self, p: Vec3) -> bool {
-        let d = [
-            p[0] - self.center[0],
-            p[1] - self.center[1],
-            p[2] - self.center[2],
-        ];
+        let d = [p[0] - self.center[0], p[1] - self.center[1], p[2] - self.center[2]];
         let l = mat_vec(&self.to_local, d);
         let q = |a: usize| l[a] / self.semi[a];
         q(0) * q(0) + q(1) * q(1) + q(2) * q(2) <= 1.0
@@ -81,10 +73,7 @@ impl Ellipsoid {
         let mut out = [0.0; 3];
         for (w, o) in out.iter_mut().enumerate() {
             // Column c of the placing rotation is row c of `to_local`.
-            *o = (0..3)
-                .map(|c| (self.to_local[c][w] * self.semi[c]).powi(2))
-                .sum::<f64>()
-                .sqrt();
+            *o = (0..3).map(|c| (self.to_local[c][w] * self.semi[c]).powi(2)).sum::<f64>().sqrt();
         }
         out
     }
@@ -131,8 +120,7 @@ impl Lattice {
     /// Indices along `axis` whose points lie in `[lo, hi]` (empty when the box misses them).
     pub fn range(&self, axis: usize, lo: f64, hi: f64) -> Range<usize> {
         let first = ((lo / self.h).ceil() as i64 - self.start[axis]).max(0);
-        let last =
-            ((hi / self.h).floor() as i64 - self.start[axis]).min(self.shape[axis] as i64 - 1);
+        let last = ((hi / self.h).floor() as i64 - self.start[axis]).min(self.shape[axis] as i64 - 1);
         if last < first {
             0..0
         } else {
@@ -167,11 +155,7 @@ mod tests {
 
     #[test]
     fn rotated_ellipsoid_extent_holds_it() {
-        let e = Ellipsoid::new(
-            [1.0, 2.0, 3.0],
-            [4.0, 10.0, 2.0],
-            &rotation([0.4, 0.2, -0.3]),
-        );
+        let e = Ellipsoid::new([1.0, 2.0, 3.0], [4.0, 10.0, 2.0], &rotation([0.4, 0.2, -0.3]));
         let h = e.half_extent();
         let l = Lattice::covering([-15.0; 3], [15.0; 3], 0.5);
         for i in 0..l.shape[0] {

@@ -90,16 +90,8 @@ impl SynthConfig {
             Preset::Tiny => SynthConfig {
                 preset,
                 seed,
-                adni: CohortSize {
-                    subjects: 14,
-                    min_visits: 2,
-                    max_visits: 2,
-                },
-                oasis: CohortSize {
-                    subjects: 6,
-                    min_visits: 2,
-                    max_visits: 2,
-                },
+                adni: CohortSize { subjects: 14, min_visits: 2, max_visits: 2 },
+                oasis: CohortSize { subjects: 6, min_visits: 2, max_visits: 2 },
                 lattice_mm: 2.5,
                 adni_scanner: ScannerProfile::adni((4.4, 4.8), (4.6, 5.0)),
                 oasis_scanner: ScannerProfile::oasis((4.6, 4.8), (4.9, 5.1)),
@@ -111,16 +103,8 @@ impl SynthConfig {
             Preset::Default => SynthConfig {
                 preset,
                 seed,
-                adni: CohortSize {
-                    subjects: 150,
-                    min_visits: 1,
-                    max_visits: 4,
-                },
-                oasis: CohortSize {
-                    subjects: 60,
-                    min_visits: 2,
-                    max_visits: 4,
-                },
+                adni: CohortSize { subjects: 150, min_visits: 1, max_visits: 4 },
+                oasis: CohortSize { subjects: 60, min_visits: 2, max_visits: 4 },
                 lattice_mm: 1.5,
                 adni_scanner: ScannerProfile::adni((1.9, 2.2), (2.1, 2.6)),
                 oasis_scanner: ScannerProfile::oasis((2.1, 2.3), (2.5, 2.7)),
@@ -139,37 +123,16 @@ impl SynthConfig {
         if !(0.0..=3.0).contains(&self.effect) {
             return bad("effect", "must be between 0 and 3");
         }
-        if self.adni.subjects == 0
-            || self.adni.min_visits == 0
-            || self.adni.min_visits > self.adni.max_visits
-        {
-            return bad(
-                "adni",
-                "needs at least one subject and 1 <= min_visits <= max_visits",
-            );
+        if self.adni.subjects == 0 || self.adni.min_visits == 0 || self.adni.min_visits > self.adni.max_visits {
+            return bad("adni", "needs at least one subject and 1 <= min_visits <= max_visits");
         }
         if self.oasis.min_visits < 1 || self.oasis.min_visits > self.oasis.max_visits {
             return bad("oasis", "needs 1 <= min_visits <= max_visits");
         }
-        for (name, p) in [
-            ("adni_scanner", &self.adni_scanner),
-            ("oasis_scanner", &self.oasis_scanner),
-        ] {
-            let ranges = [
-                p.wm_value,
-                p.noise,
-                p.voxel_inplane,
-                p.voxel_slice,
-                p.fov_margin,
-            ];
-            if ranges
-                .iter()
-                .any(|&(lo, hi)| !(lo.is_finite() && hi.is_finite() && lo >= 0.0 && lo <= hi))
-            {
-                return bad(
-                    name,
-                    "every range must be finite, non-negative, and low <= high",
-                );
+        for (name, p) in [("adni_scanner", &self.adni_scanner), ("oasis_scanner", &self.oasis_scanner)] {
+            let ranges = [p.wm_value, p.noise, p.voxel_inplane, p.voxel_slice, p.fov_margin];
+            if ranges.iter().any(|&(lo, hi)| !(lo.is_finite() && hi.is_finite() && lo >= 0.0 && lo <= hi)) {
+                return bad(name, "every range must be finite, non-negative, and low <= high");
             }
             if p.voxel_inplane.0 < 0.5 || p.voxel_slice.0 < 0.5 {
                 return bad(name, "voxels must be at least 0.5 mm");
@@ -177,18 +140,9 @@ impl SynthConfig {
             if p.orientations.is_empty() {
                 return bad(name, "needs at least one orientation");
             }
-            let non_negative = [
-                p.contrast_jitter,
-                p.bias,
-                p.max_rotation_deg,
-                p.max_shift_mm,
-                p.oblique_max_deg,
-            ];
+            let non_negative = [p.contrast_jitter, p.bias, p.max_rotation_deg, p.max_shift_mm, p.oblique_max_deg];
             if non_negative.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
-                return bad(
-                    name,
-                    "jitter, bias, rotation, shift and obliquity must be finite and >= 0",
-                );
+                return bad(name, "jitter, bias, rotation, shift and obliquity must be finite and >= 0");
             }
             if !(0.0..=1.0).contains(&p.oblique_fraction) {
                 return bad(name, "oblique_fraction must be in [0, 1]");
@@ -234,11 +188,7 @@ pub(crate) fn stream(seed: u64, parts: &[u64]) -> ChaCha8Rng {
 }
 
 /// Draw, measure and (if asked) image one scan; returns its measures and the bytes written.
-fn run_scan(
-    scan: &cohort::Scan,
-    dir: &Path,
-    cfg: &SynthConfig,
-) -> Result<(anatomy::Measures, u64)> {
+fn run_scan(scan: &cohort::Scan, dir: &Path, cfg: &SynthConfig) -> Result<(anatomy::Measures, u64)> {
     let map = anatomy::paint(&scan.anatomy, cfg.lattice_mm, cfg.write_images);
     let measures = anatomy::measure(&map);
     if !cfg.write_images {
@@ -247,27 +197,18 @@ fn run_scan(
     let volume = render::render(&map, &scan.acquisition);
     let path = dir.join(&scan.file);
     write_nifti(&path, &volume, OutType::Int16)?;
-    let bytes = std::fs::metadata(&path)
-        .map_err(|e| Error::io(&path, e))?
-        .len();
+    let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
     Ok((measures, bytes))
 }
 
 /// Every scan of a cohort, in subject then visit order (the order the tables are written in).
-fn scan_jobs<'a>(
-    subjects: &'a [cohort::Subject],
-    dir: &Path,
-) -> Vec<(&'a cohort::Scan, std::path::PathBuf)> {
-    let scans = subjects
-        .iter()
-        .flat_map(|s| s.visits.iter().filter_map(|v| v.scan.as_ref()));
+fn scan_jobs<'a>(subjects: &'a [cohort::Subject], dir: &Path) -> Vec<(&'a cohort::Scan, std::path::PathBuf)> {
+    let scans = subjects.iter().flat_map(|s| s.visits.iter().filter_map(|v| v.scan.as_ref()));
     scans.map(|sc| (sc, dir.to_path_buf())).collect()
 }
 
 fn file_size(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len())
+    Ok(std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len())
 }
 
 /// Generate the cohort under `out`: `adni/` (ADNIMERGE.csv, scans.csv, scans_by_id.csv,
@@ -282,15 +223,8 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     let mut jobs = scan_jobs(&adni, &adni_dir);
     let n_adni = jobs.len();
     jobs.extend(scan_jobs(&oasis, &oasis_dir));
-    tracing::info!(
-        scans = jobs.len(),
-        images = cfg.write_images,
-        "generating synthetic cohort"
-    );
-    let results = jobs
-        .par_iter()
-        .map(|(scan, dir)| run_scan(scan, dir, cfg))
-        .collect::<Result<Vec<_>>>()?;
+    tracing::info!(scans = jobs.len(), images = cfg.write_images, "generating synthetic cohort");
+    let results = jobs.par_iter().map(|(scan, dir)| run_scan(scan, dir, cfg)).collect::<Result<Vec<_>>>()?;
     let measures: Vec<_> = results.iter().map(|r| r.0).collect();
     let mut bytes: u64 = results.iter().map(|r| r.1).sum();
 
@@ -305,11 +239,7 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
 
     let mut by_label = [0usize; 3];
     let mut without_dx = 0;
-    for v in adni
-        .iter()
-        .flat_map(|s| &s.visits)
-        .filter(|v| v.scan.is_some())
-    {
+    for v in adni.iter().flat_map(|s| &s.visits).filter(|v| v.scan.is_some()) {
         match v.dx {
             Some(l) => by_label[l.index()] += 1,
             None => without_dx += 1,
@@ -324,11 +254,7 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
         adni_scans_without_dx: without_dx,
         oasis_subjects: oasis.len(),
         oasis_scans: jobs.len() - n_adni,
-        oasis_subjects_by_group: [
-            group_count("Nondemented"),
-            group_count("Demented"),
-            group_count("Converted"),
-        ],
+        oasis_subjects_by_group: [group_count("Nondemented"), group_count("Demented"), group_count("Converted")],
         bytes_written: bytes,
     };
     let json_path = out.join("cohort.json");
@@ -341,10 +267,7 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
             "config": cfg,
             "summary": summary,
     });
-    let text = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Json {
-        path: json_path.clone(),
-        source: e,
-    })?;
+    let text = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Json { path: json_path.clone(), source: e })?;
     crate::util::write_bytes_atomic(&json_path, &text)?;
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),

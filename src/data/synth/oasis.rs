@@ -3,10 +3,7 @@
 use rand::Rng;
 
 use super::atrophy::{Anatomy, Traits};
-use super::cohort::{
-    days_from_civil, groups, mmse, normal, pick, Scan, Subject, Visit, OASIS, ROSTER, SUBJECT,
-    VISIT,
-};
+use super::cohort::{days_from_civil, groups, mmse, normal, pick, Scan, Subject, Visit, OASIS, ROSTER, SUBJECT, VISIT};
 use super::scanner::{Acquisition, ScannerProfile};
 use super::{stream, SynthConfig};
 use crate::data::label::Label;
@@ -26,30 +23,16 @@ fn cdr(severity: f64) -> f64 {
 pub(crate) fn subjects(cfg: &SynthConfig, profile: &ScannerProfile) -> Vec<Subject> {
     let n = cfg.oasis.subjects;
     let mut roster = stream(cfg.seed, &[OASIS, ROSTER]);
-    let kinds = groups(
-        n,
-        &[
-            ("Nondemented", 0.48),
-            ("Demented", 0.40),
-            ("Converted", 0.12),
-        ],
-        &mut roster,
-    );
+    let kinds = groups(n, &[("Nondemented", 0.48), ("Demented", 0.40), ("Converted", 0.12)], &mut roster);
     let mut number = 0u32;
     let mut subjects = Vec::with_capacity(n);
     for (i, &group) in kinds.iter().enumerate() {
         number += roster.random_range(1..=3);
         let rng = &mut stream(cfg.seed, &[OASIS, SUBJECT, i as u64]);
         let (lo, hi) = (cfg.oasis.min_visits, cfg.oasis.max_visits);
-        let weights: Vec<(usize, f64)> = [(2, 0.55), (3, 0.3), (4, 0.12), (5, 0.03)]
-            .into_iter()
-            .filter(|(v, _)| (lo..=hi).contains(v))
-            .collect();
-        let sessions = if weights.is_empty() {
-            lo
-        } else {
-            pick(rng, &weights)
-        };
+        let weights: Vec<(usize, f64)> =
+            [(2, 0.55), (3, 0.3), (4, 0.12), (5, 0.03)].into_iter().filter(|(v, _)| (lo..=hi).contains(v)).collect();
+        let sessions = if weights.is_empty() { lo } else { pick(rng, &weights) };
         let mut delays = vec![0i64];
         for _ in 1..sessions {
             let last = delays[delays.len() - 1];
@@ -65,24 +48,13 @@ pub(crate) fn subjects(cfg: &SynthConfig, profile: &ScannerProfile) -> Vec<Subje
             // A converter must reach CDR 0.5 by the last session.
             rate = rate.max((1.6 - s0) / span.max(0.5));
         }
-        let age_bl = (if group == "Demented" {
-            76.0 + 7.0 * normal(rng)
-        } else {
-            77.0 + 8.0 * normal(rng)
-        })
-        .clamp(60.0, 96.0);
+        let age_bl =
+            (if group == "Demented" { 76.0 + 7.0 * normal(rng) } else { 77.0 + 8.0 * normal(rng) }).clamp(60.0, 96.0);
         let male = rng.random_bool(0.43);
         let educ = (14.6 + 2.9 * normal(rng)).round().clamp(6.0, 23.0) as u32;
-        let ses = pick(
-            rng,
-            &[(1u32, 0.25), (2, 0.27), (3, 0.25), (4, 0.2), (5, 0.03)],
-        );
+        let ses = pick(rng, &[(1u32, 0.25), (2, 0.27), (3, 0.25), (4, 0.2), (5, 0.03)]);
         let ses = (!rng.random_bool(0.05)).then_some(ses);
-        let icv = if male {
-            1.62e6 + 0.13e6 * normal(rng)
-        } else {
-            1.42e6 + 0.12e6 * normal(rng)
-        };
+        let icv = if male { 1.62e6 + 0.13e6 * normal(rng) } else { 1.42e6 + 0.12e6 * normal(rng) };
         let traits = Traits::draw(rng, icv.clamp(1.1e6, 2.0e6));
         let id = format!("OAS2_{number:04}");
         let first_date = days_from_civil(1997, 1, 1) + rng.random_range(0..1500);
@@ -91,11 +63,7 @@ pub(crate) fn subjects(cfg: &SynthConfig, profile: &ScannerProfile) -> Vec<Subje
             let vr = &mut stream(cfg.seed, &[OASIS, VISIT, i as u64, v as u64]);
             let years = delay as f64 / 365.25;
             let severity = s0 + rate * years;
-            let label = if group == "Nondemented" || cdr(severity) == 0.0 {
-                Label::NC
-            } else {
-                Label::AD
-            };
+            let label = if group == "Nondemented" || cdr(severity) == 0.0 { Label::NC } else { Label::AD };
             let score = mmse(severity, educ, traits.z[0], vr);
             let mri_id = format!("{id}_MR{}", v + 1);
             let anatomy = Anatomy::at(&traits, severity, age_bl + years, cfg.effect, vr);

@@ -73,10 +73,7 @@ pub(crate) fn render(map: &LabelMap, acq: &Acquisition) -> Volume {
                 if map.labels[lat.index(i, j, k)] == tissue::BG {
                     continue;
                 }
-                let g = mat_vec(
-                    &to_grid,
-                    [lat.coord(0, i), lat.coord(1, j), lat.coord(2, k)],
-                );
+                let g = mat_vec(&to_grid, [lat.coord(0, i), lat.coord(1, j), lat.coord(2, k)]);
                 for a in 0..3 {
                     lo[a] = lo[a].min(g[a] + shift_g[a]);
                     hi[a] = hi[a].max(g[a] + shift_g[a]);
@@ -119,14 +116,8 @@ pub(crate) fn render(map: &LabelMap, acq: &Acquisition) -> Volume {
         let d = mat_vec(&r_t, [affine[0][c], affine[1][c], affine[2][c]]);
         *st = [d[0] / lat.h, d[1] / lat.h, d[2] / lat.h];
     }
-    let p0 = mat_vec(
-        &r_t,
-        [
-            origin[0] - acq.head_shift[0],
-            origin[1] - acq.head_shift[1],
-            origin[2] - acq.head_shift[2],
-        ],
-    );
+    let p0 =
+        mat_vec(&r_t, [origin[0] - acq.head_shift[0], origin[1] - acq.head_shift[1], origin[2] - acq.head_shift[2]]);
     let f0: Vec3 = std::array::from_fn(|a| p0[a] / lat.h - lat.start[a] as f64);
 
     let mut rng = ChaCha8Rng::seed_from_u64(acq.noise_seed);
@@ -168,11 +159,7 @@ pub(crate) fn render(map: &LabelMap, acq: &Acquisition) -> Volume {
             }
         }
     }
-    Volume {
-        shape,
-        data,
-        affine,
-    }
+    Volume { shape, data, affine }
 }
 
 #[cfg(test)]
@@ -196,10 +183,7 @@ mod tests {
             p.orientations = vec![o];
             p.noise = (0.0, 0.0);
             p.bias = 0.0;
-            let vol = render(
-                &map,
-                &Acquisition::draw(&p, &mut ChaCha8Rng::seed_from_u64(9)),
-            );
+            let vol = render(&map, &Acquisition::draw(&p, &mut ChaCha8Rng::seed_from_u64(9)));
             // Intensity-weighted centroid in world coordinates.
             let (mut sum, mut acc) = (0.0, [0.0; 3]);
             for i in 0..vol.shape[0] {

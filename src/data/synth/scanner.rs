@@ -44,14 +44,7 @@ impl Orientation {
 
     /// For each stored axis: the world axis (0 = x/R, 1 = y/A, 2 = z/S) and the sign.
     pub(crate) fn axes(self) -> [(usize, f64); 3] {
-        let (r, l, a, p, s, i) = (
-            (0, 1.0),
-            (0, -1.0),
-            (1, 1.0),
-            (1, -1.0),
-            (2, 1.0),
-            (2, -1.0),
-        );
+        let (r, l, a, p, s, i) = ((0, 1.0), (0, -1.0), (1, 1.0), (1, -1.0), (2, 1.0), (2, -1.0));
         match self {
             Orientation::Ras => [r, a, s],
             Orientation::Las => [l, a, s],
@@ -135,37 +128,21 @@ impl Acquisition {
         // Scanners report voxel sizes to a few decimals.
         let round = |v: f64| (v * 1e4).round() / 1e4;
         let voxel = [round(inplane), round(inplane), round(slice)];
-        let margins = std::array::from_fn(|_| {
-            std::array::from_fn(|_| rng.random_range(p.fov_margin.0..=p.fov_margin.1))
-        });
+        let margins =
+            std::array::from_fn(|_| std::array::from_fn(|_| rng.random_range(p.fov_margin.0..=p.fov_margin.1)));
         let deg = |rng: &mut ChaCha8Rng, max: f64| rng.random_range(-max..=max).to_radians();
-        let head_rot = rotation([
-            deg(rng, p.max_rotation_deg),
-            deg(rng, p.max_rotation_deg),
-            deg(rng, p.max_rotation_deg),
-        ]);
-        let head_shift =
-            std::array::from_fn(|_| rng.random_range(-p.max_shift_mm..=p.max_shift_mm));
+        let head_rot =
+            rotation([deg(rng, p.max_rotation_deg), deg(rng, p.max_rotation_deg), deg(rng, p.max_rotation_deg)]);
+        let head_shift = std::array::from_fn(|_| rng.random_range(-p.max_shift_mm..=p.max_shift_mm));
         let grid_rot = if rng.random_bool(p.oblique_fraction) {
-            rotation([
-                deg(rng, p.oblique_max_deg),
-                deg(rng, p.oblique_max_deg),
-                deg(rng, p.oblique_max_deg),
-            ])
+            rotation([deg(rng, p.oblique_max_deg), deg(rng, p.oblique_max_deg), deg(rng, p.oblique_max_deg)])
         } else {
             rotation([0.0; 3])
         };
-        let mut jitter =
-            |v: f64| (v * (p.contrast_jitter * rng.sample::<f64, _>(StandardNormal)).exp()) as f32;
+        let mut jitter = |v: f64| (v * (p.contrast_jitter * rng.sample::<f64, _>(StandardNormal)).exp()) as f32;
         let c = &p.contrast;
-        let (csf, gm, wm, deep, cb, mes) = (
-            jitter(c.csf),
-            jitter(c.gm),
-            jitter(c.wm),
-            jitter(c.deep_gm),
-            jitter(c.cerebellum),
-            jitter(c.mesial),
-        );
+        let (csf, gm, wm, deep, cb, mes) =
+            (jitter(c.csf), jitter(c.gm), jitter(c.wm), jitter(c.deep_gm), jitter(c.cerebellum), jitter(c.mesial));
         let (scalp, skull) = (jitter(c.scalp), jitter(c.skull));
         use tissue::*;
         let mut table = [0f32; COUNT];
@@ -280,11 +257,7 @@ mod tests {
             Orientation::Asr,
             Orientation::Rsa,
         ] {
-            let code: String = o
-                .axes()
-                .iter()
-                .map(|&(w, s)| letters[w][(s > 0.0) as usize])
-                .collect();
+            let code: String = o.axes().iter().map(|&(w, s)| letters[w][(s > 0.0) as usize]).collect();
             assert_eq!(code, o.code());
         }
     }

@@ -90,22 +90,9 @@ pub(crate) fn write_adni(dir: &Path, subjects: &[Subject], measures: &[Measures]
             let scan = v.scan.as_ref().map(|scan| (scan, next.next()));
             let volumes: [String; 7] = match scan {
                 Some((scan, Some(m))) => {
-                    let vals = [
-                        m.ventricles,
-                        m.hippocampus,
-                        m.whole_brain,
-                        m.entorhinal,
-                        m.fusiform,
-                        m.mid_temp,
-                        m.icv,
-                    ];
-                    std::array::from_fn(|c| {
-                        if scan.blank[c] {
-                            String::new()
-                        } else {
-                            format!("{:.0}", vals[c])
-                        }
-                    })
+                    let vals =
+                        [m.ventricles, m.hippocampus, m.whole_brain, m.entorhinal, m.fusiform, m.mid_temp, m.icv];
+                    std::array::from_fn(|c| if scan.blank[c] { String::new() } else { format!("{:.0}", vals[c]) })
                 }
                 _ => Default::default(),
             };
@@ -122,11 +109,7 @@ pub(crate) fn write_adni(dir: &Path, subjects: &[Subject], measures: &[Measures]
                     String::new()
                 }
             };
-            let viscode = if v.month == 0 {
-                "bl".to_string()
-            } else {
-                format!("m{:02}", v.month)
-            };
+            let viscode = if v.month == 0 { "bl".to_string() } else { format!("m{:02}", v.month) };
             let mut row = vec![
                 s.rid.to_string(),
                 s.protocol.to_string(),
@@ -144,11 +127,7 @@ pub(crate) fn write_adni(dir: &Path, subjects: &[Subject], measures: &[Measures]
                 s.marital.to_string(),
                 s.apoe4.to_string(),
                 opt(v.mmse),
-                scanned(if adni1 {
-                    "1.5 Tesla MRI"
-                } else {
-                    "3 Tesla MRI"
-                }),
+                scanned(if adni1 { "1.5 Tesla MRI" } else { "3 Tesla MRI" }),
                 scanned(if adni1 {
                     "Cross-Sectional FreeSurfer (FreeSurfer Version 4.3)"
                 } else {
@@ -169,11 +148,7 @@ pub(crate) fn write_adni(dir: &Path, subjects: &[Subject], measures: &[Measures]
         }
     }
     write_csv(&dir.join("ADNIMERGE.csv"), &ADNI_COLUMNS, &rows)?;
-    write_csv(
-        &dir.join("scans.csv"),
-        &["path", "subject", "date"],
-        &by_date,
-    )?;
+    write_csv(&dir.join("scans.csv"), &["path", "subject", "date"], &by_date)?;
     write_csv(&dir.join("scans_by_id.csv"), &["path", "image_id"], &by_id)
 }
 
@@ -189,11 +164,7 @@ pub(crate) fn write_oasis(dir: &Path, subjects: &[Subject], measures: &[Measures
             };
             // OASIS reports eTIV in cm³, nWBV as a fraction, ASF = atlas eTIV (1755 cm³) / eTIV.
             let etiv = (m.icv / 1000.0).round();
-            let cdr = if v.cdr == 0.5 {
-                "0.5".to_string()
-            } else {
-                format!("{:.0}", v.cdr)
-            };
+            let cdr = if v.cdr == 0.5 { "0.5".to_string() } else { format!("{:.0}", v.cdr) };
             rows.push(vec![
                 s.id.clone(),
                 scan.image_id.clone(),

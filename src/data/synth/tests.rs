@@ -34,16 +34,8 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
 pub(super) fn read_table(path: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
     let mut r = csv::Reader::from_path(path).unwrap();
     let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|rec| {
-            header
-                .iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect();
+    let rows =
+        r.records().map(|rec| header.iter().cloned().zip(rec.unwrap().iter().map(String::from)).collect()).collect();
     (header, rows)
 }
 
@@ -53,65 +45,31 @@ fn same_seed_same_bytes() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let sa = generate(a.path(), &cfg).unwrap();
     // One thread against the default pool: scheduling must not matter.
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let sb = one.install(|| generate(b.path(), &cfg)).unwrap();
     assert_eq!(sa, sb);
     let files = files_under(a.path());
     assert_eq!(files, files_under(b.path()));
     assert_eq!(files.len(), sa.adni_scans + sa.oasis_scans + 6);
     for f in &files {
-        let (x, y) = (
-            std::fs::read(a.path().join(f)).unwrap(),
-            std::fs::read(b.path().join(f)).unwrap(),
-        );
+        let (x, y) = (std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap());
         assert!(x == y, "{} differs between runs", f.display());
     }
     // gzip header: no timestamp (bytes 4..8), so files do not depend on when they were written.
-    let img = files
-        .iter()
-        .find(|f| f.extension().is_some_and(|e| e == "gz"))
-        .unwrap();
+    let img = files.iter().find(|f| f.extension().is_some_and(|e| e == "gz")).unwrap();
     let bytes = std::fs::read(a.path().join(img)).unwrap();
     assert_eq!(&bytes[4..8], &[0, 0, 0, 0]);
 
     // Tables do not depend on whether images are written; another seed gives another cohort.
     let c = tempfile::tempdir().unwrap();
-    generate(
-        c.path(),
-        &SynthConfig {
-            write_images: false,
-            ..cfg.clone()
-        },
-    )
-    .unwrap();
-    for f in [
-        "adni/ADNIMERGE.csv",
-        "adni/scans.csv",
-        "oasis/oasis_longitudinal.csv",
-    ] {
-        assert_eq!(
-            std::fs::read(a.path().join(f)).unwrap(),
-            std::fs::read(c.path().join(f)).unwrap(),
-            "{f}"
-        );
+    generate(c.path(), &SynthConfig { write_images: false, ..cfg.clone() }).unwrap();
+    for f in ["adni/ADNIMERGE.csv", "adni/scans.csv", "oasis/oasis_longitudinal.csv"] {
+        assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(c.path().join(f)).unwrap(), "{f}");
     }
     let d = tempfile::tempdir().unwrap();
-    generate(
-        d.path(),
-        &SynthConfig {
-            write_images: false,
-            ..SynthConfig::preset(Preset::Tiny, 8)
-        },
-    )
-    .unwrap();
+    generate(d.path(), &SynthConfig { write_images: false, ..SynthConfig::preset(Preset::Tiny, 8) }).unwrap();
     let f = "adni/ADNIMERGE.csv";
-    assert_ne!(
-        std::fs::read(a.path().join(f)).unwrap(),
-        std::fs::read(d.path().join(f)).unwrap()
-    );
+    assert_ne!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(d.path().join(f)).unwrap());
 }
 
 #[test]
@@ -146,11 +104,7 @@ fn tiny_tables_and_images_have_the_real_formats() {
     assert_eq!(scans.len(), s.adni_scans);
     let (header, by_id) = read_table(&root.join("adni/scans_by_id.csv"));
     assert_eq!(header, ["path", "image_id"]);
-    let uids: BTreeSet<&str> = rows
-        .iter()
-        .map(|r| r["IMAGEUID"].as_str())
-        .filter(|u| !u.is_empty())
-        .collect();
+    let uids: BTreeSet<&str> = rows.iter().map(|r| r["IMAGEUID"].as_str()).filter(|u| !u.is_empty()).collect();
     assert_eq!(uids.len(), s.adni_scans);
     for r in &by_id {
         assert!(uids.contains(r["image_id"].as_str()));
@@ -162,10 +116,7 @@ fn tiny_tables_and_images_have_the_real_formats() {
         let p: Vec<u32> = s.split('-').map(|x| x.parse().unwrap()).collect();
         super::cohort::days_from_civil(p[0] as i64, p[1], p[2])
     };
-    let uid_of: BTreeMap<&str, &str> = by_id
-        .iter()
-        .map(|r| (r["path"].as_str(), r["image_id"].as_str()))
-        .collect();
+    let uid_of: BTreeMap<&str, &str> = by_id.iter().map(|r| (r["path"].as_str(), r["image_id"].as_str())).collect();
     for sc in &scans {
         let nearest = rows
             .iter()
@@ -188,14 +139,8 @@ fn tiny_tables_and_images_have_the_real_formats() {
     }
     let (_, oscans) = read_table(&root.join("oasis/scans.csv"));
     for r in &oscans {
-        let vol = read_nifti(&root.join("oasis").join(&r["path"]))
-            .unwrap()
-            .volume;
-        assert!(
-            vol.shape.iter().all(|&n| (28..=56).contains(&n)),
-            "{:?}",
-            vol.shape
-        );
+        let vol = read_nifti(&root.join("oasis").join(&r["path"])).unwrap().volume;
+        assert!(vol.shape.iter().all(|&n| (28..=56).contains(&n)), "{:?}", vol.shape);
     }
     // Raw-looking ADNI volumes: int16, ~40 voxels a side, a head in the middle, several voxel orders.
     let mut orders = BTreeSet::new();
@@ -203,25 +148,16 @@ fn tiny_tables_and_images_have_the_real_formats() {
         let nv = read_nifti(&root.join("adni").join(&r["path"])).unwrap();
         let vol = nv.volume;
         assert_eq!(nv.info.datatype.name(), "int16");
-        assert!(
-            vol.shape.iter().all(|&n| (28..=56).contains(&n)),
-            "{:?}",
-            vol.shape
-        );
+        assert!(vol.shape.iter().all(|&n| (28..=56).contains(&n)), "{:?}", vol.shape);
         let c = vol.get(vol.shape[0] / 2, vol.shape[1] / 2, vol.shape[2] / 2);
         assert!(c > 100.0 && nv.stats.min >= 0.0, "centre {c}");
         let dominant: Vec<usize> = (0..3)
-            .map(|c| {
-                (0..3)
-                    .max_by(|&a, &b| vol.affine[a][c].abs().total_cmp(&vol.affine[b][c].abs()))
-                    .unwrap()
-            })
+            .map(|c| (0..3).max_by(|&a, &b| vol.affine[a][c].abs().total_cmp(&vol.affine[b][c].abs())).unwrap())
             .collect();
         orders.insert(dominant);
     }
     assert!(orders.len() > 1, "every scan has the same voxel order");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("cohort.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("cohort.json")).unwrap()).unwrap();
     assert_eq!(json["config"]["seed"], 1);
 }
 
@@ -234,11 +170,7 @@ fn atrophy_follows_severity() {
         for subject in 0..12 {
             let mut rng = ChaCha8Rng::seed_from_u64(subject);
             let t = Traits::draw(&mut rng, ICV_TEMPLATE * (0.85 + 0.025 * subject as f64));
-            let m = measure(&paint(
-                &Anatomy::at(&t, severity, 74.0, 1.0, &mut rng),
-                2.0,
-                false,
-            ));
+            let m = measure(&paint(&Anatomy::at(&t, severity, 74.0, 1.0, &mut rng), 2.0, false));
             acc[0] += m.hippocampus / 12.0;
             acc[1] += m.whole_brain / 12.0;
             acc[2] += m.ventricles / 12.0;
@@ -246,9 +178,6 @@ fn atrophy_follows_severity() {
         means.push(acc);
     }
     for w in means.windows(2) {
-        assert!(
-            w[1][0] < w[0][0] && w[1][1] < w[0][1] && w[1][2] > w[0][2],
-            "{means:?}"
-        );
+        assert!(w[1][0] < w[0][0] && w[1][1] < w[0][1] && w[1][2] > w[0][2], "{means:?}");
     }
 }

@@ -154,10 +154,8 @@ pub struct Table {
 pub fn read_table(path: &Path, opts: &TableOptions) -> Result<Table> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(std::io::BufReader::new(file));
-    let headers = reader
-        .headers()
-        .map_err(|e| Error::table(path, format!("cannot read the header line: {e}")))?
-        .clone();
+    let headers =
+        reader.headers().map_err(|e| Error::table(path, format!("cannot read the header line: {e}")))?.clone();
     let cols = Columns::new(path, &headers)?;
     let format = if cols.has("PTID") && cols.has("VISCODE") {
         TableFormat::Adnimerge
@@ -313,9 +311,7 @@ impl Cells<'_> {
     /// MMSE, which must lie in 0..=30.
     pub(crate) fn mmse(&self, column: &str) -> Result<Option<f32>> {
         match self.number(column)? {
-            Some(v) if !(0.0..=30.0).contains(&v) => {
-                Err(self.error(column, format!("MMSE {v} is outside 0..30")))
-            }
+            Some(v) if !(0.0..=30.0).contains(&v) => Err(self.error(column, format!("MMSE {v} is outside 0..30"))),
             v => Ok(v.map(|v| v as f32)),
         }
     }
@@ -323,9 +319,9 @@ impl Cells<'_> {
     pub(crate) fn date(&self, column: &str) -> Result<Option<Date>> {
         match self.text(column) {
             None => Ok(None),
-            Some(s) => Date::parse(&s)
-                .map(Some)
-                .ok_or_else(|| self.error(column, format!("{s:?} is not a date (YYYY-MM-DD)"))),
+            Some(s) => {
+                Date::parse(&s).map(Some).ok_or_else(|| self.error(column, format!("{s:?} is not a date (YYYY-MM-DD)")))
+            }
         }
     }
 }

@@ -39,12 +39,7 @@ pub(super) fn parser(cols: &Columns, converted: ConvertedPolicy) -> Result<impl 
                 (ConvertedPolicy::ByCdr, Some(v)) if v == 0.0 => Some(Label::NC),
                 (ConvertedPolicy::ByCdr, Some(_)) => Some(Label::AD),
             },
-            other => {
-                return Err(c.error(
-                    "Group",
-                    format!("{other:?} is not Nondemented, Demented or Converted"),
-                ))
-            }
+            other => return Err(c.error("Group", format!("{other:?} is not Nondemented, Demented or Converted"))),
         };
         let sex = match c.text("M/F").as_deref() {
             None => None,
@@ -57,11 +52,8 @@ pub(super) fn parser(cols: &Columns, converted: ConvertedPolicy) -> Result<impl 
         if let Some(v) = nwbv.filter(|v| !(0.0..=1.0).contains(v)) {
             return Err(c.error("nWBV", format!("{v} is not a fraction in 0..1")));
         }
-        let biomarkers = Biomarkers {
-            icv: etiv,
-            whole_brain: etiv.zip(nwbv).map(|(e, n)| e * n),
-            ..Default::default()
-        };
+        let biomarkers =
+            Biomarkers { icv: etiv, whole_brain: etiv.zip(nwbv).map(|(e, n)| e * n), ..Default::default() };
         Ok(ClinicalRow {
             line: c.line,
             subject,

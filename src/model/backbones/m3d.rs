@@ -116,8 +116,9 @@ pub struct Backbone<B: Backend> {
 
 /// The vocabulary file of a backbone directory: `tokenizer.json` first, then `vocab.txt`.
 pub fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
-    ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists()).ok_or_else(|| {
-        Error::Weights { path: dir.into(), reason: "no tokenizer.json or vocab.txt in the backbone directory".into() }
+    ["tokenizer.json", "vocab.txt"].iter().map(|f| dir.join(f)).find(|p| p.exists()).ok_or_else(|| Error::Weights {
+        path: dir.into(),
+        reason: "no tokenizer.json or vocab.txt in the backbone directory".into(),
     })
 }
 
@@ -126,7 +127,10 @@ pub fn read_config(dir: &Path) -> Result<BackboneConfig> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let cfg: BackboneConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
     if cfg.pos_embed != "perceptron" {
-        return Err(Error::config("pos_embed", format!("{:?}: only M3D's \"perceptron\" patch embedding is supported", cfg.pos_embed)));
+        return Err(Error::config(
+            "pos_embed",
+            format!("{:?}: only M3D's \"perceptron\" patch embedding is supported", cfg.pos_embed),
+        ));
     }
     cfg.vit().validate()?;
     Ok(cfg)
@@ -228,7 +232,10 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
     }
     linear(&mut put, "mm_vision_proj", &m.vision_proj);
     linear(&mut put, "mm_language_proj", &m.text_proj);
-    out.push(("logit_scale".into(), RawTensor { shape: vec![], data: m.logit_scale.val().into_data().to_vec::<f32>().unwrap_or_default() }));
+    out.push((
+        "logit_scale".into(),
+        RawTensor { shape: vec![], data: m.logit_scale.val().into_data().to_vec::<f32>().unwrap_or_default() },
+    ));
     out
 }
 
@@ -237,7 +244,8 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
 pub fn save<B: Backend>(dir: &Path, model: &ClipBackbone<B>, config: &BackboneConfig, vocab: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_safetensors(&dir.join("model.safetensors"), &export(model))?;
-    let text = serde_json::to_string_pretty(config).map_err(|e| Error::Json { path: dir.join("config.json"), source: e })?;
+    let text =
+        serde_json::to_string_pretty(config).map_err(|e| Error::Json { path: dir.join("config.json"), source: e })?;
     crate::util::write_bytes_atomic(&dir.join("config.json"), text.as_bytes())?;
     let name = vocab.file_name().unwrap_or_default();
     let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
@@ -255,8 +263,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
                 .map_err(|e| Error::Weights { path: path.into(), reason: format!("{name}: {e}") })
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, None)
-        .map_err(|e| Error::Weights { path: path.into(), reason: e.to_string() })?;
+    let bytes =
+        safetensors::serialize(views, None).map_err(|e| Error::Weights { path: path.into(), reason: e.to_string() })?;
     crate::util::write_bytes_atomic(path, &bytes)
 }
 
