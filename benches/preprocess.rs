@@ -7,6 +7,8 @@
 //!    augmentation, serial and with parallel item loading.
 //! Prints one JSON line per measurement; peak RSS (VmHWM) is reported at the end.
 
+mod common;
+use common::*;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,16 +29,6 @@ use rayon::prelude::*;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn template() -> Option<PathBuf> {
@@ -102,25 +94,9 @@ fn bench_loading(batches: usize) {
         let cache = format!("volumes/s{s}.vol");
         write_cached(&dir.path().join(&cache), &v).expect("write");
         rows.push(IndexRow {
-            scan: format!("s{s}"),
-            subject: format!("s{s}"),
-            visit: None,
-            date: None,
             label: Some("NC".into()),
             mmse: Some(28.0),
-            age: None,
-            sex: None,
-            hippocampus: None,
-            ventricles: None,
-            whole_brain: None,
-            entorhinal: None,
-            fusiform: None,
-            mid_temp: None,
-            icv: None,
-            report: String::new(),
-            cache,
-            source: String::new(),
-            table_line: 2,
+            ..IndexRow::bare(&format!("s{s}"), &format!("s{s}"), &cache)
         });
     }
     let device = Default::default();

@@ -179,25 +179,10 @@ mod tests {
 
     fn row(scan: &str, label: Option<&str>, mmse: Option<f32>) -> IndexRow {
         IndexRow {
-            scan: scan.into(),
-            subject: format!("s_{scan}"),
-            visit: None,
-            date: None,
             label: label.map(String::from),
             mmse,
-            age: None,
-            sex: None,
-            hippocampus: None,
-            ventricles: None,
-            whole_brain: None,
-            entorhinal: None,
-            fusiform: None,
-            mid_temp: None,
-            icv: None,
             report: format!("report {scan}"),
-            cache: format!("volumes/{scan}.vol"),
-            source: String::new(),
-            table_line: 2,
+            ..IndexRow::bare(scan, &format!("s_{scan}"), &format!("volumes/{scan}.vol"))
         }
     }
 

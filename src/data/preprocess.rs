@@ -106,6 +106,32 @@ pub struct IndexRow {
 }
 
 impl IndexRow {
+    /// A row with only the identifiers and the cache path set (for tests, benches and tools
+    /// that build an index by hand).
+    pub fn bare(scan: &str, subject: &str, cache: &str) -> Self {
+        IndexRow {
+            scan: scan.into(),
+            subject: subject.into(),
+            visit: None,
+            date: None,
+            label: None,
+            mmse: None,
+            age: None,
+            sex: None,
+            hippocampus: None,
+            ventricles: None,
+            whole_brain: None,
+            entorhinal: None,
+            fusiform: None,
+            mid_temp: None,
+            icv: None,
+            report: String::new(),
+            cache: cache.into(),
+            source: String::new(),
+            table_line: 0,
+        }
+    }
+
     pub fn biomarkers(&self) -> super::table::Biomarkers {
         super::table::Biomarkers {
             hippocampus: self.hippocampus,
