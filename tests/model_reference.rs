@@ -116,11 +116,14 @@ fn vit_checkpoint_is_loaded_strictly() {
     tensors.retain(|k, _| k.starts_with("vision_encoder."));
     tensors.remove("vision_encoder.blocks.1.mlp.linear2.bias");
     tensors.insert("vision_encoder.extra".into(), RawTensor { shape: vec![1], data: vec![0.0] });
+    tensors.insert("vision_encoder.norm.bias".into(), RawTensor { shape: vec![65], data: vec![0.0; 65] });
     let store = WeightStore::<B>::new(Path::new("ckpt"), tensors, &[("vision_encoder.", "vit.")], &Default::default());
     let _ = Vit3d::load(&vit_config(), &store, "vit.", [2, 2, 3], PosEmbedPolicy::Reinterpret).unwrap();
     let msg = store.finish().unwrap_err().to_string();
     assert!(msg.contains("missing key vision_encoder.blocks.1.mlp.linear2.bias"), "{msg}");
     assert!(msg.contains("unexpected key vision_encoder.extra"), "{msg}");
+    assert!(msg.contains("key vision_encoder.norm.bias has shape [65], expected [64]"), "{msg}");
+    assert!(msg.contains("3 problem(s)"), "{msg}");
 }
 
 #[test]

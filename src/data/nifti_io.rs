@@ -690,7 +690,12 @@ mod tests {
     fn write_read_round_trip_with_sform_and_qform() {
         let dir = tempfile::tempdir().unwrap();
         let vol = Volume::from_fn([4, 5, 6], oblique(), |i, j, k| (i as f32) - 2.0 * j as f32 + 0.25 * k as f32);
-        for (name, out) in [("a.nii", OutType::Float32), ("b.nii.gz", OutType::Float32), ("c.nii", OutType::Int16)] {
+        for (name, out) in [
+            ("a.nii", OutType::Float32),
+            ("b.nii.gz", OutType::Float32),
+            ("c.nii", OutType::Int16),
+            ("d.nii.gz", OutType::Uint8),
+        ] {
             let p = dir.path().join(name);
             write_nifti(&p, &vol, out).unwrap();
             let back = read_nifti(&p).unwrap();
@@ -700,9 +705,18 @@ mod tests {
                     assert!((back.volume.affine[r][c] - vol.affine[r][c]).abs() < 1e-5, "{name}");
                 }
             }
-            let tol = if out == OutType::Int16 { 0.5 } else { 0.0 };
+            let expected = |v: f32| match out {
+                OutType::Float32 => v,
+                OutType::Int16 => v.round(),
+                OutType::Uint8 => v.round().clamp(0.0, 255.0),
+            };
+            assert_eq!(back.info.datatype.name(), match out {
+                OutType::Float32 => "float32",
+                OutType::Int16 => "int16",
+                OutType::Uint8 => "uint8",
+            });
             for (a, b) in back.volume.data.iter().zip(&vol.data) {
-                assert!((a - b).abs() <= tol, "{name}: {a} vs {b}");
+                assert_eq!(*a, expected(*b), "{name}");
             }
         }
         // With the sform switched off, the qform alone must give the same affine.
