@@ -326,3 +326,31 @@ fn only_trainable_parameters_get_gradients_and_optimizer_state() {
     assert_eq!(optim.to_record().len(), 29, "optimiser state only for trainable tensors");
     assert_eq!(m.backbone.vit.blocks[0].attn.qkv.weight.val().into_data(), before, "frozen weights unchanged");
 }
+
+#[test]
+fn trainable_tensors_round_trip_through_safetensors() {
+    use adfit::model::backbones::m3d::write_safetensors;
+    let f = load("wrapper.safetensors");
+    let m = wrapper::<B>(CrossAttentionKind::MultiHead);
+    let exported = m.trainable_tensors("adfit.");
+    // Same names and values as the PyTorch reference it was loaded from.
+    let vit = load("vit.safetensors");
+    // 29 tensors, with each direction's q, k, v packed into in_proj as torch stores them: 21 names.
+    assert_eq!(exported.len(), 21);
+    for (name, t) in &exported {
+        let want = if name == "adfit.cls_token" { &vit["vision_encoder.cls_token"] } else { &f[name] };
+        assert_eq!(&t.shape, &want.shape, "{name}");
+        let err = t.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(err == 0.0, "{name}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trainable.safetensors");
+    write_safetensors(&path, &exported).unwrap();
+    let store = WeightStore::<B>::new(&path, read_safetensors(&path).unwrap(), &[], &Default::default());
+    let backbone = ClipBackbone::from_towers(load_vit::<B>(), load_bert::<B>(), 48, &Default::default());
+    let cfg = method_config(CrossAttentionKind::MultiHead);
+    let again = AdClip::new(backbone, &cfg, &Default::default()).load_trainable(&store, "adfit.", &cfg);
+    store.finish().unwrap();
+    let x: Tensor<B, 5> = tensor(&f["input.volume"]);
+    assert_close(again.encode_image(x).v, &f["out.v"], "v after the round trip");
+}

@@ -710,11 +710,14 @@ mod tests {
                 OutType::Int16 => v.round(),
                 OutType::Uint8 => v.round().clamp(0.0, 255.0),
             };
-            assert_eq!(back.info.datatype.name(), match out {
-                OutType::Float32 => "float32",
-                OutType::Int16 => "int16",
-                OutType::Uint8 => "uint8",
-            });
+            assert_eq!(
+                back.info.datatype.name(),
+                match out {
+                    OutType::Float32 => "float32",
+                    OutType::Int16 => "int16",
+                    OutType::Uint8 => "uint8",
+                }
+            );
             for (a, b) in back.volume.data.iter().zip(&vol.data) {
                 assert_eq!(*a, expected(*b), "{name}");
             }

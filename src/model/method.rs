@@ -176,6 +176,65 @@ impl<B: Backend> AdClip<B> {
         self
     }
 
+    /// Every trainable tensor under the names `load_trainable` reads, in PyTorch layouts (Linear
+    /// `[out, in]`, `MultiheadAttention`'s packed `in_proj`), ready for safetensors: a fine-tuned
+    /// run opens in PyTorch as a plain state dict.
+    pub fn trainable_tensors(&self, prefix: &str) -> Vec<(String, super::weights::RawTensor)> {
+        use super::weights::RawTensor;
+        fn raw<B: Backend, const D: usize>(t: Tensor<B, D>) -> RawTensor {
+            let shape = t.dims().to_vec();
+            RawTensor { shape, data: t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default() }
+        }
+        let mut out = Vec::new();
+        let p = |s: &str| format!("{prefix}{s}");
+        let linear = |out: &mut Vec<(String, RawTensor)>, name: String, l: &Linear<B>| {
+            out.push((format!("{name}.weight"), raw(l.weight.val().transpose())));
+            if let Some(b) = &l.bias {
+                out.push((format!("{name}.bias"), raw(b.val())));
+            }
+        };
+        if let Some(v) = &self.visual_prompts {
+            out.push((p("visual_prompts"), raw(v.prompts.val())));
+        }
+        if let (Some(t), Some(h)) = (&self.mmse_token, &self.mmse_head) {
+            out.push((p("mmse_token"), raw(t.val())));
+            linear(&mut out, p("f_mmse.0"), &h.fc1);
+            linear(&mut out, p("f_mmse.2"), &h.fc2);
+        }
+        if let Some(t) = &self.text_prompts {
+            out.push((p("text_prompts"), raw(t.prompts.val())));
+        }
+        linear(&mut out, p("f_v"), &self.f_v);
+        linear(&mut out, p("f_t"), &self.f_t);
+        for (name, mha) in
+            [("xattn.i2t", &self.cross_attention.image_to_text), ("xattn.t2i", &self.cross_attention.text_to_image)]
+        {
+            if let Some(m) = mha {
+                let w = Tensor::cat(
+                    vec![m.q.weight.val().transpose(), m.k.weight.val().transpose(), m.v.weight.val().transpose()],
+                    0,
+                );
+                out.push((p(&format!("{name}.in_proj_weight")), raw(w)));
+                let bias = |l: &Linear<B>| {
+                    l.bias
+                        .as_ref()
+                        .map(|b| b.val())
+                        .unwrap_or_else(|| Tensor::zeros([l.weight.dims()[1]], &l.weight.device()))
+                };
+                out.push((
+                    p(&format!("{name}.in_proj_bias")),
+                    raw(Tensor::cat(vec![bias(&m.q), bias(&m.k), bias(&m.v)], 0)),
+                ));
+                linear(&mut out, p(&format!("{name}.out_proj")), &m.out);
+            }
+        }
+        out.push((p("scale"), raw(self.scale.val())));
+        if self.train_cls {
+            out.push((p("cls_token"), raw(self.backbone.vit.cls_token.val())));
+        }
+        out
+    }
+
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
