@@ -2,6 +2,7 @@
 
 mod convert;
 mod embed;
+mod finetune;
 mod inspect;
 mod params;
 mod preprocess;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Embed volumes and texts with a backbone exactly as it computes them, with their
     /// similarity logits (JSON or safetensors).
     Embed(embed::EmbedArgs),
+    /// Fine-tune the method (prompts, MMSE token, projections, cross-attention) on one fold of
+    /// a split, keep the best checkpoint by validation balanced accuracy, and score the test set.
+    Finetune(finetune::FinetuneArgs),
     /// Count the parameters the method trains, by group, for a backbone.
     Params(params::ParamsArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split(a) => split::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Params(a) => params::run(a),
+        Command::Finetune(a) => finetune::run(a, quiet),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }

@@ -1,0 +1,308 @@
+//! `adfit finetune`: train the method on one fold of a split, keep the best checkpoint by
+//! validation balanced accuracy, and score it on the fold's test subjects.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use burn::backend::{Autodiff, Flex};
+use burn::data::dataset::Dataset;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::AdamWConfig;
+use clap::Args;
+use serde::Serialize;
+
+use crate::data::augment::AugmentConfig;
+use crate::data::cache::cached_shape;
+use crate::data::dataset::CohortDataset;
+use crate::data::label::Label;
+use crate::data::report::ReportTemplate;
+use crate::data::split::{read_split, Part};
+use crate::model::backbones::m3d::write_safetensors;
+use crate::model::backbones::Backbone;
+use crate::model::cross_attention::CrossAttentionKind;
+use crate::model::method::{AdClip, MethodConfig};
+use crate::model::vit3d::PosEmbedPolicy;
+use crate::model::weights::WeightStore;
+use crate::train::epoch::{evaluate, train_epoch, MmseScale};
+use crate::train::plateau::{Mode, Plateau};
+
+type AD = Autodiff<Flex>;
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// Backbone directory (M3D-CLIP layout).
+    #[arg(long)]
+    pub backbone: PathBuf,
+    /// Cohort index written by `adfit preprocess`.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Split file written by `adfit split` (checked for leakage on reading).
+    #[arg(long)]
+    pub split: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub fold: usize,
+    /// Run folder: config.json, metrics.csv, best.safetensors, test_metrics.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    pub epochs: u64,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Weight of the MMSE loss.
+    #[arg(long, default_value_t = 0.5)]
+    pub lambda: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Ablation: no deep visual prompts.
+    #[arg(long)]
+    pub no_visual_prompts: bool,
+    /// Ablation: no [MMSE] token and head.
+    #[arg(long)]
+    pub no_mmse: bool,
+    /// Ablation: no text prompts.
+    #[arg(long)]
+    pub no_text_prompts: bool,
+    /// Ablation: train with "A photo of {class}." instead of the report.
+    #[arg(long)]
+    pub no_report: bool,
+    #[arg(long, value_enum, default_value_t = CrossAttentionKind::MultiHead)]
+    pub cross_attention: CrossAttentionKind,
+    /// How the backbone's position embedding meets the cache's grid.
+    #[arg(long, value_enum, default_value_t = PosEmbedPolicy::Reinterpret)]
+    pub pos_embed: PosEmbedPolicy,
+    /// Seeded flips, shifts and rotations of training volumes.
+    #[arg(long)]
+    pub augment: bool,
+    /// Stop after this many epochs without a better validation score.
+    #[arg(long, default_value_t = 10)]
+    pub early_stop: usize,
+}
+
+#[derive(Serialize)]
+struct EpochRow {
+    epoch: u64,
+    lr: f64,
+    train_loss: f64,
+    train_contrastive: f64,
+    train_mmse: f64,
+    val_accuracy: f64,
+    val_balanced_accuracy: f64,
+    val_auc: Option<f64>,
+    val_mmse_mae: Option<f64>,
+    best: bool,
+}
+
+#[derive(Serialize)]
+struct RunConfig<'a> {
+    backbone: &'a PathBuf,
+    index: &'a PathBuf,
+    split: &'a PathBuf,
+    fold: usize,
+    epochs: u64,
+    batch_size: usize,
+    lr: f64,
+    weight_decay: f64,
+    lambda: f64,
+    seed: u64,
+    augment: bool,
+    no_report: bool,
+    pos_embed: PosEmbedPolicy,
+    method: &'a MethodConfig,
+    mmse_scale: MmseScale,
+    img_size: [usize; 3],
+}
+
+pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
+    let device = Default::default();
+    let split = read_split(&a.split)?;
+    if a.fold >= split.folds() {
+        bail!("--fold {} but {} has {} folds", a.fold, a.split.display(), split.folds());
+    }
+    let parts: HashMap<String, Part> = split.fold(a.fold).into_iter().map(|(s, p)| (s.to_string(), p)).collect();
+    let all = CohortDataset::open(&a.index)?;
+    let root = a.index.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let first = all.rows().first().with_context(|| format!("{} has no scans", a.index.display()))?;
+    let img_size = cached_shape(&root.join(&first.cache))?;
+    let template = ReportTemplate::default();
+    let subset = |part: Part| {
+        let mut rows: Vec<_> = all
+            .rows()
+            .iter()
+            .filter(|r| parts.get(&r.subject) == Some(&part) && r.label.as_deref().and_then(Label::parse).is_some())
+            .cloned()
+            .collect();
+        if a.no_report {
+            for r in rows.iter_mut() {
+                if let Some(l) = r.label.as_deref().and_then(Label::parse) {
+                    r.report = template.prompt(l);
+                }
+            }
+        }
+        CohortDataset::from_rows(root.clone(), rows)
+    };
+    let (mut train, val, test) = (subset(Part::Train), subset(Part::Val), subset(Part::Test));
+    if train.len() < 2 || val.is_empty() {
+        bail!(
+            "fold {}: {} training and {} validation scans with a diagnosis; need at least 2 and 1",
+            a.fold,
+            train.len(),
+            val.len()
+        );
+    }
+    if a.augment {
+        train = train.with_augmentation(AugmentConfig::default(), a.seed);
+    }
+    let scale = MmseScale::from_dataset(&train);
+
+    let backbone = Backbone::<AD>::load(&a.backbone, Some(img_size), a.pos_embed, &device)?;
+    let embed_dim = backbone.model.vit.hidden_size();
+    let method = MethodConfig {
+        visual_prompts: if a.no_visual_prompts { 0 } else { 20 },
+        mmse_token: !a.no_mmse,
+        text_prompts: if a.no_text_prompts { 0 } else { 30 },
+        cross_attention: a.cross_attention,
+        embed_dim,
+        mmse_hidden: embed_dim / 2,
+        lambda: a.lambda,
+        ..Default::default()
+    };
+    {
+        use burn::tensor::backend::Backend;
+        <AD as Backend>::seed(&device, a.seed);
+    }
+    let mut model = AdClip::new(backbone.model, &method, &device);
+    let tok = backbone.tokenizer;
+    std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
+    let config = RunConfig {
+        backbone: &a.backbone,
+        index: &a.index,
+        split: &a.split,
+        fold: a.fold,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        lambda: a.lambda,
+        seed: a.seed,
+        augment: a.augment,
+        no_report: a.no_report,
+        pos_embed: a.pos_embed,
+        method: &method,
+        mmse_scale: scale,
+        img_size,
+    };
+    crate::util::write_bytes_atomic(&a.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    tracing::info!(
+        "fold {}: {} train, {} val, {} test scans; grid {:?}",
+        a.fold,
+        train.len(),
+        val.len(),
+        test.len(),
+        img_size
+    );
+
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(a.weight_decay as f32)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init::<AD, AdClip<AD>>();
+    let mut plateau = Plateau::new(a.lr, Mode::Max, 0.1, 5);
+    let mut rows = Vec::new();
+    let mut since_best = 0;
+    let bar = super::progress_bar(a.epochs, "finetune", quiet);
+    for epoch in 0..a.epochs {
+        let (next, loss) = train_epoch(
+            model,
+            &mut optim,
+            &train,
+            &tok,
+            scale,
+            plateau.lr,
+            a.batch_size,
+            a.lambda,
+            a.seed,
+            epoch,
+            &device,
+        )?;
+        model = next;
+        let (m, mmse) = evaluate(&model, &val, &tok, &template, &Label::ALL, scale, a.batch_size, &device)?;
+        let lr = plateau.lr;
+        let best = plateau.step(m.balanced_accuracy);
+        if best {
+            write_safetensors(&a.out.join("best.safetensors"), &model.trainable_tensors("adfit."))?;
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        rows.push(EpochRow {
+            epoch,
+            lr,
+            train_loss: loss.loss,
+            train_contrastive: loss.contrastive,
+            train_mmse: loss.mmse,
+            val_accuracy: m.accuracy,
+            val_balanced_accuracy: m.balanced_accuracy,
+            val_auc: m.auc,
+            val_mmse_mae: mmse.map(|r| r.mae),
+            best,
+        });
+        write_rows(&a.out, &rows)?;
+        tracing::info!(
+            "epoch {epoch}: loss {:.4}, val balanced accuracy {:.3}{}",
+            loss.loss,
+            m.balanced_accuracy,
+            if best { " (best)" } else { "" }
+        );
+        bar.inc(1);
+        if since_best >= a.early_stop {
+            tracing::info!("no better validation score for {since_best} epochs: stopping");
+            break;
+        }
+    }
+    bar.finish_and_clear();
+
+    // Score the best checkpoint on the test subjects.
+    let best_path = a.out.join("best.safetensors");
+    let store = WeightStore::<AD>::new(&best_path, crate::model::weights::read_safetensors(&best_path)?, &[], &device);
+    let model = model.load_trainable(&store, "adfit.", &method);
+    store.finish()?;
+    let (m, mmse) = evaluate(&model, &test, &tok, &template, &Label::ALL, scale, a.batch_size, &device)?;
+    let report = serde_json::json!({"fold": a.fold, "scans": test.len(), "classification": m, "mmse": mmse});
+    crate::util::write_bytes_atomic(
+        &a.out.join("test_metrics.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!(
+        "fold {}: test balanced accuracy {:.3}, accuracy {:.3}, AUC {}, MMSE MAE {} ({} scans) → {}",
+        a.fold,
+        m.balanced_accuracy,
+        m.accuracy,
+        m.auc.map_or("-".into(), |v| format!("{v:.3}")),
+        mmse.map_or("-".into(), |r| format!("{:.2}", r.mae)),
+        test.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// metrics.csv (pandas) and metrics.jsonl, rewritten whole each epoch.
+fn write_rows(out: &std::path::Path, rows: &[EpochRow]) -> anyhow::Result<()> {
+    crate::util::write_atomic(&out.join("metrics.csv"), |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        for r in rows {
+            csv.serialize(r).map_err(std::io::Error::other)?;
+        }
+        csv.flush()
+    })?;
+    let mut jsonl = String::new();
+    for r in rows {
+        jsonl.push_str(&serde_json::to_string(r)?);
+        jsonl.push('\n');
+    }
+    crate::util::write_bytes_atomic(&out.join("metrics.jsonl"), jsonl.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! `adfit finetune` end to end on the tiny synthetic cohort with a tiny random backbone written
+//! in M3D-CLIP's layout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use adfit::model::backbones::m3d::{save, BackboneConfig};
+use adfit::model::bert::{Bert, BertConfig};
+use adfit::model::clip::ClipBackbone;
+use adfit::model::vit3d::{Vit3d, Vit3dConfig};
+use adfit::model::weights::read_safetensors;
+use burn::backend::Flex;
+
+fn vocab() -> PathBuf {
+    let dir = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets/all-MiniLM-L6-v2")
+    });
+    let v = dir.join("vocab.txt");
+    assert!(v.exists(), "{} missing: run `bash scripts/fetch_minilm.sh`", v.display());
+    v
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_adfit")).args(args).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "adfit {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn tiny_backbone(dir: &Path) {
+    let device = Default::default();
+    let vit = Vit3dConfig::tiny();
+    let text = BertConfig {
+        hidden_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 256,
+        ..BertConfig::bert_base_uncased()
+    };
+    let model = ClipBackbone::<Flex>::from_towers(
+        Vit3d::init(&vit, &device).unwrap(),
+        Bert::init(&text, &device).unwrap(),
+        64,
+        &device,
+    );
+    let config = BackboneConfig {
+        img_size: vit.img_size,
+        patch_size: vit.patch_size,
+        hidden_size: vit.hidden_size,
+        mlp_dim: vit.mlp_dim,
+        num_layers: vit.num_layers,
+        num_heads: vit.num_heads,
+        in_channels: 1,
+        pos_embed: "perceptron".into(),
+        vocab_size: 30522,
+        language_model_name_or_path: "tiny-random-bert".into(),
+        max_text_len: 256,
+        text_config: Some(text),
+        projection_dim: Some(64),
+    };
+    save(dir, &model, &config, &vocab()).unwrap();
+}
+
+#[test]
+fn finetune_runs_a_fold_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    tiny_backbone(&d.join("backbone"));
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "2"]);
+    ok(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/adni/scans.csv",
+            "--table",
+            "demo/adni/ADNIMERGE.csv",
+            "--out",
+            "cache",
+            "--shape",
+            "16,32,32",
+        ],
+    );
+    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    let out = ok(
+        d,
+        &[
+            "finetune",
+            "--backbone",
+            "backbone",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "0",
+            "--out",
+            "run",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--augment",
+        ],
+    );
+    assert!(out.contains("test balanced accuracy"), "{out}");
+    let metrics = std::fs::read_to_string(d.join("run/metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    assert!(metrics.starts_with("epoch,lr,train_loss"));
+    let best = read_safetensors(&d.join("run/best.safetensors")).unwrap();
+    assert!(best.contains_key("adfit.visual_prompts") && best.contains_key("adfit.xattn.i2t.in_proj_weight"));
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/test_metrics.json")).unwrap()).unwrap();
+    assert!(test["classification"]["balanced_accuracy"].is_number());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(config["img_size"], serde_json::json!([16, 32, 32]));
+
+    // An ablation run without the MMSE token and the report.
+    ok(
+        d,
+        &[
+            "finetune",
+            "--backbone",
+            "backbone",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "1",
+            "--out",
+            "run2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--no-mmse",
+            "--no-report",
+            "--cross-attention",
+            "simple",
+        ],
+    );
+    let best2 = read_safetensors(&d.join("run2/best.safetensors")).unwrap();
+    assert!(!best2.contains_key("adfit.mmse_token") && !best2.contains_key("adfit.xattn.i2t.in_proj_weight"));
+}
