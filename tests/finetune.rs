@@ -121,6 +121,84 @@ fn finetune_runs_a_fold_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
     assert_eq!(config["img_size"], serde_json::json!([16, 32, 32]));
 
+    // Evaluation: the bare backbone zero-shot, the fine-tuned run on its test fold, and the
+    // OASIS-like cohort as a two-class transfer set.
+    let zs = ok(
+        d,
+        &[
+            "eval",
+            "--backbone",
+            "backbone",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "0",
+            "--out",
+            "eval_zs",
+        ],
+    );
+    assert!(zs.contains("balanced accuracy"), "{zs}");
+    ok(
+        d,
+        &[
+            "eval",
+            "--backbone",
+            "backbone",
+            "--run",
+            "run",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "0",
+            "--out",
+            "eval_ft",
+        ],
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval_ft/metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["model"], "fine-tuned");
+    // The test fold scored by `finetune` and by `eval` agree.
+    assert_eq!(m["scan"]["classification"]["confusion"], test["classification"]["confusion"]);
+    let preds = std::fs::read_to_string(d.join("eval_ft/predictions.csv")).unwrap();
+    assert!(preds.starts_with("scan,subject,label,predicted,p_NC,p_MCI,p_AD,mmse,mmse_predicted"), "{preds}");
+    ok(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/oasis/scans.csv",
+            "--table",
+            "demo/oasis/oasis_longitudinal.csv",
+            "--out",
+            "oasis",
+            "--shape",
+            "16,32,32",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "eval",
+            "--backbone",
+            "backbone",
+            "--run",
+            "run",
+            "--index",
+            "oasis/index.csv",
+            "--classes",
+            "NC,AD",
+            "--out",
+            "eval_oasis",
+        ],
+    );
+    let o: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval_oasis/metrics.json")).unwrap()).unwrap();
+    assert_eq!(o["scan"]["classification"]["confusion"].as_array().unwrap().len(), 2);
+
     // An ablation run without the MMSE token and the report.
     ok(
         d,

@@ -2,6 +2,7 @@
 
 mod convert;
 mod embed;
+mod eval;
 mod finetune;
 mod inspect;
 mod params;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Fine-tune the method (prompts, MMSE token, projections, cross-attention) on one fold of
     /// a split, keep the best checkpoint by validation balanced accuracy, and score the test set.
     Finetune(finetune::FinetuneArgs),
+    /// Classify scans against "A photo of {class}." with a bare backbone (zero-shot) or a
+    /// fine-tuned run; metrics at scan and subject level, predictions as CSV.
+    Eval(eval::EvalArgs),
     /// Count the parameters the method trains, by group, for a backbone.
     Params(params::ParamsArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
@@ -98,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run(a),
         Command::Params(a) => params::run(a),
         Command::Finetune(a) => finetune::run(a, quiet),
+        Command::Eval(a) => eval::run(a),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }

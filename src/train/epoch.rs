@@ -140,6 +140,7 @@ pub struct Predictions {
     pub mmse_truth: Vec<Option<f64>>,
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Match every scan of `ds` against the class prompts (`template.prompt(class)`), with the
 /// model's cross-attention between the batch's images and the prompts.
 pub fn predict<B: Backend>(

@@ -1,0 +1,242 @@
+//! `adfit eval`: classify scans by matching them against "A photo of {class}." with a bare
+//! backbone (the zero-shot baseline) or a fine-tuned run, and report every metric at scan level
+//! and at subject level (each subject's baseline visit).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use burn::backend::Flex;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::tensor::activation::softmax;
+use clap::Args;
+use serde::Deserialize;
+
+use crate::data::cache::cached_shape;
+use crate::data::dataset::{CohortBatch, CohortBatcher, CohortDataset};
+use crate::data::label::Label;
+use crate::data::report::ReportTemplate;
+use crate::data::split::{read_split, Part};
+use crate::model::backbones::Backbone;
+use crate::model::method::{AdClip, MethodConfig};
+use crate::model::vit3d::PosEmbedPolicy;
+use crate::model::weights::{read_safetensors, WeightStore};
+use crate::train::epoch::{predict, score, tokenize, MmseScale, Predictions};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Backbone directory. Alone, it is evaluated zero-shot with its own projections.
+    #[arg(long)]
+    pub backbone: PathBuf,
+    /// A fine-tuned run folder (from `adfit finetune`): its best checkpoint is evaluated.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Cohort index written by `adfit preprocess` (any cohort, e.g. the OASIS-like one).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Evaluate only one part of one fold of this split (default: every labelled scan).
+    #[arg(long, requires = "fold")]
+    pub split: Option<PathBuf>,
+    #[arg(long)]
+    pub fold: Option<usize>,
+    #[arg(long, value_enum, default_value = "test")]
+    pub part: PartArg,
+    /// The classes to choose among, e.g. NC,AD for a two-class cohort.
+    #[arg(long, value_delimiter = ',', default_value = "NC,MCI,AD")]
+    pub classes: Vec<String>,
+    /// Output folder: metrics.json, predictions.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PartArg {
+    Train,
+    Val,
+    Test,
+}
+
+/// The parts of a run's config.json that evaluation needs.
+#[derive(Deserialize)]
+struct RunConfig {
+    method: MethodConfig,
+    mmse_scale: MmseScale,
+    pos_embed: PosEmbedPolicy,
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    let classes: Vec<Label> = a
+        .classes
+        .iter()
+        .map(|c| Label::parse(c).with_context(|| format!("--classes: {c:?} is not NC, MCI or AD")))
+        .collect::<anyhow::Result<_>>()?;
+    if classes.len() < 2 {
+        bail!("--classes needs at least two classes");
+    }
+    let all = CohortDataset::open(&a.index)?;
+    let root = a.index.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let parts: Option<HashMap<String, Part>> = match (&a.split, a.fold) {
+        (Some(s), Some(f)) => Some(read_split(s)?.fold(f).into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+        _ => None,
+    };
+    let want = match a.part {
+        PartArg::Train => Part::Train,
+        PartArg::Val => Part::Val,
+        PartArg::Test => Part::Test,
+    };
+    let rows: Vec<_> = all
+        .rows()
+        .iter()
+        .filter(|r| parts.as_ref().is_none_or(|p| p.get(&r.subject) == Some(&want)))
+        .filter(|r| r.label.as_deref().and_then(Label::parse).is_some_and(|l| classes.contains(&l)))
+        .cloned()
+        .collect();
+    let ds = CohortDataset::from_rows(root.clone(), rows);
+    if ds.is_empty() {
+        bail!("no labelled scans of classes {:?} to evaluate in {}", a.classes, a.index.display());
+    }
+    let img_size = cached_shape(&root.join(&ds.rows()[0].cache))?;
+    let template = ReportTemplate::default();
+
+    let predictions = match &a.run {
+        None => {
+            let b = Backbone::<Flex>::load(&a.backbone, Some(img_size), PosEmbedPolicy::Reinterpret, &device)?;
+            zero_shot(&b, &ds, &template, &classes, a.batch_size, &device)?
+        }
+        Some(run) => {
+            let path = run.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+            let cfg: RunConfig =
+                serde_json::from_str(&text).map_err(|e| crate::Error::Json { path: path.clone(), source: e })?;
+            let b = Backbone::<Flex>::load(&a.backbone, Some(img_size), cfg.pos_embed, &device)?;
+            let best = run.join("best.safetensors");
+            let store = WeightStore::<Flex>::new(&best, read_safetensors(&best)?, &[], &device);
+            let model = AdClip::new(b.model, &cfg.method, &device).load_trainable(&store, "adfit.", &cfg.method);
+            store.finish()?;
+            predict(&model, &ds, &b.tokenizer, &template, &classes, cfg.mmse_scale, a.batch_size, &device)?
+        }
+    };
+
+    let (scan_metrics, mmse) = score(&predictions, &classes);
+    let baseline = baseline_visits(&ds);
+    let subject_preds = select(&predictions, &baseline);
+    let (subject_metrics, subject_mmse) = score(&subject_preds, &classes);
+    let report = serde_json::json!({
+        "classes": classes,
+        "model": if a.run.is_some() { "fine-tuned" } else { "zero-shot" },
+        "scan": {"classification": scan_metrics, "mmse": mmse},
+        "subject_baseline": {"classification": subject_metrics, "mmse": subject_mmse},
+    });
+    std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
+    crate::util::write_bytes_atomic(&a.out.join("metrics.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_predictions(&a.out.join("predictions.csv"), &predictions, &classes)?;
+    println!(
+        "{} scans: balanced accuracy {:.3}, accuracy {:.3}, AUC {}; baseline visits of {} subjects: balanced accuracy {:.3} → {}",
+        scan_metrics.n,
+        scan_metrics.balanced_accuracy,
+        scan_metrics.accuracy,
+        scan_metrics.auc.map_or("-".into(), |v| format!("{v:.3}")),
+        subject_metrics.n,
+        subject_metrics.balanced_accuracy,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The bare backbone as M3D-CLIP matches images and texts: projections, L2, logit_scale.
+fn zero_shot(
+    b: &Backbone<Flex>,
+    ds: &CohortDataset,
+    template: &ReportTemplate,
+    classes: &[Label],
+    batch_size: usize,
+    device: &burn::tensor::Device<Flex>,
+) -> anyhow::Result<Predictions> {
+    let prompts: Vec<String> = classes.iter().map(|&c| template.prompt(c)).collect();
+    let (ids, mask) = tokenize::<Flex>(&b.tokenizer, &prompts, device)?;
+    let w = b.model.encode_text(ids, mask);
+    let mut out = Predictions {
+        scans: vec![],
+        subjects: vec![],
+        labels: vec![],
+        proba: vec![],
+        mmse: vec![],
+        mmse_truth: vec![],
+    };
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let items: Vec<_> = chunk.iter().map(|&i| ds.load(i)).collect::<crate::Result<_>>()?;
+        out.labels.extend(items.iter().map(|i| i.label));
+        out.mmse_truth.extend(items.iter().map(|i| i.mmse.map(f64::from)));
+        out.mmse.extend(std::iter::repeat_n(None, items.len()));
+        let batch: CohortBatch<Flex> = CohortBatcher.batch(items, device);
+        let p = softmax(b.model.logits(b.model.encode_image(batch.volumes), w.clone()), 1);
+        let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
+        out.proba.extend(p.chunks(classes.len()).map(<[f64]>::to_vec));
+        out.scans.extend(batch.scans);
+        out.subjects.extend(batch.subjects);
+    }
+    Ok(out)
+}
+
+/// Index of each subject's earliest scan (by date, then scan id).
+fn baseline_visits(ds: &CohortDataset) -> Vec<usize> {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in ds.rows().iter().enumerate() {
+        let key = |j: usize| {
+            let r = &ds.rows()[j];
+            (r.date.is_none(), r.date.clone(), r.scan.clone())
+        };
+        first
+            .entry(r.subject.as_str())
+            .and_modify(|j| {
+                if key(i) < key(*j) {
+                    *j = i
+                }
+            })
+            .or_insert(i);
+    }
+    let mut v: Vec<usize> = first.into_values().collect();
+    v.sort_unstable();
+    v
+}
+
+fn select(p: &Predictions, keep: &[usize]) -> Predictions {
+    Predictions {
+        scans: keep.iter().map(|&i| p.scans[i].clone()).collect(),
+        subjects: keep.iter().map(|&i| p.subjects[i].clone()).collect(),
+        labels: keep.iter().map(|&i| p.labels[i]).collect(),
+        proba: keep.iter().map(|&i| p.proba[i].clone()).collect(),
+        mmse: keep.iter().map(|&i| p.mmse[i]).collect(),
+        mmse_truth: keep.iter().map(|&i| p.mmse_truth[i]).collect(),
+    }
+}
+
+fn write_predictions(path: &std::path::Path, p: &Predictions, classes: &[Label]) -> anyhow::Result<()> {
+    crate::util::write_atomic(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        let mut header = vec!["scan".to_string(), "subject".into(), "label".into(), "predicted".into()];
+        header.extend(classes.iter().map(|c| format!("p_{c}")));
+        header.extend(["mmse".into(), "mmse_predicted".into()]);
+        csv.write_record(&header)?;
+        for i in 0..p.scans.len() {
+            let best = p.proba[i].iter().enumerate().fold(0, |b, (c, &v)| if v > p.proba[i][b] { c } else { b });
+            let mut rec = vec![
+                p.scans[i].clone(),
+                p.subjects[i].clone(),
+                p.labels[i].map(|l| l.as_str().to_string()).unwrap_or_default(),
+                classes[best].as_str().to_string(),
+            ];
+            rec.extend(p.proba[i].iter().map(|v| format!("{v:.6}")));
+            rec.push(p.mmse_truth[i].map(|v| v.to_string()).unwrap_or_default());
+            rec.push(p.mmse[i].map(|v| format!("{v:.3}")).unwrap_or_default());
+            csv.write_record(&rec)?;
+        }
+        csv.flush()
+    })?;
+    Ok(())
+}
