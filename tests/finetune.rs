@@ -222,8 +222,14 @@ fn finetune_runs_a_fold_end_to_end() {
             "--no-report",
             "--cross-attention",
             "simple",
+            "--train-size",
+            "10",
         ],
     );
+    let config2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run2/config.json")).unwrap()).unwrap();
+    let n = config2["train_scans"].as_u64().unwrap();
+    assert!(n <= 10 && n >= 5, "train scans {n}");
     let best2 = read_safetensors(&d.join("run2/best.safetensors")).unwrap();
     assert!(!best2.contains_key("adfit.mmse_token") && !best2.contains_key("adfit.xattn.i2t.in_proj_weight"));
 }

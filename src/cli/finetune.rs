@@ -78,6 +78,9 @@ pub struct FinetuneArgs {
     /// Seeded flips, shifts and rotations of training volumes.
     #[arg(long)]
     pub augment: bool,
+    /// Keep at most N training scans, by whole subjects, stratified (the paper's 500/1000/1500/2000).
+    #[arg(long)]
+    pub train_size: Option<usize>,
     /// Stop after this many epochs without a better validation score.
     #[arg(long, default_value_t = 10)]
     pub early_stop: usize,
@@ -111,6 +114,8 @@ struct RunConfig<'a> {
     seed: u64,
     augment: bool,
     no_report: bool,
+    train_size: Option<usize>,
+    train_scans: usize,
     pos_embed: PosEmbedPolicy,
     method: &'a MethodConfig,
     mmse_scale: MmseScale,
@@ -146,6 +151,9 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         CohortDataset::from_rows(root.clone(), rows)
     };
     let (mut train, val, test) = (subset(Part::Train), subset(Part::Val), subset(Part::Test));
+    if let Some(n) = a.train_size {
+        train = subsample(train, n, a.seed);
+    }
     if train.len() < 2 || val.is_empty() {
         bail!(
             "fold {}: {} training and {} validation scans with a diagnosis; need at least 2 and 1",
@@ -191,6 +199,8 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         seed: a.seed,
         augment: a.augment,
         no_report: a.no_report,
+        train_size: a.train_size,
+        train_scans: train.len(),
         pos_embed: a.pos_embed,
         method: &method,
         mmse_scale: scale,
@@ -287,6 +297,22 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// At most `n` scans by whole subjects, stratified by each subject's first label.
+fn subsample(ds: CohortDataset, n: usize, seed: u64) -> CohortDataset {
+    use crate::data::split::{strata, subsample_subjects};
+    let rows = ds.rows().to_vec();
+    let st = strata(rows.iter().map(|r| (r.subject.as_str(), r.label.as_deref().and_then(Label::parse))));
+    let with_counts: Vec<_> = st
+        .into_iter()
+        .map(|s| {
+            let c = rows.iter().filter(|r| r.subject == s.subject).count();
+            (s, c)
+        })
+        .collect();
+    let keep: std::collections::HashSet<String> = subsample_subjects(&with_counts, n, seed).into_iter().collect();
+    ds.filter(|r| keep.contains(&r.subject))
 }
 
 /// metrics.csv (pandas) and metrics.jsonl, rewritten whole each epoch.
