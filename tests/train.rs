@@ -83,6 +83,27 @@ fn model(seed: u64) -> AdClip<AD> {
     AdClip::new(backbone, &cfg, &device)
 }
 
+/// Burn's random seed is global to the backend: the tests below take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn weight_decay_touches_trainable_matrices_only() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use adfit::train::decay::decay_matrices;
+    let m = model(3);
+    let before_fv = m.f_v.weight.val().into_data().to_vec::<f32>().unwrap();
+    let before_prompts = m.text_prompts.as_ref().unwrap().prompts.val().into_data().to_vec::<f32>().unwrap();
+    let before_frozen = m.backbone.vit.blocks[0].mlp.linear1.weight.val().into_data().to_vec::<f32>().unwrap();
+    let (m, groups) = decay_matrices(m, 0.5, 0.2); // factor 0.9
+                                                   // f_v, f_t, MMSE head (2), cross-attention (2 x 4) = 12 matrices
+    assert_eq!(groups.decayed.0, 12);
+    let after_fv = m.f_v.weight.val().into_data().to_vec::<f32>().unwrap();
+    assert!(after_fv.iter().zip(&before_fv).all(|(a, b)| (a - 0.9 * b).abs() < 1e-7));
+    assert_eq!(m.text_prompts.as_ref().unwrap().prompts.val().into_data().to_vec::<f32>().unwrap(), before_prompts);
+    assert_eq!(m.backbone.vit.blocks[0].mlp.linear1.weight.val().into_data().to_vec::<f32>().unwrap(), before_frozen);
+    assert!(m.f_v.weight.is_require_grad(), "still trainable after the decay");
+}
+
 fn run(seed: u64) -> (Vec<f64>, adfit::eval::metrics::ClassMetrics) {
     let dir = tempfile::tempdir().unwrap();
     let ds = cohort(dir.path());
@@ -90,10 +111,11 @@ fn run(seed: u64) -> (Vec<f64>, adfit::eval::metrics::ClassMetrics) {
     let scale = MmseScale::from_dataset(&ds);
     let device = Default::default();
     let mut m = model(seed);
-    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init::<AD, AdClip<AD>>();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<AD, AdClip<AD>>();
     let mut losses = Vec::new();
     for epoch in 0..3 {
-        let (next, loss) = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 4, 0.5, seed, epoch, &device).unwrap();
+        let (next, loss) =
+            train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, seed, epoch, &device).unwrap();
         m = next;
         assert_eq!(loss.batches, 3);
         assert!(loss.loss.is_finite() && loss.mmse >= 0.0, "{loss:?}");
@@ -107,6 +129,7 @@ fn run(seed: u64) -> (Vec<f64>, adfit::eval::metrics::ClassMetrics) {
 
 #[test]
 fn training_is_finite_repeatable_and_evaluates() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (a, m) = run(7);
     let (b, _) = run(7);
     assert_eq!(a, b, "same seed, same losses");

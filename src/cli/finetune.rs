@@ -51,6 +51,7 @@ pub struct FinetuneArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Decoupled weight decay, on the trainable matrices only (not prompts, tokens, biases).
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
     /// Weight of the MMSE loss.
@@ -216,8 +217,18 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         img_size
     );
 
+    let (model_, groups) = crate::train::decay::decay_matrices(model, 0.0, 0.0);
+    model = model_;
+    tracing::info!(
+        "AdamW groups: weight decay {} on {} matrices ({} values); none on {} other tensors ({} values)",
+        a.weight_decay,
+        groups.decayed.0,
+        groups.decayed.1,
+        groups.kept.0,
+        groups.kept.1
+    );
     let mut optim = AdamWConfig::new()
-        .with_weight_decay(a.weight_decay as f32)
+        .with_weight_decay(0.0)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init::<AD, AdClip<AD>>();
     let mut plateau = Plateau::new(a.lr, Mode::Max, 0.1, 5);
@@ -232,6 +243,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             &tok,
             scale,
             plateau.lr,
+            a.weight_decay,
             a.batch_size,
             a.lambda,
             a.seed,

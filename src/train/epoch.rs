@@ -70,6 +70,8 @@ pub struct EpochLoss {
 }
 
 /// Train for one epoch: batches of `batch_size` scans in an order drawn from (`seed`, `epoch`).
+/// The optimiser should run without weight decay: `weight_decay` is applied here, decoupled and
+/// to matrices only.
 /// A last batch of a single scan is dropped (the contrastive loss needs two). A non-finite loss
 /// stops with an error naming the epoch and batch.
 #[allow(clippy::too_many_arguments)]
@@ -80,6 +82,7 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
     tok: &TextTokenizer,
     scale: MmseScale,
     lr: f64,
+    weight_decay: f64,
     batch_size: usize,
     lambda: f64,
     seed: u64,
@@ -110,6 +113,9 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
         sums.batches += 1;
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
         model = optim.step(lr, model, grads);
+        if weight_decay > 0.0 {
+            model = super::decay::decay_matrices(model, lr, weight_decay).0;
+        }
     }
     let n = sums.batches.max(1) as f64;
     Ok((

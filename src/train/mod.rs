@@ -1,5 +1,6 @@
 //! Training: epochs of the method on the preprocessing cache, evaluation against the class
-//! prompts, and the learning-rate schedule. (`adfit finetune` assembles these.)
+//! prompts, decoupled weight decay on matrices, and the learning-rate schedule.
 
+pub mod decay;
 pub mod epoch;
 pub mod plateau;
