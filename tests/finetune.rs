@@ -233,3 +233,87 @@ fn finetune_runs_a_fold_end_to_end() {
     let best2 = read_safetensors(&d.join("run2/best.safetensors")).unwrap();
     assert!(!best2.contains_key("adfit.mmse_token") && !best2.contains_key("adfit.xattn.i2t.in_proj_weight"));
 }
+
+#[test]
+fn a_killed_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    tiny_backbone(&d.join("backbone"));
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "4"]);
+    ok(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/adni/scans.csv",
+            "--table",
+            "demo/adni/ADNIMERGE.csv",
+            "--out",
+            "cache",
+            "--shape",
+            "16,32,32",
+        ],
+    );
+    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    let args = |out: &str| -> Vec<String> {
+        [
+            "finetune",
+            "--backbone",
+            "backbone",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "0",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "4",
+            "--augment",
+            "--seed",
+            "3",
+            "--early-stop",
+            "10",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let arg_refs = |v: &[String]| -> Vec<String> { v.to_vec() };
+    let full = args("full");
+    ok(d, &full.iter().map(String::as_str).collect::<Vec<_>>());
+    // Two uninterrupted runs with the same seed agree to the bit.
+    let full2 = args("full2");
+    ok(d, &full2.iter().map(String::as_str).collect::<Vec<_>>());
+    for file in ["checkpoint-3/trainable.safetensors", "metrics.csv"] {
+        let same =
+            std::fs::read(d.join("full").join(file)).unwrap() == std::fs::read(d.join("full2").join(file)).unwrap();
+        assert!(same, "{file}: two runs with the same seed differ");
+    }
+    // The same run into an existing folder without --resume is refused.
+    let again = Command::new(env!("CARGO_BIN_EXE_adfit")).args(&full).current_dir(d).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    for (i, kill_ms) in [250u64, 700].iter().enumerate() {
+        let out = format!("killed{i}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_adfit")).args(args(&out)).current_dir(d).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*kill_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let mut resume = arg_refs(&args(&out));
+        resume.push("--resume".into());
+        ok(d, &resume.iter().map(String::as_str).collect::<Vec<_>>());
+        // The resumed run finishes every epoch and scores the test set; the epochs finished
+        // before the kill are the uninterrupted run's.
+        let m_full = std::fs::read_to_string(d.join("full/metrics.csv")).unwrap();
+        let m_out = std::fs::read_to_string(d.join(&out).join("metrics.csv")).unwrap();
+        assert_eq!(m_out.lines().count(), 5, "{m_out}");
+        let epoch0 = |m: &str| m.lines().nth(1).unwrap().split(',').take(3).collect::<Vec<_>>().join(",");
+        assert_eq!(epoch0(&m_full), epoch0(&m_out));
+        assert!(d.join(&out).join("test_metrics.json").exists());
+        assert!(d.join(&out).join("checkpoint-3/trainable.safetensors").exists());
+    }
+}

@@ -136,3 +136,44 @@ fn training_is_finite_repeatable_and_evaluates() {
     assert_eq!(m.confusion.iter().flatten().sum::<usize>(), 12);
     assert!((0.0..=1.0).contains(&m.balanced_accuracy));
 }
+
+#[test]
+fn a_checkpoint_restores_training_state() {
+    use adfit::train::checkpoint;
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let ds = cohort(dir.path());
+    let tok = TextTokenizer::from_file(&vocab(), 128).unwrap();
+    let scale = MmseScale::from_dataset(&ds);
+    let device = Default::default();
+    let cfg = MethodConfig {
+        visual_prompts: 4,
+        text_prompts: 4,
+        embed_dim: 32,
+        mmse_hidden: 16,
+        cross_attention_heads: 4,
+        ..Default::default()
+    };
+    let mut m = model(5);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<AD, AdClip<AD>>();
+    for epoch in 0..2 {
+        m = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, epoch, &device).unwrap().0;
+    }
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    checkpoint::save(&run, 1, &m, &optim, &serde_json::json!({"epoch": 1})).unwrap();
+    let (m2, mut optim2, _state): (_, _, serde_json::Value) = checkpoint::load(
+        &checkpoint::latest(&run).unwrap().unwrap(),
+        model(5), // the same frozen backbone; its trainable parts are replaced
+        AdamWConfig::new().with_weight_decay(0.0).init::<AD, AdClip<AD>>(),
+        &cfg,
+        &device,
+    )
+    .unwrap();
+    let (_, a) = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, 2, &device).unwrap();
+    let (_, b) = train_epoch(m2, &mut optim2, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, 2, &device).unwrap();
+    // Restored weights and AdamW moments continue the run. Not yet to the bit (a ~1e-4 relative
+    // drift remains, under investigation), so this checks closeness; a broken restore (fresh
+    // moments, wrong tensors) moves the loss by far more.
+    assert!((a.loss - b.loss).abs() < 1e-3 * a.loss.abs(), "{a:?} vs {b:?}");
+}

@@ -82,12 +82,16 @@ pub struct FinetuneArgs {
     /// Keep at most N training scans, by whole subjects, stratified (the paper's 500/1000/1500/2000).
     #[arg(long)]
     pub train_size: Option<usize>,
+    /// Continue the run in --out from its last complete epoch (same arguments required): weights,
+    /// AdamW moments, schedule, early-stop counter and metrics are restored.
+    #[arg(long)]
+    pub resume: bool,
     /// Stop after this many epochs without a better validation score.
     #[arg(long, default_value_t = 10)]
     pub early_stop: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, serde::Deserialize, Clone)]
 struct EpochRow {
     epoch: u64,
     lr: f64,
@@ -99,6 +103,16 @@ struct EpochRow {
     val_auc: Option<f64>,
     val_mmse_mae: Option<f64>,
     best: bool,
+}
+
+/// What the loop needs to continue after a restart.
+#[derive(Serialize, serde::Deserialize)]
+struct LoopState {
+    /// The last finished epoch.
+    epoch: u64,
+    plateau: Plateau,
+    since_best: usize,
+    rows: Vec<EpochRow>,
 }
 
 #[derive(Serialize)]
@@ -207,7 +221,22 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         mmse_scale: scale,
         img_size,
     };
-    crate::util::write_bytes_atomic(&a.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    let config_json = serde_json::to_string_pretty(&config)?;
+    let previous = crate::train::checkpoint::latest(&a.out)?;
+    match (&previous, a.resume) {
+        (Some(_), false) => {
+            bail!("{} already holds a run: add --resume to continue it, or choose a new --out", a.out.display())
+        }
+        (Some(_), true) => {
+            let old = std::fs::read_to_string(a.out.join("config.json")).unwrap_or_default();
+            let same = serde_json::from_str::<serde_json::Value>(&old).ok()
+                == serde_json::from_str::<serde_json::Value>(&config_json).ok();
+            if !same {
+                bail!("--resume with other settings than {}", a.out.join("config.json").display());
+            }
+        }
+        _ => crate::util::write_bytes_atomic(&a.out.join("config.json"), config_json.as_bytes())?,
+    }
     tracing::info!(
         "fold {}: {} train, {} val, {} test scans; grid {:?}",
         a.fold,
@@ -234,8 +263,19 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     let mut plateau = Plateau::new(a.lr, Mode::Max, 0.1, 5);
     let mut rows = Vec::new();
     let mut since_best = 0;
+    let mut start = 0;
+    if let Some(dir) = previous {
+        let (m, o, state): (_, _, LoopState) = crate::train::checkpoint::load(&dir, model, optim, &method, &device)?;
+        (model, optim) = (m, o);
+        (plateau, since_best, rows, start) = (state.plateau, state.since_best, state.rows, state.epoch + 1);
+        tracing::info!("resuming {} after epoch {}", a.out.display(), state.epoch);
+    }
     let bar = super::progress_bar(a.epochs, "finetune", quiet);
-    for epoch in 0..a.epochs {
+    bar.set_position(start);
+    for epoch in start..a.epochs {
+        if since_best >= a.early_stop {
+            break;
+        }
         let (next, loss) = train_epoch(
             model,
             &mut optim,
@@ -273,6 +313,8 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             best,
         });
         write_rows(&a.out, &rows)?;
+        let state = LoopState { epoch, plateau: plateau.clone(), since_best, rows: rows.clone() };
+        crate::train::checkpoint::save(&a.out, epoch, &model, &optim, &state)?;
         tracing::info!(
             "epoch {epoch}: loss {:.4}, val balanced accuracy {:.3}{}",
             loss.loss,
@@ -282,7 +324,6 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         bar.inc(1);
         if since_best >= a.early_stop {
             tracing::info!("no better validation score for {since_best} epochs: stopping");
-            break;
         }
     }
     bar.finish_and_clear();

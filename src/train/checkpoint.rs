@@ -1,0 +1,122 @@
+//! Resumable training checkpoints: the trainable tensors (safetensors, PyTorch-readable), the
+//! AdamW state (Burn's record, full precision) and the loop's state (JSON: epoch, schedule,
+//! early-stop counter, metrics so far).
+//!
+//! Restoring continues training closely but not yet to the bit (a drift of about 1e-4 relative in
+//! the loss after one epoch remains; see tests/train.rs).
+//!
+//! Each checkpoint is a complete folder `checkpoint-{epoch}`; `checkpoint.json` names the latest
+//! and is replaced atomically only after the folder is complete, so a run killed at any point
+//! resumes from the last epoch it finished. The optimiser's state is keyed by each tensor's
+//! position in the model (Burn's parameter ids change when a model is rebuilt).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::backbones::m3d::write_safetensors;
+use crate::model::method::{AdClip, MethodConfig};
+use crate::model::weights::{read_safetensors, WeightStore};
+
+pub type TrainBackend = Autodiff<Flex>;
+pub type Optim = OptimizerAdaptor<AdamW, AdClip<TrainBackend>, TrainBackend>;
+type OptimRecord = <Optim as Optimizer<AdClip<TrainBackend>, TrainBackend>>::Record;
+
+/// Every float parameter id of a module, in traversal order.
+struct Ids(Vec<ParamId>);
+
+impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Ids {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.id);
+    }
+}
+
+fn param_ids<M: Module<TrainBackend>>(m: &M) -> Vec<ParamId> {
+    let mut v = Ids(Vec::new());
+    m.visit(&mut v);
+    v.0
+}
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// Write `checkpoint-{epoch}` under `run`, then point `checkpoint.json` at it and drop older ones.
+pub fn save<S: Serialize>(
+    run: &Path,
+    epoch: u64,
+    model: &AdClip<TrainBackend>,
+    optim: &Optim,
+    state: &S,
+) -> Result<()> {
+    let name = format!("checkpoint-{epoch}");
+    let dir = run.join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_safetensors(&dir.join("trainable.safetensors"), &model.trainable_tensors("adfit."))?;
+    let position: HashMap<ParamId, u64> =
+        param_ids(model).into_iter().enumerate().map(|(i, id)| (id, i as u64)).collect();
+    let record: OptimRecord =
+        optim.to_record().into_iter().filter_map(|(id, r)| position.get(&id).map(|&p| (ParamId::from(p), r))).collect();
+    recorder()
+        .record(record, dir.join("optimizer"))
+        .map_err(|e| Error::Weights { path: dir.join("optimizer.mpk"), reason: e.to_string() })?;
+    let json =
+        serde_json::to_string_pretty(state).map_err(|e| Error::Json { path: dir.join("state.json"), source: e })?;
+    crate::util::write_bytes_atomic(&dir.join("state.json"), json.as_bytes())?;
+    let pointer = serde_json::json!({ "latest": name, "epoch": epoch });
+    crate::util::write_bytes_atomic(&run.join("checkpoint.json"), pointer.to_string().as_bytes())?;
+    for entry in std::fs::read_dir(run).map_err(|e| Error::io(run, e))?.flatten() {
+        let n = entry.file_name().to_string_lossy().to_string();
+        if n.starts_with("checkpoint-") && n != name {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The latest complete checkpoint of `run`, if any.
+pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
+    let pointer = run.join("checkpoint.json");
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&pointer).map_err(|e| Error::io(&pointer, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Json { path: pointer.clone(), source: e })?;
+    let name = v["latest"].as_str().ok_or_else(|| Error::config("checkpoint.json", "has no `latest`"))?;
+    Ok(Some(run.join(name)))
+}
+
+/// Restore model weights, optimiser state and loop state from a checkpoint folder.
+pub fn load<S: DeserializeOwned>(
+    dir: &Path,
+    model: AdClip<TrainBackend>,
+    optim: Optim,
+    method: &MethodConfig,
+    device: &burn::tensor::Device<TrainBackend>,
+) -> Result<(AdClip<TrainBackend>, Optim, S)> {
+    let weights = dir.join("trainable.safetensors");
+    let store = WeightStore::<TrainBackend>::new(&weights, read_safetensors(&weights)?, &[], device);
+    let model = model.load_trainable(&store, "adfit.", method);
+    store.finish()?;
+    let ids = param_ids(&model);
+    let record: OptimRecord = recorder()
+        .load(dir.join("optimizer"), device)
+        .map_err(|e| Error::Weights { path: dir.join("optimizer.mpk"), reason: e.to_string() })?;
+    let record: OptimRecord =
+        record.into_iter().filter_map(|(p, r)| ids.get(p.val() as usize).map(|&id| (id, r))).collect();
+    let optim = optim.load_record(record);
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let state = serde_json::from_str(&text).map_err(|e| Error::Json { path, source: e })?;
+    Ok((model, optim, state))
+}
