@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod date;
 pub mod label;
 pub mod nifti_io;
+pub mod nifti_write;
 pub mod normalize;
 pub mod orient;
 pub mod preprocess;
