@@ -83,7 +83,8 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub train_size: Option<usize>,
     /// Continue the run in --out from its last complete epoch (same arguments required): weights,
-    /// AdamW moments, schedule, early-stop counter and metrics are restored.
+    /// AdamW moments, schedule, early-stop counter and metrics are restored, so a run killed at
+    /// any point ends bit-identical to one that was not (on CPU).
     #[arg(long)]
     pub resume: bool,
     /// Stop after this many epochs without a better validation score.

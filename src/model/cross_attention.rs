@@ -38,7 +38,8 @@ impl<B: Backend> Mha<B> {
         let xavier = Initializer::XavierUniform { gain: 1.0 };
         let lin = |init: Initializer| LinearConfig::new(dim, dim).with_initializer(init).init(device);
         let zero_bias = |mut l: Linear<B>| {
-            l.bias = l.bias.map(|b| b.map(|t| t.zeros_like()));
+            // `zeros_like` is a new, untracked tensor: mark it trainable again.
+            l.bias = l.bias.map(|b| b.map(|t| t.zeros_like().require_grad()));
             l
         };
         Mha {
@@ -52,10 +53,10 @@ impl<B: Backend> Mha<B> {
 
     /// From torch's packed `in_proj_weight` `[3·dim, dim]` / `in_proj_bias` and `out_proj`.
     pub fn load(store: &WeightStore<B>, prefix: &str, dim: usize, heads: usize) -> Self {
-        let w = store.tensor::<2>(&format!("{prefix}.in_proj_weight"), [3 * dim, dim]);
+        let w = format!("{prefix}.in_proj_weight");
         let b = store.tensor::<1>(&format!("{prefix}.in_proj_bias"), [3 * dim]);
         let part = |i: usize| Linear {
-            weight: burn::module::Param::from_tensor(w.clone().narrow(0, i * dim, dim).transpose()),
+            weight: burn::module::Param::from_tensor(store.transposed(&w, [3 * dim, dim], i * dim..(i + 1) * dim)),
             bias: Some(burn::module::Param::from_tensor(b.clone().narrow(0, i * dim, dim))),
         };
         Mha {

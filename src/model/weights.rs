@@ -201,9 +201,30 @@ impl<B: Backend> WeightStore<B> {
         Param::from_tensor(self.tensor(name, shape))
     }
 
-    /// A PyTorch `Linear` (`weight` `[out, in]`) as a Burn `Linear` (`[in, out]`).
+    /// Rows `rows` of the `[out, in]` matrix `name`, transposed to a contiguous `[in, rows]`.
+    /// The copy is made here, not left as a strided view: a view would change the summation
+    /// order of the matmuls that use it, so a reloaded model would not compute to the bit what
+    /// the saved one did.
+    pub fn transposed(&self, name: &str, shape: [usize; 2], rows: std::ops::Range<usize>) -> Tensor<B, 2> {
+        let [n_out, n_in] = shape;
+        let full = self.tensor::<2>(name, shape);
+        let data: Vec<f32> = match full.into_data().to_vec::<f32>() {
+            Ok(v) if v.len() == n_out * n_in => v,
+            _ => vec![0.0; n_out * n_in],
+        };
+        let n = rows.len();
+        let mut t = vec![0f32; n_in * n];
+        for (r, row) in rows.enumerate() {
+            for c in 0..n_in {
+                t[c * n + r] = data[row * n_in + c];
+            }
+        }
+        Tensor::from_data(TensorData::new(t, [n_in, n]), &self.device)
+    }
+
+    /// A PyTorch `Linear` (`weight` `[out, in]`) as a Burn `Linear` (`[in, out]`, contiguous).
     pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Linear<B> {
-        let weight = self.tensor(&format!("{prefix}.weight"), [d_out, d_in]).transpose();
+        let weight = self.transposed(&format!("{prefix}.weight"), [d_out, d_in], 0..d_out);
         Linear {
             weight: Param::from_tensor(weight),
             bias: bias.then(|| self.param(&format!("{prefix}.bias"), [d_out])),

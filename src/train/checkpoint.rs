@@ -2,8 +2,7 @@
 //! AdamW state (Burn's record, full precision) and the loop's state (JSON: epoch, schedule,
 //! early-stop counter, metrics so far).
 //!
-//! Restoring continues training closely but not yet to the bit (a drift of about 1e-4 relative in
-//! the loss after one epoch remains; see tests/train.rs).
+//! A restored run continues to the bit (tests/train.rs, tests/finetune.rs).
 //!
 //! Each checkpoint is a complete folder `checkpoint-{epoch}`; `checkpoint.json` names the latest
 //! and is replaced atomically only after the folder is complete, so a run killed at any point
