@@ -313,3 +313,61 @@ fn a_killed_run_resumes_bit_identically() {
         }
     }
 }
+
+#[test]
+fn experiment_aggregates_runs_and_reuses_finished_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    tiny_backbone(&d.join("backbone"));
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "5"]);
+    ok(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/adni/scans.csv",
+            "--table",
+            "demo/adni/ADNIMERGE.csv",
+            "--out",
+            "cache",
+            "--shape",
+            "16,32,32",
+        ],
+    );
+    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    let args = [
+        "experiment",
+        "--backbone",
+        "backbone",
+        "--index",
+        "cache/index.csv",
+        "--split",
+        "split.csv",
+        "--folds",
+        "0,1",
+        "--seeds",
+        "0",
+        "--variants",
+        "full,no-mmse",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        "exp",
+    ];
+    let out = ok(d, &args);
+    assert!(out.contains("| full | 2 |") && out.contains("| no-mmse | 2 |"), "{out}");
+    let csv = std::fs::read_to_string(d.join("exp/results.csv")).unwrap();
+    assert!(csv.starts_with("model,metric,mean,std,n_runs"));
+    assert!(csv.contains("full,balanced_accuracy,") && !csv.contains("no-mmse,mmse_mae"), "{csv}");
+    // A second call reuses every run: the runs' files are untouched.
+    let before = std::fs::read(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap();
+    let modified = std::fs::metadata(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap().modified().unwrap();
+    ok(d, &args);
+    assert_eq!(std::fs::read(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap().modified().unwrap(),
+        modified
+    );
+}

@@ -3,6 +3,7 @@
 mod convert;
 mod embed;
 mod eval;
+mod experiment;
 mod finetune;
 mod inspect;
 mod params;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Classify scans against "A photo of {class}." with a bare backbone (zero-shot) or a
     /// fine-tuned run; metrics at scan and subject level, predictions as CSV.
     Eval(eval::EvalArgs),
+    /// Run a configuration over folds and seeds (optionally the paper's ablations) and write
+    /// mean ± std tables (results.md, results.csv); finished runs are reused.
+    Experiment(experiment::ExperimentArgs),
     /// Count the parameters the method trains, by group, for a backbone.
     Params(params::ParamsArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Params(a) => params::run(a),
         Command::Finetune(a) => finetune::run(a, quiet),
         Command::Eval(a) => eval::run(a),
+        Command::Experiment(a) => experiment::run(a, quiet),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }
