@@ -22,13 +22,18 @@ use clap::{Args, Parser, Subcommand};
 /// A typical session on the embedded synthetic cohort:
 ///
 ///   adfit synth --out demo
-///   adfit preprocess --scans demo/adni/scans.csv --table demo/adni/ADNIMERGE.csv --out demo/cache
+///   adfit preprocess --scans demo/adni/scans.csv --table demo/adni/ADNIMERGE.csv \
+///       --out demo/cache --shape 128,128,128
 ///   adfit split --index demo/cache/index.csv --out demo/split.csv
+///   adfit finetune --backbone M3D-CLIP/ --index demo/cache/index.csv \
+///       --split demo/split.csv --fold 0 --out runs/fold0
+///   adfit eval --backbone M3D-CLIP/ --run runs/fold0 --index demo/cache/index.csv \
+///       --split demo/split.csv --fold 0 --out runs/fold0/eval
 ///
 /// With real data, point `preprocess` at your ADNIMERGE.csv (or OASIS-2's
 /// oasis_longitudinal.csv) and a scan list of your NIfTI files.
 #[derive(Debug, Parser)]
-#[command(name = "adfit", version, about, long_about, max_term_width = 100)]
+#[command(name = "adfit", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
