@@ -7,14 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use burn::backend::Flex;
-use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::activation::softmax;
 use clap::Args;
 use serde::Deserialize;
 
 use crate::data::cache::cached_shape;
-use crate::data::dataset::{CohortBatch, CohortBatcher, CohortDataset};
+use crate::data::dataset::CohortDataset;
 use crate::data::label::Label;
 use crate::data::report::ReportTemplate;
 use crate::data::split::{read_split, Part};
@@ -22,7 +21,7 @@ use crate::model::backbones::Backbone;
 use crate::model::method::{AdClip, MethodConfig};
 use crate::model::vit3d::PosEmbedPolicy;
 use crate::model::weights::{read_safetensors, WeightStore};
-use crate::train::epoch::{predict, score, tokenize, MmseScale, Predictions};
+use crate::train::epoch::{predict, predict_batches, score, tokenize, MmseScale, Predictions};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -159,28 +158,9 @@ fn zero_shot(
     let prompts: Vec<String> = classes.iter().map(|&c| template.prompt(c)).collect();
     let (ids, mask) = tokenize::<Flex>(&b.tokenizer, &prompts, device)?;
     let w = b.model.encode_text(ids, mask);
-    let mut out = Predictions {
-        scans: vec![],
-        subjects: vec![],
-        labels: vec![],
-        proba: vec![],
-        mmse: vec![],
-        mmse_truth: vec![],
-    };
-    let idx: Vec<usize> = (0..ds.len()).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let items: Vec<_> = chunk.iter().map(|&i| ds.load(i)).collect::<crate::Result<_>>()?;
-        out.labels.extend(items.iter().map(|i| i.label));
-        out.mmse_truth.extend(items.iter().map(|i| i.mmse.map(f64::from)));
-        out.mmse.extend(std::iter::repeat_n(None, items.len()));
-        let batch: CohortBatch<Flex> = CohortBatcher.batch(items, device);
-        let p = softmax(b.model.logits(b.model.encode_image(batch.volumes), w.clone()), 1);
-        let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
-        out.proba.extend(p.chunks(classes.len()).map(<[f64]>::to_vec));
-        out.scans.extend(batch.scans);
-        out.subjects.extend(batch.subjects);
-    }
-    Ok(out)
+    Ok(predict_batches(ds, classes.len(), batch_size, device, |volumes| {
+        (softmax(b.model.logits(b.model.encode_image(volumes), w.clone()), 1), None)
+    })?)
 }
 
 /// Index of each subject's earliest scan (by date, then scan id).

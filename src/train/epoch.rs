@@ -146,6 +146,43 @@ pub struct Predictions {
     pub mmse_truth: Vec<Option<f64>>,
 }
 
+/// Run `score_batch` over `ds` in batches and collect scan-level predictions. `score_batch`
+/// maps `[batch, 1, D, H, W]` volumes to class probabilities `[batch, classes]` and, when the
+/// model has one, the MMSE prediction in points.
+pub fn predict_batches<B: Backend>(
+    ds: &CohortDataset,
+    n_classes: usize,
+    batch_size: usize,
+    device: &B::Device,
+    mut score_batch: impl FnMut(Tensor<B, 5>) -> (Tensor<B, 2>, Option<Vec<f64>>),
+) -> Result<Predictions> {
+    let mut out = Predictions {
+        scans: vec![],
+        subjects: vec![],
+        labels: vec![],
+        proba: vec![],
+        mmse: vec![],
+        mmse_truth: vec![],
+    };
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let items = load_items(ds, chunk)?;
+        out.labels.extend(items.iter().map(|i| i.label));
+        out.mmse_truth.extend(items.iter().map(|i| i.mmse.map(f64::from)));
+        let batch: CohortBatch<B> = CohortBatcher.batch(items, device);
+        let (p, mmse) = score_batch(batch.volumes);
+        let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
+        out.proba.extend(p.chunks(n_classes).map(<[f64]>::to_vec));
+        match mmse {
+            Some(m) => out.mmse.extend(m.into_iter().map(Some)),
+            None => out.mmse.extend(std::iter::repeat_n(None, chunk.len())),
+        }
+        out.scans.extend(batch.scans);
+        out.subjects.extend(batch.subjects);
+    }
+    Ok(out)
+}
+
 #[allow(clippy::too_many_arguments)]
 /// Match every scan of `ds` against the class prompts (`template.prompt(class)`), with the
 /// model's cross-attention between the batch's images and the prompts.
@@ -162,40 +199,19 @@ pub fn predict<B: Backend>(
     let prompts: Vec<String> = classes.iter().map(|&c| template.prompt(c)).collect();
     let (ids, mask) = tokenize::<B>(tok, &prompts, device)?;
     let w = model.encode_text(ids, mask);
-    let mut out = Predictions {
-        scans: vec![],
-        subjects: vec![],
-        labels: vec![],
-        proba: vec![],
-        mmse: vec![],
-        mmse_truth: vec![],
-    };
-    let idx: Vec<usize> = (0..ds.len()).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let items = load_items(ds, chunk)?;
-        out.labels.extend(items.iter().map(|i| i.label));
-        out.mmse_truth.extend(items.iter().map(|i| i.mmse.map(f64::from)));
-        let batch: CohortBatch<B> = CohortBatcher.batch(items, device);
-        let image = model.encode_image(batch.volumes);
-        let p = softmax(model.logits(image.v, w.clone()), 1);
-        let n = chunk.len();
-        let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
-        out.proba.extend(p.chunks(classes.len()).map(<[f64]>::to_vec));
-        match image.mmse {
-            Some(m) => out.mmse.extend(
-                m.into_data()
-                    .convert::<f64>()
-                    .to_vec::<f64>()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|z| Some(z * scale.std + scale.mean)),
-            ),
-            None => out.mmse.extend(std::iter::repeat_n(None, n)),
-        }
-        out.scans.extend(batch.scans);
-        out.subjects.extend(batch.subjects);
-    }
-    Ok(out)
+    predict_batches(ds, classes.len(), batch_size, device, |volumes| {
+        let image = model.encode_image(volumes);
+        let mmse = image.mmse.map(|m| {
+            m.into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|z| z * scale.std + scale.mean)
+                .collect()
+        });
+        (softmax(model.logits(image.v, w.clone()), 1), mmse)
+    })
 }
 
 /// Scan-level classification metrics (scans without a label in `classes` are left out) and MMSE
