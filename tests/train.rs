@@ -1,7 +1,8 @@
 //! A few epochs of the method on a tiny random backbone and cached random volumes: the loop runs,
 //! stays finite, is repeatable with a fixed seed, and evaluation yields probabilities.
 
-use std::path::PathBuf;
+mod common;
+use common::vocab;
 
 use adfit::data::cache::write_cached;
 use adfit::data::dataset::CohortDataset;
@@ -20,15 +21,6 @@ use burn::backend::{Autodiff, Flex};
 use burn::optim::AdamWConfig;
 
 type AD = Autodiff<Flex>;
-
-fn vocab() -> PathBuf {
-    let dir = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets/all-MiniLM-L6-v2")
-    });
-    let v = dir.join("vocab.txt");
-    assert!(v.exists(), "{} missing: run `bash scripts/fetch_minilm.sh`", v.display());
-    v
-}
 
 fn cohort(dir: &std::path::Path) -> CohortDataset {
     let template = ReportTemplate::default();

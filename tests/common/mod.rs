@@ -1,0 +1,56 @@
+//! Helpers shared by the integration tests: running the real binary, and the fetched
+//! all-MiniLM-L6-v2 assets (`scripts/fetch_minilm.sh`, run by scripts/test.sh).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Run `adfit` in `dir`.
+pub fn adfit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adfit"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run adfit")
+}
+
+/// Run a command that must succeed; returns its stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = adfit(dir, args);
+    assert!(
+        out.status.success(),
+        "adfit {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run a command that must fail; returns its stderr.
+pub fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = adfit(dir, args);
+    assert!(!out.status.success(), "adfit {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The all-MiniLM-L6-v2 folder (`ADFIT_MINILM_DIR`, else the asset cache).
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        let assets = std::env::var("ADFIT_ASSETS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/adfit-assets"));
+        assets.join("all-MiniLM-L6-v2")
+    });
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "all-MiniLM-L6-v2 not found in {}: run `bash scripts/fetch_minilm.sh` (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The real uncased BERT vocabulary.
+pub fn vocab() -> PathBuf {
+    minilm_dir().join("vocab.txt")
+}
