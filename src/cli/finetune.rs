@@ -247,8 +247,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         img_size
     );
 
-    let (model_, groups) = crate::train::decay::decay_matrices(model, 0.0, 0.0);
-    model = model_;
+    let groups = crate::train::decay::groups(&model);
     tracing::info!(
         "AdamW groups: weight decay {} on {} matrices ({} values); none on {} other tensors ({} values)",
         a.weight_decay,
