@@ -47,8 +47,10 @@ pub struct EvalArgs {
     /// Output folder: metrics.json, predictions.csv.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
+    /// Scans per forward pass (default: the run's own batch size, so `eval --run` reproduces the
+    /// test scores `finetune` wrote bit for bit; 8 for a bare backbone).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -64,6 +66,7 @@ struct RunConfig {
     method: MethodConfig,
     mmse_scale: MmseScale,
     pos_embed: PosEmbedPolicy,
+    batch_size: usize,
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
@@ -104,7 +107,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let predictions = match &a.run {
         None => {
             let b = Backbone::<Flex>::load(&a.backbone, Some(img_size), PosEmbedPolicy::Reinterpret, &device)?;
-            zero_shot(&b, &ds, &template, &classes, a.batch_size, &device)?
+            zero_shot(&b, &ds, &template, &classes, a.batch_size.unwrap_or(8), &device)?
         }
         Some(run) => {
             let path = run.join("config.json");
@@ -116,7 +119,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             let store = WeightStore::<Flex>::new(&best, read_safetensors(&best)?, &[], &device);
             let model = AdClip::new(b.model, &cfg.method, &device).load_trainable(&store, "adfit.", &cfg.method);
             store.finish()?;
-            predict(&model, &ds, &b.tokenizer, &template, &classes, cfg.mmse_scale, a.batch_size, &device)?
+            let batch = a.batch_size.unwrap_or(cfg.batch_size);
+            predict(&model, &ds, &b.tokenizer, &template, &classes, cfg.mmse_scale, batch, &device)?
         }
     };
 
