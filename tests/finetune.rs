@@ -152,6 +152,31 @@ fn finetune_runs_a_fold_end_to_end() {
     assert_eq!(m["model"], "fine-tuned");
     // The test fold scored by `finetune` and by `eval` agree.
     assert_eq!(m["scan"]["classification"]["confusion"], test["classification"]["confusion"]);
+    // The metadata oracle, fitted on the run's training scans, on the same test scans.
+    ok(
+        d,
+        &[
+            "eval",
+            "--oracle",
+            "--run",
+            "run",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "0",
+            "--out",
+            "eval_or",
+        ],
+    );
+    let o: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval_or/metrics.json")).unwrap()).unwrap();
+    assert_eq!(o["model"], "oracle");
+    assert_eq!(o["scan"]["classification"]["n"], m["scan"]["classification"]["n"]);
+    assert!(o["scan"]["mmse"]["mae"].is_number());
+    let train = std::fs::read_to_string(d.join("run/train.csv")).unwrap();
+    assert_eq!(train.lines().count(), 1 + config["train_scans"].as_u64().unwrap() as usize, "{train}");
     let preds = std::fs::read_to_string(d.join("eval_ft/predictions.csv")).unwrap();
     assert!(preds.starts_with("scan,subject,label,predicted,p_NC,p_MCI,p_AD,mmse,mmse_predicted"), "{preds}");
     ok(
@@ -292,6 +317,20 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d, "5");
+    ok(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/oasis/scans.csv",
+            "--table",
+            "demo/oasis/oasis_longitudinal.csv",
+            "--out",
+            "oasis",
+            "--shape",
+            "16,32,32",
+        ],
+    );
     let args = [
         "experiment",
         "--backbone",
@@ -312,12 +351,30 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         "4",
         "--out",
         "exp",
+        "--transfer",
+        "oasis/index.csv",
+        "--tables",
+        "tables/tiny",
     ];
     let out = ok(d, &args);
-    assert!(out.contains("| full | 2 |") && out.contains("| no-mmse | 2 |"), "{out}");
+    for row in ["| zero-shot | 2 |", "| fine-tuned | 2 |", "| oracle | 2 |", "| full | 2 |", "| no-mmse | 2 |"] {
+        assert!(out.contains(row), "{row} missing from\n{out}");
+    }
+    assert!(out.contains("## Transfer to `oasis/index.csv`"), "{out}");
     let csv = std::fs::read_to_string(d.join("exp/results.csv")).unwrap();
-    assert!(csv.starts_with("model,metric,mean,std,n_runs"));
-    assert!(csv.contains("full,balanced_accuracy,") && !csv.contains("no-mmse,mmse_mae"), "{csv}");
+    assert_eq!(csv, std::fs::read_to_string(d.join("tables/tiny.csv")).unwrap());
+    assert!(csv.starts_with("model,metric,mean,std,n_runs\n"));
+    for line in ["fine-tuned,balanced_accuracy,", "oracle,mmse_mae,", "zero-shot,auc,", "oracle/transfer,accuracy,"] {
+        assert!(csv.contains(line), "{line} missing from\n{csv}");
+    }
+    // The zero-shot backbone and the ablation without the MMSE token predict no MMSE.
+    assert!(!csv.contains("zero-shot,mmse_mae") && !csv.contains("ablation/no-mmse,mmse_mae"), "{csv}");
+    // Every model was scored on the same test scans.
+    let n = |p: &str| {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join(p)).unwrap()).unwrap();
+        v["scan"]["classification"]["n"].as_u64().unwrap()
+    };
+    assert_eq!(n("exp/zero-shot/fold1/metrics.json"), n("exp/runs/full/fold1-seed0/oracle/metrics.json"));
     // A second call reuses every run: the runs' files are untouched.
     let before = std::fs::read(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap();
     let modified = std::fs::metadata(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap().modified().unwrap();
@@ -327,4 +384,37 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         std::fs::metadata(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap().modified().unwrap(),
         modified
     );
+}
+
+#[test]
+fn a_run_config_file_sets_the_run_and_flags_override_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d, "7");
+    std::fs::write(
+        d.join("run.json"),
+        r#"{"epochs": 1, "batch_size": 4, "text_prompts": 5, "cross_attention": "off"}"#,
+    )
+    .unwrap();
+    let base = ["finetune", "--backbone", "backbone", "--cohort", "cache/index.csv", "--split", "split.csv"];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--out", "run", "--config", "run.json", "--epochs", "2", "--no-mmse"]);
+    ok(d, &args);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
+    let s = &config["settings"];
+    assert_eq!(
+        (s["epochs"].as_u64(), s["batch_size"].as_u64(), s["text_prompts"].as_u64()),
+        (Some(2), Some(4), Some(5))
+    );
+    assert_eq!((s["cross_attention"].as_str(), s["mmse_token"].as_bool()), (Some("off"), Some(false)));
+    assert_eq!(s["lr"], serde_json::json!(0.001));
+    assert_eq!(std::fs::read_to_string(d.join("run/metrics.csv")).unwrap().lines().count(), 3);
+
+    std::fs::write(d.join("bad.json"), r#"{"epochs": 1, "learning_rate": 0.1}"#).unwrap();
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--out", "run2", "--config", "bad.json"]);
+    let e = common::fails(d, &args);
+    assert!(e.contains("bad.json") && e.contains("learning_rate"), "{e}");
+    assert!(!d.join("run2").exists(), "a refused run leaves no folder");
 }

@@ -22,15 +22,21 @@ use crate::model::method::{AdClip, MethodConfig};
 use crate::model::vit3d::PosEmbedPolicy;
 use crate::model::weights::{read_safetensors, WeightStore};
 use crate::train::epoch::{predict, predict_batches, score, tokenize, MmseScale, Predictions};
+use crate::train::settings::RunSettings;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Backbone directory. Alone, it is evaluated zero-shot with its own projections.
-    #[arg(long)]
-    pub backbone: PathBuf,
+    #[arg(long, required_unless_present = "oracle")]
+    pub backbone: Option<PathBuf>,
     /// A fine-tuned run folder (from `adfit finetune`): its best checkpoint is evaluated.
     #[arg(long)]
     pub run: Option<PathBuf>,
+    /// Evaluate the metadata oracle instead of an image model: logistic regression (diagnosis)
+    /// and ridge regression (MMSE) on the six volume columns plus age, fitted on the training
+    /// scans of --run (its train.csv).
+    #[arg(long, requires = "run", conflicts_with = "backbone")]
+    pub oracle: bool,
     /// Cohort index written by `adfit preprocess` (any cohort, e.g. the OASIS-like one).
     #[arg(long)]
     pub index: PathBuf,
@@ -63,10 +69,10 @@ pub enum PartArg {
 /// The parts of a run's config.json that evaluation needs.
 #[derive(Deserialize)]
 struct RunConfig {
+    index: PathBuf,
     method: MethodConfig,
     mmse_scale: MmseScale,
-    pos_embed: PosEmbedPolicy,
-    batch_size: usize,
+    settings: RunSettings,
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
@@ -104,22 +110,26 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let img_size = cached_shape(&root.join(&ds.rows()[0].cache))?;
     let template = ReportTemplate::default();
 
-    let predictions = match &a.run {
-        None => {
-            let b = Backbone::<Flex>::load(&a.backbone, Some(img_size), PosEmbedPolicy::Reinterpret, &device)?;
+    let model = match (&a.run, a.oracle) {
+        (Some(_), true) => "oracle",
+        (Some(_), false) => "fine-tuned",
+        (None, _) => "zero-shot",
+    };
+    let predictions = match (&a.run, &a.backbone) {
+        (Some(run), _) if a.oracle => oracle(run, &ds, &classes)?,
+        (None, None) | (Some(_), None) => bail!("--backbone is required unless --oracle is given"),
+        (None, Some(backbone)) => {
+            let b = Backbone::<Flex>::load(backbone, Some(img_size), PosEmbedPolicy::Reinterpret, &device)?;
             zero_shot(&b, &ds, &template, &classes, a.batch_size.unwrap_or(8), &device)?
         }
-        Some(run) => {
-            let path = run.join("config.json");
-            let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
-            let cfg: RunConfig =
-                serde_json::from_str(&text).map_err(|e| crate::Error::Json { path: path.clone(), source: e })?;
-            let b = Backbone::<Flex>::load(&a.backbone, Some(img_size), cfg.pos_embed, &device)?;
+        (Some(run), Some(backbone)) => {
+            let cfg = read_run_config(run)?;
+            let b = Backbone::<Flex>::load(backbone, Some(img_size), cfg.settings.pos_embed, &device)?;
             let best = run.join("best.safetensors");
             let store = WeightStore::<Flex>::new(&best, read_safetensors(&best)?, &[], &device);
             let model = AdClip::new(b.model, &cfg.method, &device).load_trainable(&store, "adfit.", &cfg.method);
             store.finish()?;
-            let batch = a.batch_size.unwrap_or(cfg.batch_size);
+            let batch = a.batch_size.unwrap_or(cfg.settings.batch_size);
             predict(&model, &ds, &b.tokenizer, &template, &classes, cfg.mmse_scale, batch, &device)?
         }
     };
@@ -130,7 +140,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let (subject_metrics, subject_mmse) = score(&subject_preds, &classes);
     let report = serde_json::json!({
         "classes": classes,
-        "model": if a.run.is_some() { "fine-tuned" } else { "zero-shot" },
+        "model": model,
         "scan": {"classification": scan_metrics, "mmse": mmse},
         "subject_baseline": {"classification": subject_metrics, "mmse": subject_mmse},
     });
@@ -148,6 +158,37 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+fn read_run_config(run: &std::path::Path) -> anyhow::Result<RunConfig> {
+    let path = run.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+    Ok(serde_json::from_str(&text).map_err(|e| crate::Error::Json { path: path.clone(), source: e })?)
+}
+
+/// The metadata oracle fitted on the training scans of `run` (its train.csv, looked up in the
+/// index the run was trained from).
+fn oracle(run: &std::path::Path, ds: &CohortDataset, classes: &[Label]) -> anyhow::Result<Predictions> {
+    let cfg = read_run_config(run)?;
+    let listing = run.join("train.csv");
+    let mut reader = csv::Reader::from_path(&listing).map_err(|e| anyhow::anyhow!("{}: {e}", listing.display()))?;
+    let mut wanted = std::collections::HashSet::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| anyhow::anyhow!("{}: {e}", listing.display()))?;
+        wanted.insert(record.get(0).unwrap_or_default().to_string());
+    }
+    let index = CohortDataset::open(&cfg.index)?;
+    let train: Vec<_> = index.rows().iter().filter(|r| wanted.contains(&r.scan)).cloned().collect();
+    if train.len() != wanted.len() {
+        bail!(
+            "{} lists {} training scans but only {} are in {}",
+            listing.display(),
+            wanted.len(),
+            train.len(),
+            cfg.index.display()
+        );
+    }
+    Ok(crate::eval::oracle::Oracle::fit(&train)?.predict(ds.rows(), classes))
 }
 
 /// The bare backbone as M3D-CLIP matches images and texts: projections, L2, logit_scale.

@@ -26,70 +26,120 @@ use crate::model::vit3d::PosEmbedPolicy;
 use crate::model::weights::WeightStore;
 use crate::train::epoch::{evaluate, train_epoch, MmseScale};
 use crate::train::plateau::{Mode, Plateau};
+use crate::train::settings::RunSettings;
 
 type AD = Autodiff<Flex>;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
-    /// Backbone directory (M3D-CLIP layout).
+    /// Backbone directory in M3D-CLIP's layout (`backbones/phantom-64` is adfit's own small one).
     #[arg(long)]
     pub backbone: PathBuf,
     /// Cohort index written by `adfit preprocess`.
-    #[arg(long)]
+    #[arg(long, visible_alias = "cohort")]
     pub index: PathBuf,
     /// Split file written by `adfit split` (checked for leakage on reading).
     #[arg(long)]
     pub split: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub fold: usize,
-    /// Run folder: config.json, metrics.csv, best.safetensors, test_metrics.json.
+    /// Run folder: config.json, train.csv (the training scans), metrics.csv and .jsonl,
+    /// best.safetensors, checkpoints/, test_metrics.json.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 20)]
-    pub epochs: u64,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Decoupled weight decay, on the trainable matrices only (not prompts, tokens, biases).
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
-    /// Weight of the MMSE loss.
-    #[arg(long, default_value_t = 0.5)]
-    pub lambda: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Ablation: no deep visual prompts.
+    /// Run config (JSON, any subset of the fields of configs/finetune.json); the flags below
+    /// override it, and the resolved settings are saved in the run folder's config.json.
     #[arg(long)]
-    pub no_visual_prompts: bool,
-    /// Ablation: no [MMSE] token and head.
-    #[arg(long)]
-    pub no_mmse: bool,
-    /// Ablation: no text prompts.
-    #[arg(long)]
-    pub no_text_prompts: bool,
-    /// Ablation: train with "A photo of {class}." instead of the report.
-    #[arg(long)]
-    pub no_report: bool,
-    #[arg(long, value_enum, default_value_t = CrossAttentionKind::MultiHead)]
-    pub cross_attention: CrossAttentionKind,
-    /// How the backbone's position embedding meets the cache's grid.
-    #[arg(long, value_enum, default_value_t = PosEmbedPolicy::Reinterpret)]
-    pub pos_embed: PosEmbedPolicy,
-    /// Seeded flips, shifts and rotations of training volumes.
-    #[arg(long)]
-    pub augment: bool,
-    /// Keep at most N training scans, by whole subjects, stratified (the paper's 500/1000/1500/2000).
-    #[arg(long)]
-    pub train_size: Option<usize>,
-    /// Continue the run in --out from its last complete epoch (same arguments required): weights,
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Continue the run in --out from its last complete epoch (same settings required): weights,
     /// AdamW moments, schedule, early-stop counter and metrics are restored, so a run killed at
     /// any point ends bit-identical to one that was not (on CPU).
     #[arg(long)]
     pub resume: bool,
+}
+
+/// Command-line overrides of a run config, field by field.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Overrides {
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub epochs: Option<u64>,
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub batch_size: Option<usize>,
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub lr: Option<f64>,
+    /// Decoupled weight decay, on the trainable matrices only (not prompts, tokens, biases).
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub weight_decay: Option<f64>,
+    /// Weight of the MMSE loss.
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub lambda: Option<f64>,
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub seed: Option<u64>,
     /// Stop after this many epochs without a better validation score.
-    #[arg(long, default_value_t = 10)]
-    pub early_stop: usize,
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub early_stop: Option<usize>,
+    /// Seeded flips, shifts and rotations of training volumes.
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub augment: bool,
+    /// Keep at most N training scans, by whole subjects, stratified (the paper's 500/1000/1500/2000).
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub train_size: Option<usize>,
+    /// Ablation: no deep visual prompts.
+    #[arg(long, help_heading = "Ablations")]
+    pub no_visual_prompts: bool,
+    /// Ablation: no [MMSE] token and head.
+    #[arg(long, help_heading = "Ablations")]
+    pub no_mmse: bool,
+    /// Ablation: no text prompts.
+    #[arg(long, help_heading = "Ablations")]
+    pub no_text_prompts: bool,
+    /// Ablation: train with "A photo of {class}." instead of the report.
+    #[arg(long, help_heading = "Ablations")]
+    pub no_report: bool,
+    /// Cross-attention between image and text (`off` is the ablation).
+    #[arg(long, value_enum, help_heading = "Ablations")]
+    pub cross_attention: Option<CrossAttentionKind>,
+    /// How the backbone's position embedding meets the cache's grid.
+    #[arg(long, value_enum, help_heading = "Overrides of the run config")]
+    pub pos_embed: Option<PosEmbedPolicy>,
+}
+
+impl Overrides {
+    /// `s` with every given flag applied.
+    pub fn apply(&self, mut s: RunSettings) -> RunSettings {
+        s.epochs = self.epochs.unwrap_or(s.epochs);
+        s.batch_size = self.batch_size.unwrap_or(s.batch_size);
+        s.lr = self.lr.unwrap_or(s.lr);
+        s.weight_decay = self.weight_decay.unwrap_or(s.weight_decay);
+        s.lambda = self.lambda.unwrap_or(s.lambda);
+        s.seed = self.seed.unwrap_or(s.seed);
+        s.early_stop = self.early_stop.unwrap_or(s.early_stop);
+        s.augment |= self.augment;
+        s.train_size = self.train_size.or(s.train_size);
+        if self.no_visual_prompts {
+            s.visual_prompts = 0;
+        }
+        s.mmse_token &= !self.no_mmse;
+        if self.no_text_prompts {
+            s.text_prompts = 0;
+        }
+        s.report &= !self.no_report;
+        s.cross_attention = self.cross_attention.unwrap_or(s.cross_attention);
+        s.pos_embed = self.pos_embed.unwrap_or(s.pos_embed);
+        s
+    }
+}
+
+/// Where a run reads its data and writes its folder.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub backbone: PathBuf,
+    pub index: PathBuf,
+    pub split: PathBuf,
+    pub fold: usize,
+    pub out: PathBuf,
 }
 
 #[derive(Serialize, serde::Deserialize, Clone)]
@@ -122,23 +172,26 @@ struct RunConfig<'a> {
     index: &'a PathBuf,
     split: &'a PathBuf,
     fold: usize,
-    epochs: u64,
-    batch_size: usize,
-    lr: f64,
-    weight_decay: f64,
-    lambda: f64,
-    seed: u64,
-    augment: bool,
-    no_report: bool,
-    train_size: Option<usize>,
+    settings: &'a RunSettings,
     train_scans: usize,
-    pos_embed: PosEmbedPolicy,
     method: &'a MethodConfig,
     mmse_scale: MmseScale,
     img_size: [usize; 3],
 }
 
 pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
+    let base = match &a.config {
+        Some(path) => RunSettings::from_file(path)?,
+        None => RunSettings::default(),
+    };
+    let settings = a.overrides.apply(base);
+    settings.validate()?;
+    let paths = RunPaths { backbone: a.backbone, index: a.index, split: a.split, fold: a.fold, out: a.out };
+    run_fold(&paths, &settings, a.resume, quiet)
+}
+
+/// Train on `paths.fold` with `s`, keep the best checkpoint, score the test subjects.
+pub fn run_fold(a: &RunPaths, s: &RunSettings, resume: bool, quiet: bool) -> anyhow::Result<()> {
     let device = Default::default();
     let split = read_split(&a.split)?;
     if a.fold >= split.folds() {
@@ -157,7 +210,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             .filter(|r| parts.get(&r.subject) == Some(&part) && r.label.as_deref().and_then(Label::parse).is_some())
             .cloned()
             .collect();
-        if a.no_report {
+        if !s.report {
             for r in rows.iter_mut() {
                 if let Some(l) = r.label.as_deref().and_then(Label::parse) {
                     r.report = template.prompt(l);
@@ -167,8 +220,8 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         CohortDataset::from_rows(root.clone(), rows)
     };
     let (mut train, val, test) = (subset(Part::Train), subset(Part::Val), subset(Part::Test));
-    if let Some(n) = a.train_size {
-        train = subsample(train, n, a.seed);
+    if let Some(n) = s.train_size {
+        train = subsample(train, n, s.seed);
     }
     if train.len() < 2 || val.is_empty() {
         bail!(
@@ -178,26 +231,26 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             val.len()
         );
     }
-    if a.augment {
-        train = train.with_augmentation(AugmentConfig::default(), a.seed);
+    if s.augment {
+        train = train.with_augmentation(AugmentConfig::default(), s.seed);
     }
     let scale = MmseScale::from_dataset(&train);
 
-    let backbone = Backbone::<AD>::load(&a.backbone, Some(img_size), a.pos_embed, &device)?;
+    let backbone = Backbone::<AD>::load(&a.backbone, Some(img_size), s.pos_embed, &device)?;
     let embed_dim = backbone.model.vit.hidden_size();
     let method = MethodConfig {
-        visual_prompts: if a.no_visual_prompts { 0 } else { 20 },
-        mmse_token: !a.no_mmse,
-        text_prompts: if a.no_text_prompts { 0 } else { 30 },
-        cross_attention: a.cross_attention,
+        visual_prompts: s.visual_prompts,
+        mmse_token: s.mmse_token,
+        text_prompts: s.text_prompts,
+        cross_attention: s.cross_attention,
         embed_dim,
         mmse_hidden: embed_dim / 2,
-        lambda: a.lambda,
+        lambda: s.lambda,
         ..Default::default()
     };
     {
         use burn::tensor::backend::Backend;
-        <AD as Backend>::seed(&device, a.seed);
+        <AD as Backend>::seed(&device, s.seed);
     }
     let mut model = AdClip::new(backbone.model, &method, &device);
     let tok = backbone.tokenizer;
@@ -207,24 +260,15 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         index: &a.index,
         split: &a.split,
         fold: a.fold,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        lambda: a.lambda,
-        seed: a.seed,
-        augment: a.augment,
-        no_report: a.no_report,
-        train_size: a.train_size,
+        settings: s,
         train_scans: train.len(),
-        pos_embed: a.pos_embed,
         method: &method,
         mmse_scale: scale,
         img_size,
     };
     let config_json = serde_json::to_string_pretty(&config)?;
     let previous = crate::train::checkpoint::latest(&a.out)?;
-    match (&previous, a.resume) {
+    match (&previous, resume) {
         (Some(_), false) => {
             bail!("{} already holds a run: add --resume to continue it, or choose a new --out", a.out.display())
         }
@@ -238,6 +282,14 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         }
         _ => crate::util::write_bytes_atomic(&a.out.join("config.json"), config_json.as_bytes())?,
     }
+    crate::util::write_atomic(&a.out.join("train.csv"), |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(["scan", "subject", "label"]).map_err(std::io::Error::other)?;
+        for r in train.rows() {
+            csv.write_record([&r.scan, &r.subject, r.label.as_deref().unwrap_or("")]).map_err(std::io::Error::other)?;
+        }
+        csv.flush()
+    })?;
     tracing::info!(
         "fold {}: {} train, {} val, {} test scans; grid {:?}",
         a.fold,
@@ -250,7 +302,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     let groups = crate::train::decay::groups(&model);
     tracing::info!(
         "AdamW groups: weight decay {} on {} matrices ({} values); none on {} other tensors ({} values)",
-        a.weight_decay,
+        s.weight_decay,
         groups.decayed.0,
         groups.decayed.1,
         groups.kept.0,
@@ -260,7 +312,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         .with_weight_decay(0.0)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init::<AD, AdClip<AD>>();
-    let mut plateau = Plateau::new(a.lr, Mode::Max, 0.1, 5);
+    let mut plateau = Plateau::new(s.lr, Mode::Max, 0.1, 5);
     let mut rows = Vec::new();
     let mut since_best = 0;
     let mut start = 0;
@@ -270,12 +322,13 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         (plateau, since_best, rows, start) = (state.plateau, state.since_best, state.rows, state.epoch + 1);
         tracing::info!("resuming {} after epoch {}", a.out.display(), state.epoch);
     }
-    let bar = super::progress_bar(a.epochs, "finetune", quiet);
+    let bar = super::progress_bar(s.epochs, "finetune", quiet);
     bar.set_position(start);
-    for epoch in start..a.epochs {
-        if since_best >= a.early_stop {
+    for epoch in start..s.epochs {
+        if since_best >= s.early_stop {
             break;
         }
+        let started = std::time::Instant::now();
         let (next, loss) = train_epoch(
             model,
             &mut optim,
@@ -283,15 +336,16 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
             &tok,
             scale,
             plateau.lr,
-            a.weight_decay,
-            a.batch_size,
-            a.lambda,
-            a.seed,
+            s.weight_decay,
+            s.batch_size,
+            s.lambda,
+            s.seed,
             epoch,
             &device,
         )?;
         model = next;
-        let (m, mmse) = evaluate(&model, &val, &tok, &template, &Label::ALL, scale, a.batch_size, &device)?;
+        let speed = train.len() as f64 / started.elapsed().as_secs_f64();
+        let (m, mmse) = evaluate(&model, &val, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
         let lr = plateau.lr;
         let best = plateau.step(m.balanced_accuracy);
         if best {
@@ -316,13 +370,13 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
         let state = LoopState { epoch, plateau: plateau.clone(), since_best, rows: rows.clone() };
         crate::train::checkpoint::save(&a.out, epoch, &model, &optim, &state)?;
         tracing::info!(
-            "epoch {epoch}: loss {:.4}, val balanced accuracy {:.3}{}",
+            "epoch {epoch}: loss {:.4}, val balanced accuracy {:.3}{} ({speed:.1} training scans/s)",
             loss.loss,
             m.balanced_accuracy,
             if best { " (best)" } else { "" }
         );
         bar.inc(1);
-        if since_best >= a.early_stop {
+        if since_best >= s.early_stop {
             tracing::info!("no better validation score for {since_best} epochs: stopping");
         }
     }
@@ -333,7 +387,7 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     let store = WeightStore::<AD>::new(&best_path, crate::model::weights::read_safetensors(&best_path)?, &[], &device);
     let model = model.load_trainable(&store, "adfit.", &method);
     store.finish()?;
-    let (m, mmse) = evaluate(&model, &test, &tok, &template, &Label::ALL, scale, a.batch_size, &device)?;
+    let (m, mmse) = evaluate(&model, &test, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
     let report = serde_json::json!({"fold": a.fold, "scans": test.len(), "classification": m, "mmse": mmse});
     crate::util::write_bytes_atomic(
         &a.out.join("test_metrics.json"),

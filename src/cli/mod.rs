@@ -8,6 +8,7 @@ mod finetune;
 mod inspect;
 mod params;
 mod preprocess;
+mod pretrain;
 mod split;
 mod synth;
 
@@ -73,6 +74,9 @@ pub enum Command {
     /// Run a configuration over folds and seeds (optionally the paper's ablations) and write
     /// mean ± std tables (results.md, results.csv); finished runs are reused.
     Experiment(experiment::ExperimentArgs),
+    /// Pre-train adfit's own small CLIP-style backbone on head phantoms (contrastive, all
+    /// weights), written in M3D-CLIP's layout: the embedded default for the demo and tests.
+    Pretrain(pretrain::PretrainArgs),
     /// Count the parameters the method trains, by group, for a backbone.
     Params(params::ParamsArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
@@ -113,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(a) => finetune::run(a, quiet),
         Command::Eval(a) => eval::run(a),
         Command::Experiment(a) => experiment::run(a, quiet),
+        Command::Pretrain(a) => pretrain::run(a, quiet),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }

@@ -9,6 +9,7 @@ pub mod nifti_io;
 pub mod nifti_write;
 pub mod normalize;
 pub mod orient;
+pub mod phantom;
 pub mod preprocess;
 pub mod report;
 pub mod resample;

@@ -2,3 +2,4 @@
 
 pub mod logreg;
 pub mod metrics;
+pub mod oracle;

@@ -30,6 +30,9 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Standard deviation of the normal initialisation (HF's `initializer_range`).
+    #[serde(default = "default_init")]
+    pub initializer_range: f64,
 }
 
 fn default_act() -> String {
@@ -40,6 +43,9 @@ fn default_types() -> usize {
 }
 fn default_eps() -> f64 {
     1e-12
+}
+fn default_init() -> f64 {
+    0.02
 }
 
 impl BertConfig {
@@ -55,6 +61,7 @@ impl BertConfig {
             max_position_embeddings: 512,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
+            initializer_range: 0.02,
         }
     }
 
@@ -128,7 +135,7 @@ impl<B: Backend> Bert<B> {
     pub fn init(cfg: &BertConfig, device: &B::Device) -> Result<Self> {
         cfg.validate()?;
         let h = cfg.hidden_size;
-        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let init = Initializer::Normal { mean: 0.0, std: cfg.initializer_range };
         let emb = |n| EmbeddingConfig::new(n, h).with_initializer(init.clone()).init(device);
         let ln = || LayerNormConfig::new(h).with_epsilon(cfg.layer_norm_eps).init(device);
         let lin = |i, o| LinearConfig::new(i, o).with_initializer(init.clone()).init(device);

@@ -12,6 +12,7 @@ use super::attention::{attention, merge_heads, split_heads};
 use super::weights::WeightStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum CrossAttentionKind {
     /// Learnable multi-head attention, one module per direction (adfit's default).
     #[default]
@@ -46,7 +47,11 @@ impl<B: Backend> Mha<B> {
             q: zero_bias(lin(xavier.clone())),
             k: zero_bias(lin(xavier.clone())),
             v: zero_bias(lin(xavier)),
-            out: zero_bias(lin(Initializer::KaimingUniform { gain: 1.0 / 3f64.sqrt(), fan_out_only: false })),
+            // Zero output projection: each direction starts as the identity (v̂ = v, ŵ = w) and
+            // learns how much to mix. With torch's random init the attended term, nearly the same
+            // for every image while the texts are alike, swamps v and training collapses to equal
+            // logits.
+            out: zero_bias(lin(Initializer::Zeros)),
             heads,
         }
     }

@@ -14,4 +14,5 @@ pub mod params;
 pub mod prompts;
 pub mod tokenizer;
 pub mod vit3d;
+pub mod vocab;
 pub mod weights;

@@ -102,6 +102,7 @@ impl Vit3dConfig {
 
 /// How a checkpoint's position embedding meets a token grid other than the one it was trained on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum PosEmbedPolicy {
     /// Use the rows as they are when the token count matches (DEFT: M3D's 8x16x16 grid read as
     /// 32x8x8 at 128³, silently reinterpreted).
@@ -130,12 +131,17 @@ pub struct Vit3d<B: Backend> {
 pub type HiddenStates<B> = Vec<Tensor<B, 3>>;
 
 impl<B: Backend> Vit3d<B> {
-    /// Random weights (trunc-normal 0.02 for matrices and tokens, as ViTs are initialised).
+    /// Random weights (normal, std 0.02, for matrices and tokens, as ViTs are initialised).
     pub fn init(cfg: &Vit3dConfig, device: &B::Device) -> Result<Self> {
+        Self::init_with_std(cfg, 0.02, device)
+    }
+
+    /// Random weights with normal matrices and tokens of standard deviation `std`.
+    pub fn init_with_std(cfg: &Vit3dConfig, std: f64, device: &B::Device) -> Result<Self> {
         cfg.validate()?;
         let n = cfg.num_patches()?;
         let h = cfg.hidden_size;
-        let tn = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let tn = Initializer::Normal { mean: 0.0, std };
         let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).with_initializer(tn.clone()).init(device);
         let ln = || LayerNormConfig::new(h).with_epsilon(cfg.layer_norm_eps).init(device);
         let blocks = (0..cfg.num_layers)

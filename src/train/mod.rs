@@ -5,3 +5,5 @@ pub mod checkpoint;
 pub mod decay;
 pub mod epoch;
 pub mod plateau;
+pub mod pretrain;
+pub mod settings;

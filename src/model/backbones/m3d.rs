@@ -240,16 +240,17 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
 }
 
 /// Write a backbone directory in M3D-CLIP's layout: `config.json`, `model.safetensors` (f32)
-/// and the vocabulary file `vocab` (copied). Each file is written atomically.
+/// and the vocabulary file `vocab` (copied). Each file is written atomically, the weights last.
 pub fn save<B: Backend>(dir: &Path, model: &ClipBackbone<B>, config: &BackboneConfig, vocab: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    write_safetensors(&dir.join("model.safetensors"), &export(model))?;
+    let name = vocab.file_name().unwrap_or_default();
+    let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
+    crate::util::write_bytes_atomic(&dir.join(name), &bytes)?;
     let text =
         serde_json::to_string_pretty(config).map_err(|e| Error::Json { path: dir.join("config.json"), source: e })?;
     crate::util::write_bytes_atomic(&dir.join("config.json"), text.as_bytes())?;
-    let name = vocab.file_name().unwrap_or_default();
-    let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
-    crate::util::write_bytes_atomic(&dir.join(name), &bytes)
+    // The weights last: a folder with model.safetensors is a complete one.
+    write_safetensors(&dir.join("model.safetensors"), &export(model))
 }
 
 /// Write named f32 tensors as safetensors, atomically.

@@ -1,0 +1,199 @@
+//! The metadata oracle: what the clinical table alone predicts. A multinomial logistic
+//! regression on the six volume columns plus age gives the diagnosis, a ridge regression on the
+//! same features gives MMSE; both are fitted on the training part of a split and scored with
+//! the same metrics as the image models. A missing value is replaced by the training mean (a
+//! column with no value at all drops out).
+
+use crate::data::label::Label;
+use crate::data::preprocess::IndexRow;
+use crate::error::{Error, Result};
+use crate::eval::logreg::{self, LogReg};
+use crate::train::epoch::Predictions;
+
+/// The features, as the table names them.
+pub const FEATURES: [&str; 7] = ["Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp", "AGE"];
+
+fn raw(r: &IndexRow) -> [Option<f64>; 7] {
+    [r.hippocampus, r.ventricles, r.whole_brain, r.entorhinal, r.fusiform, r.mid_temp, r.age.map(f64::from)]
+}
+
+/// The features of `r`, a missing one replaced by its training mean.
+fn impute(r: &IndexRow, mean: &[f64]) -> Vec<f64> {
+    raw(r).iter().zip(mean).map(|(v, m)| v.unwrap_or(*m)).collect()
+}
+
+fn label(r: &IndexRow) -> Option<Label> {
+    r.label.as_deref().and_then(Label::parse)
+}
+
+/// A fitted oracle over the three classes.
+#[derive(Debug, Clone)]
+pub struct Oracle {
+    /// Training means (for imputation) and SDs (for the ridge's standardisation).
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    classifier: LogReg,
+    /// Intercept and weights on standardised features; None when no training row has an MMSE.
+    mmse: Option<(f64, Vec<f64>)>,
+}
+
+impl Oracle {
+    /// Fit on the rows with a diagnosis (and, for MMSE, those with a score).
+    pub fn fit(train: &[IndexRow]) -> Result<Oracle> {
+        let rows: Vec<&IndexRow> = train.iter().filter(|r| label(r).is_some()).collect();
+        if rows.is_empty() {
+            return Err(Error::config("oracle", "no training scan has a diagnosis"));
+        }
+        let (mut mean, mut sd) = (vec![0.0; 7], vec![1.0; 7]);
+        for f in 0..7 {
+            let v: Vec<f64> = rows.iter().filter_map(|r| raw(r)[f]).collect();
+            if v.is_empty() {
+                // A column the table lacks: constant, so the fits ignore it.
+                tracing::warn!("oracle: no training scan has a value of {}; it is left out", FEATURES[f]);
+                continue;
+            }
+            mean[f] = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|x| (x - mean[f]).powi(2)).sum::<f64>() / v.len() as f64;
+            sd[f] = if var > 0.0 { var.sqrt() } else { 1.0 };
+        }
+        let x: Vec<Vec<f64>> = rows.iter().map(|r| impute(r, &mean)).collect();
+        let y: Vec<usize> = rows.iter().filter_map(|r| label(r)).map(Label::index).collect();
+        let classifier = logreg::fit(&x, &y, 3, 1e-2)?;
+        let mut o = Oracle { mean, sd, classifier, mmse: None };
+        let scored: Vec<(Vec<f64>, f64)> =
+            rows.iter().filter_map(|r| r.mmse.map(|m| (o.standardised(r), f64::from(m)))).collect();
+        o.mmse = (!scored.is_empty()).then(|| ridge(&scored, 1.0));
+        Ok(o)
+    }
+
+    fn features(&self, r: &IndexRow) -> Vec<f64> {
+        impute(r, &self.mean)
+    }
+
+    fn standardised(&self, r: &IndexRow) -> Vec<f64> {
+        self.features(r).iter().zip(self.mean.iter().zip(&self.sd)).map(|(v, (m, s))| (v - m) / s).collect()
+    }
+
+    /// Predictions for `rows` over `classes` (a subset such as NC, AD renormalises the three
+    /// class probabilities over it).
+    pub fn predict(&self, rows: &[IndexRow], classes: &[Label]) -> Predictions {
+        let mut p = Predictions {
+            scans: vec![],
+            subjects: vec![],
+            labels: vec![],
+            proba: vec![],
+            mmse: vec![],
+            mmse_truth: vec![],
+        };
+        for r in rows {
+            let all = self.classifier.proba_row(&self.features(r));
+            let picked: Vec<f64> = classes.iter().map(|c| all[c.index()]).collect();
+            let total: f64 = picked.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+            p.scans.push(r.scan.clone());
+            p.subjects.push(r.subject.clone());
+            p.labels.push(label(r));
+            p.proba.push(picked.iter().map(|v| v / total).collect());
+            p.mmse.push(self.mmse.as_ref().map(|(b, w)| {
+                let x = self.standardised(r);
+                (b + w.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>()).clamp(0.0, 30.0)
+            }));
+            p.mmse_truth.push(r.mmse.map(f64::from));
+        }
+        p
+    }
+}
+
+/// Ridge regression with an unpenalised intercept: `(intercept, weights)` minimising
+/// `Σ (y − b − w·x)² + l2·|w|²`, by the normal equations on centred data.
+fn ridge(rows: &[(Vec<f64>, f64)], l2: f64) -> (f64, Vec<f64>) {
+    let (n, d) = (rows.len() as f64, rows[0].0.len());
+    let xm: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| r.0[j]).sum::<f64>() / n).collect();
+    let ym = rows.iter().map(|r| r.1).sum::<f64>() / n;
+    // Augmented matrix [XᵀX + l2·I | Xᵀy] of the centred data.
+    let mut a = vec![vec![0.0; d + 1]; d];
+    for (x, y) in rows {
+        for i in 0..d {
+            for j in 0..d {
+                a[i][j] += (x[i] - xm[i]) * (x[j] - xm[j]);
+            }
+            a[i][d] += (x[i] - xm[i]) * (y - ym);
+        }
+    }
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += l2;
+    }
+    // Gauss-Jordan with partial pivoting; the ridge keeps the matrix positive definite.
+    for c in 0..d {
+        let p = (c..d).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
+        a.swap(c, p);
+        let pivot = a[c][c];
+        for v in a[c].iter_mut() {
+            *v /= pivot;
+        }
+        for r in 0..d {
+            if r != c {
+                let f = a[r][c];
+                let src = a[c].clone();
+                for (v, s) in a[r].iter_mut().zip(&src) {
+                    *v -= f * s;
+                }
+            }
+        }
+    }
+    let w: Vec<f64> = a.iter().map(|row| row[d]).collect();
+    let b = ym - w.iter().zip(&xm).map(|(w, m)| w * m).sum::<f64>();
+    (b, w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ridge_recovers_a_linear_law() {
+        let rows: Vec<(Vec<f64>, f64)> = (0..50)
+            .map(|i| {
+                let x = vec![(i as f64 * 0.37).sin(), (i as f64 * 0.91).cos()];
+                let y = 3.0 + 2.0 * x[0] - 1.5 * x[1];
+                (x, y)
+            })
+            .collect();
+        let (b, w) = ridge(&rows, 1e-9);
+        assert!((b - 3.0).abs() < 1e-6 && (w[0] - 2.0).abs() < 1e-6 && (w[1] + 1.5).abs() < 1e-6, "{b} {w:?}");
+    }
+
+    fn row(i: usize, label: &str, hippo: f64, mmse: f32) -> IndexRow {
+        let mut r = IndexRow::bare(&format!("s{i}"), &format!("p{i}"), "x.vol");
+        r.label = Some(label.into());
+        r.mmse = Some(mmse);
+        r.age = Some(70.0 + (i % 7) as f32);
+        (r.hippocampus, r.ventricles, r.whole_brain) = (Some(hippo), Some(40000.0 - hippo), Some(1e6));
+        (r.entorhinal, r.fusiform, r.mid_temp) = (Some(hippo / 2.0), Some(15000.0), None);
+        r
+    }
+
+    #[test]
+    fn separable_volumes_are_classified_and_mmse_follows_them() {
+        let labels = ["NC", "MCI", "AD"];
+        let train: Vec<IndexRow> = (0..60)
+            .map(|i| {
+                let c = i % 3;
+                row(i, labels[c], 7000.0 - 1000.0 * c as f64 + (i % 5) as f64 * 40.0, 29.0 - 4.0 * c as f32)
+            })
+            .collect();
+        let o = Oracle::fit(&train).unwrap();
+        let test = vec![row(100, "NC", 7100.0, 29.0), row(101, "AD", 5050.0, 21.0)];
+        let p = o.predict(&test, &Label::ALL);
+        assert!(p.proba[0][0] > 0.9 && p.proba[1][2] > 0.9, "{:?}", p.proba);
+        assert!((p.mmse[0].unwrap() - 29.0).abs() < 1.0 && (p.mmse[1].unwrap() - 21.0).abs() < 1.0);
+        let two = o.predict(&test, &[Label::NC, Label::AD]);
+        assert!((two.proba[0].iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_diagnosis_no_oracle() {
+        let mut r = row(0, "NC", 1.0, 1.0);
+        r.label = None;
+        assert!(Oracle::fit(&[r]).unwrap_err().to_string().contains("diagnosis"));
+    }
+}
