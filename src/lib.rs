@@ -11,6 +11,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod plot;
 pub mod train;
 pub mod util;
 

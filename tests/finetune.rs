@@ -109,6 +109,9 @@ fn finetune_runs_a_fold_end_to_end() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
     assert_eq!(config["img_size"], serde_json::json!([16, 32, 32]));
+    for png in ["run/curves.png", "run/confusion.png"] {
+        assert!(std::fs::read(d.join(png)).unwrap().starts_with(b"\x89PNG"), "{png}");
+    }
 
     // Evaluation: the bare backbone zero-shot, the fine-tuned run on its test fold, and the
     // OASIS-like cohort as a two-class transfer set.
@@ -150,6 +153,7 @@ fn finetune_runs_a_fold_end_to_end() {
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("eval_ft/metrics.json")).unwrap()).unwrap();
     assert_eq!(m["model"], "fine-tuned");
+    assert!(std::fs::read(d.join("eval_ft/confusion.png")).unwrap().starts_with(b"\x89PNG"));
     // The test fold scored by `finetune` and by `eval` agree.
     assert_eq!(m["scan"]["classification"]["confusion"], test["classification"]["confusion"]);
     // The metadata oracle, fitted on the run's training scans, on the same test scans.

@@ -46,6 +46,7 @@ fn pretrain_is_reproducible_and_loads_like_m3d() {
     }
     let log = std::fs::read_to_string(d.join("a/pretrain_log.csv")).unwrap();
     assert_eq!(log.lines().count(), 5, "{log}");
+    assert!(std::fs::read(d.join("a/pretrain_curves.png")).unwrap().starts_with(b"\x89PNG"));
     // The folder is an M3D-CLIP-layout backbone.
     let b = Backbone::<Flex>::load(&d.join("a"), None, PosEmbedPolicy::Reinterpret, &Default::default()).unwrap();
     assert_eq!(b.config.hidden_size, 32);

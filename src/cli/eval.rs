@@ -50,7 +50,7 @@ pub struct EvalArgs {
     /// The classes to choose among, e.g. NC,AD for a two-class cohort.
     #[arg(long, value_delimiter = ',', default_value = "NC,MCI,AD")]
     pub classes: Vec<String>,
-    /// Output folder: metrics.json, predictions.csv.
+    /// Output folder: metrics.json, predictions.csv, confusion.png (scan level).
     #[arg(long)]
     pub out: PathBuf,
     /// Scans per forward pass (default: the run's own batch size, so `eval --run` reproduces the
@@ -147,6 +147,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).map_err(|e| crate::Error::io(&a.out, e))?;
     crate::util::write_bytes_atomic(&a.out.join("metrics.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     write_predictions(&a.out.join("predictions.csv"), &predictions, &classes)?;
+    let names: Vec<&str> = classes.iter().map(|l| l.as_str()).collect();
+    let title = format!("{model}: {} scans (balanced accuracy {:.3})", scan_metrics.n, scan_metrics.balanced_accuracy);
+    crate::plot::confusion(&a.out.join("confusion.png"), &title, &names, &scan_metrics.confusion)?;
     println!(
         "{} scans: balanced accuracy {:.3}, accuracy {:.3}, AUC {}; baseline visits of {} subjects: balanced accuracy {:.3} → {}",
         scan_metrics.n,

@@ -44,7 +44,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 0)]
     pub fold: usize,
     /// Run folder: config.json, train.csv (the training scans), metrics.csv and .jsonl,
-    /// best.safetensors, checkpoints/, test_metrics.json.
+    /// curves.png, best.safetensors, checkpoint-N/, test_metrics.json, confusion.png.
     #[arg(long)]
     pub out: PathBuf,
     /// Run config (JSON, any subset of the fields of configs/finetune.json); the flags below
@@ -388,6 +388,9 @@ pub fn run_fold(a: &RunPaths, s: &RunSettings, resume: bool, quiet: bool) -> any
     let model = model.load_trainable(&store, "adfit.", &method);
     store.finish()?;
     let (m, mmse) = evaluate(&model, &test, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
+    let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
+    let title = format!("fold {} test scans (balanced accuracy {:.3})", a.fold, m.balanced_accuracy);
+    crate::plot::confusion(&a.out.join("confusion.png"), &title, &names, &m.confusion)?;
     let report = serde_json::json!({"fold": a.fold, "scans": test.len(), "classification": m, "mmse": mmse});
     crate::util::write_bytes_atomic(
         &a.out.join("test_metrics.json"),
@@ -422,7 +425,7 @@ fn subsample(ds: CohortDataset, n: usize, seed: u64) -> CohortDataset {
     ds.filter(|r| keep.contains(&r.subject))
 }
 
-/// metrics.csv (pandas) and metrics.jsonl, rewritten whole each epoch.
+/// metrics.csv (pandas), metrics.jsonl and curves.png, rewritten whole each epoch.
 fn write_rows(out: &std::path::Path, rows: &[EpochRow]) -> anyhow::Result<()> {
     crate::util::write_atomic(&out.join("metrics.csv"), |w| {
         let mut csv = csv::Writer::from_writer(w);
@@ -437,5 +440,30 @@ fn write_rows(out: &std::path::Path, rows: &[EpochRow]) -> anyhow::Result<()> {
         jsonl.push('\n');
     }
     crate::util::write_bytes_atomic(&out.join("metrics.jsonl"), jsonl.as_bytes())?;
+    let line = |f: fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
+    };
+    crate::plot::curves(
+        &out.join("curves.png"),
+        "epoch",
+        &[
+            (
+                "training loss",
+                vec![
+                    ("total", line(|r| Some(r.train_loss))),
+                    ("contrastive", line(|r| Some(r.train_contrastive))),
+                    ("MMSE (standardised)", line(|r| Some(r.train_mmse))),
+                ],
+            ),
+            (
+                "validation",
+                vec![
+                    ("balanced accuracy", line(|r| Some(r.val_balanced_accuracy))),
+                    ("accuracy", line(|r| Some(r.val_accuracy))),
+                    ("AUC", line(|r| r.val_auc)),
+                ],
+            ),
+        ],
+    )?;
     Ok(())
 }

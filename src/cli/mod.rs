@@ -20,16 +20,19 @@ use clap::{Args, Parser, Subcommand};
 /// from T1 MRI with little data: deep visual prompts, an MMSE token, text prompts on reports
 /// written from clinical metadata, and cross-attention between image and text.
 ///
-/// A typical session on the embedded synthetic cohort:
+/// A typical session on the embedded synthetic cohort, with adfit's own small backbone
+/// (backbones/phantom-64, pre-trained on 64³ head phantoms; use M3D-CLIP's folder for real work):
 ///
 ///   adfit synth --out demo
 ///   adfit preprocess --scans demo/adni/scans.csv --table demo/adni/ADNIMERGE.csv \
-///       --out demo/cache --shape 128,128,128
+///       --out demo/cache --shape 64,64,64
 ///   adfit split --index demo/cache/index.csv --out demo/split.csv
-///   adfit finetune --backbone M3D-CLIP/ --index demo/cache/index.csv \
-///       --split demo/split.csv --fold 0 --out runs/fold0
-///   adfit eval --backbone M3D-CLIP/ --run runs/fold0 --index demo/cache/index.csv \
+///   adfit finetune --backbone backbones/phantom-64 --cohort demo/cache/index.csv \
+///       --split demo/split.csv --fold 0 --config configs/finetune.json --out runs/fold0
+///   adfit eval --backbone backbones/phantom-64 --run runs/fold0 --index demo/cache/index.csv \
 ///       --split demo/split.csv --fold 0 --out runs/fold0/eval
+///   adfit eval --oracle --run runs/fold0 --index demo/cache/index.csv \
+///       --split demo/split.csv --fold 0 --out runs/fold0/oracle
 ///
 /// With real data, point `preprocess` at your ADNIMERGE.csv (or OASIS-2's
 /// oasis_longitudinal.csv) and a scan list of your NIfTI files.

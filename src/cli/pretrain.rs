@@ -18,8 +18,8 @@ type AD = Autodiff<Flex>;
 
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
-    /// Backbone folder to write: config.json, model.safetensors, vocab.txt, pretrain.json and
-    /// pretrain_log.csv (the loss and in-batch accuracy of every step).
+    /// Backbone folder to write: config.json, model.safetensors, vocab.txt, pretrain.json,
+    /// pretrain_log.csv (the loss and in-batch accuracy of every step) and pretrain_curves.png.
     #[arg(long)]
     pub out: PathBuf,
     /// Input grid D,H,W: the preprocessing shape the backbone will mostly see.
@@ -116,6 +116,21 @@ pub fn run(a: PretrainArgs, quiet: bool) -> anyhow::Result<()> {
         csv.push_str(&format!("{},{},{},{}\n", s.step, s.lr, s.loss, s.accuracy));
     }
     crate::util::write_bytes_atomic(&a.out.join("pretrain_log.csv"), csv.as_bytes())?;
+    let smooth = |f: fn(&pretrain::StepLog) -> f64| -> Vec<(f64, f64)> {
+        let w = 50.min(log.len()).max(1);
+        log.windows(w).map(|win| (win[w - 1].step as f64, win.iter().map(f).sum::<f64>() / w as f64)).collect()
+    };
+    crate::plot::curves(
+        &a.out.join("pretrain_curves.png"),
+        "step",
+        &[
+            ("contrastive loss (mean of 50 steps)", vec![("loss", smooth(|s| s.loss))]),
+            (
+                "in-batch image→caption accuracy",
+                vec![("accuracy", smooth(|s| s.accuracy)), ("chance", vec![(0.0, chance), (log.len() as f64, chance)])],
+            ),
+        ],
+    )?;
     let summary = serde_json::json!({
         "domain": "head phantoms (adfit::data::phantom)",
         "config": cfg,

@@ -1,0 +1,193 @@
+//! PNG figures: training curves and confusion matrices, drawn with plotters' bitmap backend and
+//! an embedded font (no system font libraries), encoded with `png`, and written atomically.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{register_font, FontStyle};
+
+use crate::error::{Error, Result};
+
+const FONT: &str = "sans-serif";
+
+fn font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Registering the same family twice is the only failure, and Once rules it out.
+        let _ = register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
+    });
+}
+
+fn draw_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::config(path.display().to_string(), format!("drawing the figure: {e}"))
+}
+
+/// Render `w`×`h` pixels with `draw`, then write them as an RGB PNG at `path`.
+fn render(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    font();
+    let mut pixels = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(|e| draw_err(path, e))?;
+    }
+    crate::util::write_atomic(path, |out| {
+        let mut enc = png::Encoder::new(out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(std::io::Error::other)?;
+        writer.write_image_data(&pixels).map_err(std::io::Error::other)?;
+        writer.finish().map_err(std::io::Error::other)
+    })
+}
+
+/// One line of a panel: a name and its (x, y) points.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>);
+
+/// Panels side by side, each with its title and lines, sharing the x label.
+pub fn curves(path: &Path, x_label: &str, panels: &[(&str, Vec<Series>)]) -> Result<()> {
+    let width = 520 * panels.len().max(1) as u32;
+    render(path, (width, 400), |root| {
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for ((title, series), area) in panels.iter().zip(areas) {
+            let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+            let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+            for &(x, y) in pts {
+                (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+            }
+            if x0 > x1 {
+                (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+            }
+            let pad = ((y1 - y0) * 0.08).max(1e-3);
+            let mut chart = ChartBuilder::on(&area)
+                .caption(*title, (FONT, 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+                .map_err(|e| draw_err(path, e))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .label_style((FONT, 14))
+                .axis_desc_style((FONT, 15))
+                .draw()
+                .map_err(|e| draw_err(path, e))?;
+            for (i, (name, points)) in series.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                let clean: Vec<(f64, f64)> =
+                    points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+                chart
+                    .draw_series(LineSeries::new(clean, color.stroke_width(2)))
+                    .map_err(|e| draw_err(path, e))?
+                    .label(*name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            }
+            chart
+                .configure_series_labels()
+                .label_font((FONT, 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(|e| draw_err(path, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// A confusion matrix: rows are the true classes, columns the predicted ones, each cell
+/// shaded by its share of the row and labelled with its count.
+pub fn confusion(path: &Path, title: &str, classes: &[&str], matrix: &[Vec<usize>]) -> Result<()> {
+    let k = classes.len();
+    if k == 0 || matrix.len() != k || matrix.iter().any(|r| r.len() != k) {
+        return Err(draw_err(path, format!("a {k}-class confusion matrix needs {k}×{k} counts")));
+    }
+    render(path, (140 + 110 * k as u32, 130 + 110 * k as u32), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 20))
+            .margin(14)
+            .x_label_area_size(48)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
+            .map_err(|e| draw_err(path, e))?;
+        // Row t of the matrix is drawn at y = k − 1 − t, so the first class sits on top.
+        let name = |v: &SegmentValue<usize>, flip: bool| match v {
+            SegmentValue::CenterOf(i) if *i < k => classes[if flip { k - 1 - i } else { *i }].to_string(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_labels(k)
+            .y_labels(k)
+            .x_label_formatter(&|v| name(v, false))
+            .y_label_formatter(&|v| name(v, true))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 15))
+            .draw()
+            .map_err(|e| draw_err(path, e))?;
+        let centred = Pos::new(HPos::Center, VPos::Center);
+        for (t, row) in matrix.iter().enumerate() {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            for (p, &n) in row.iter().enumerate() {
+                let share = n as f64 / total;
+                let y = k - 1 - t;
+                let shade = RGBColor((255.0 - 200.0 * share) as u8, (255.0 - 140.0 * share) as u8, 255);
+                let cell = [
+                    (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
+                ];
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(cell, shade.filled())))
+                    .map_err(|e| draw_err(path, e))?;
+                let colour = if share > 0.6 { WHITE } else { BLACK };
+                let style = (FONT, 22).into_font().color(&colour).pos(centred);
+                let label = Text::new(format!("{n}"), (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)), style);
+                chart.plotting_area().draw(&label).map_err(|e| draw_err(path, e))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_size(path: &Path) -> (u32, u32) {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        (info.width, info.height)
+    }
+
+    #[test]
+    fn curves_and_confusion_are_pngs_with_ink() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("curves.png");
+        let loss: Vec<(f64, f64)> = (0..10).map(|e| (e as f64, 4.0 - 0.2 * e as f64)).collect();
+        let acc: Vec<(f64, f64)> = (0..10).map(|e| (e as f64, 0.3 + 0.04 * e as f64)).collect();
+        curves(&c, "epoch", &[("loss", vec![("train", loss)]), ("balanced accuracy", vec![("validation", acc)])])
+            .unwrap();
+        assert_eq!(png_size(&c), (1040, 400));
+        let m = dir.path().join("confusion.png");
+        confusion(&m, "test", &["NC", "MCI", "AD"], &[vec![5, 1, 0], vec![2, 3, 1], vec![0, 1, 4]]).unwrap();
+        assert_eq!(png_size(&m), (470, 460));
+        // Not blank: the decoded image has dark pixels (text, lines).
+        let mut reader =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&m).unwrap())).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        assert!(buf.chunks(3).filter(|p| p.iter().all(|&v| v < 80)).count() > 100);
+        assert!(confusion(&m, "bad", &["NC", "AD"], &[vec![1]]).is_err());
+    }
+}
