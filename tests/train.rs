@@ -107,7 +107,7 @@ fn run(seed: u64) -> (Vec<f64>, adfit::eval::metrics::ClassMetrics) {
     let mut losses = Vec::new();
     for epoch in 0..3 {
         let (next, loss) =
-            train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, seed, epoch, &device).unwrap();
+            train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, seed, epoch, &device, |_, _| {}).unwrap();
         m = next;
         assert_eq!(loss.batches, 3);
         assert!(loss.loss.is_finite() && loss.mmse >= 0.0, "{loss:?}");
@@ -149,7 +149,7 @@ fn a_checkpoint_restores_training_state() {
     let mut m = model(5);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<AD, AdClip<AD>>();
     for epoch in 0..2 {
-        m = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, epoch, &device).unwrap().0;
+        m = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, epoch, &device, |_, _| {}).unwrap().0;
     }
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
@@ -162,8 +162,8 @@ fn a_checkpoint_restores_training_state() {
         &device,
     )
     .unwrap();
-    let (_, a) = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, 2, &device).unwrap();
-    let (_, b) = train_epoch(m2, &mut optim2, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, 2, &device).unwrap();
+    let (_, a) = train_epoch(m, &mut optim, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, 2, &device, |_, _| {}).unwrap();
+    let (_, b) = train_epoch(m2, &mut optim2, &ds, &tok, scale, 1e-3, 0.01, 4, 0.5, 1, 2, &device, |_, _| {}).unwrap();
     // Restored weights and AdamW moments continue the run to the bit.
     assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "{a:?} vs {b:?}");
 }

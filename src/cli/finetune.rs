@@ -322,13 +322,12 @@ pub fn run_fold(a: &RunPaths, s: &RunSettings, resume: bool, quiet: bool) -> any
         (plateau, since_best, rows, start) = (state.plateau, state.since_best, state.rows, state.epoch + 1);
         tracing::info!("resuming {} after epoch {}", a.out.display(), state.epoch);
     }
-    let bar = super::progress_bar(s.epochs, "finetune", quiet);
-    bar.set_position(start);
     for epoch in start..s.epochs {
         if since_best >= s.early_stop {
             break;
         }
         let started = std::time::Instant::now();
+        let bar = super::progress_bar(0, &format!("epoch {}/{}", epoch + 1, s.epochs), quiet);
         let (next, loss) = train_epoch(
             model,
             &mut optim,
@@ -342,7 +341,12 @@ pub fn run_fold(a: &RunPaths, s: &RunSettings, resume: bool, quiet: bool) -> any
             s.seed,
             epoch,
             &device,
+            |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
         )?;
+        bar.finish_and_clear();
         model = next;
         let speed = train.len() as f64 / started.elapsed().as_secs_f64();
         let (m, mmse) = evaluate(&model, &val, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
@@ -375,12 +379,10 @@ pub fn run_fold(a: &RunPaths, s: &RunSettings, resume: bool, quiet: bool) -> any
             m.balanced_accuracy,
             if best { " (best)" } else { "" }
         );
-        bar.inc(1);
         if since_best >= s.early_stop {
             tracing::info!("no better validation score for {since_best} epochs: stopping");
         }
     }
-    bar.finish_and_clear();
 
     // Score the best checkpoint on the test subjects.
     let best_path = a.out.join("best.safetensors");

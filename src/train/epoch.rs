@@ -73,7 +73,8 @@ pub struct EpochLoss {
 /// The optimiser should run without weight decay: `weight_decay` is applied here, decoupled and
 /// to matrices only.
 /// A last batch of a single scan is dropped (the contrastive loss needs two). A non-finite loss
-/// stops with an error naming the epoch and batch.
+/// stops with an error naming the epoch and batch. `on_batch(done, total)` is called before each
+/// batch (for progress bars).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
     mut model: AdClip<B>,
@@ -88,12 +89,15 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
     seed: u64,
     epoch: u64,
     device: &B::Device,
+    mut on_batch: impl FnMut(usize, usize),
 ) -> Result<(AdClip<B>, EpochLoss)> {
     ds.set_epoch(epoch);
     let mut order: Vec<usize> = (0..ds.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let mut sums = EpochLoss { loss: 0.0, contrastive: 0.0, mmse: 0.0, batches: 0 };
+    let total = order.len().div_ceil(batch_size.max(2));
     for (b, chunk) in order.chunks(batch_size.max(2)).enumerate() {
+        on_batch(b, total);
         if chunk.len() < 2 {
             continue;
         }
