@@ -359,16 +359,26 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         "oasis/index.csv",
         "--tables",
         "tables/tiny",
+        "--train-sizes",
+        "8",
     ];
     let out = ok(d, &args);
-    for row in ["| zero-shot | 2 |", "| fine-tuned | 2 |", "| oracle | 2 |", "| full | 2 |", "| no-mmse | 2 |"] {
+    for row in
+        ["| zero-shot | 2 |", "| fine-tuned | 2 |", "| oracle | 2 |", "| full | 2 |", "| no-mmse | 2 |", "| ≤ 8 | 2 |"]
+    {
         assert!(out.contains(row), "{row} missing from\n{out}");
     }
     assert!(out.contains("## Transfer to `oasis/index.csv`"), "{out}");
     let csv = std::fs::read_to_string(d.join("exp/results.csv")).unwrap();
     assert_eq!(csv, std::fs::read_to_string(d.join("tables/tiny.csv")).unwrap());
     assert!(csv.starts_with("model,metric,mean,std,n_runs\n"));
-    for line in ["fine-tuned,balanced_accuracy,", "oracle,mmse_mae,", "zero-shot,auc,", "oracle/transfer,accuracy,"] {
+    for line in [
+        "fine-tuned,balanced_accuracy,",
+        "oracle,mmse_mae,",
+        "zero-shot,auc,",
+        "oracle/transfer,accuracy,",
+        "train-size/8,balanced_accuracy,",
+    ] {
         assert!(csv.contains(line), "{line} missing from\n{csv}");
     }
     // The zero-shot backbone and the ablation without the MMSE token predict no MMSE.
@@ -379,6 +389,11 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         v["scan"]["classification"]["n"].as_u64().unwrap()
     };
     assert_eq!(n("exp/zero-shot/fold1/metrics.json"), n("exp/runs/full/fold1-seed0/oracle/metrics.json"));
+    let small: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("exp/runs/train-size-8/fold0-seed0/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(small["train_scans"].as_u64().unwrap() <= 8, "{small}");
     // A second call reuses every run: the runs' files are untouched.
     let before = std::fs::read(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap();
     let modified = std::fs::metadata(d.join("exp/runs/full/fold0-seed0/best.safetensors")).unwrap().modified().unwrap();

@@ -72,12 +72,16 @@ pub struct ExperimentArgs {
     /// Variants to compare (the paper's table 3); `full` is the fine-tuned model.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "full")]
     pub variants: Vec<Variant>,
+    /// Also run the full method on at most this many training scans each (by whole subjects;
+    /// the paper's table 5 used 500, 1000, 1500 and 2000).
+    #[arg(long, value_delimiter = ',')]
+    pub train_sizes: Vec<usize>,
     /// Also score every model on this cohort index, never trained on (e.g. the OASIS-like
     /// one), over NC and AD.
     #[arg(long)]
     pub transfer: Option<PathBuf>,
     /// Output folder: runs/<variant>/fold<k>-seed<s>/ (each with oracle/ and transfer/ beside
-    /// the run), zero-shot/, results.md, results.csv.
+    /// the run), runs/train-size-<n>/…, zero-shot/, results.md, results.csv.
     #[arg(long)]
     pub out: PathBuf,
     /// Also write the tables as PREFIX.md and PREFIX.csv (e.g. results/synthetic).
@@ -203,6 +207,25 @@ pub fn run(a: ExperimentArgs, quiet: bool) -> anyhow::Result<()> {
             }
         }
     }
+    for &n in &a.train_sizes {
+        for &(fold, seed) in &pairs {
+            let dir = a.out.join("runs").join(format!("train-size-{n}")).join(format!("fold{fold}-seed{seed}"));
+            let done = dir.join("test_metrics.json");
+            if !done.exists() {
+                let resume = crate::train::checkpoint::latest(&dir)?.is_some();
+                let paths = RunPaths {
+                    backbone: a.backbone.clone(),
+                    index: a.index.clone(),
+                    split: a.split.clone(),
+                    fold,
+                    out: dir.clone(),
+                };
+                let settings = RunSettings { seed, train_size: Some(n), ..base.clone() };
+                finetune::run_fold(&paths, &settings, resume, quiet)?;
+            }
+            outcomes.push(read_outcome(&done, &format!("train-size/{n}"))?);
+        }
+    }
     let (md, csv) = tables(&a, &pairs, &outcomes);
     for prefix in std::iter::once(a.out.join("results")).chain(a.tables.clone()) {
         if let Some(parent) = prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -273,6 +296,12 @@ fn tables(a: &ExperimentArgs, pairs: &[(usize, u64)], outcomes: &[Outcome]) -> (
         md.push_str(&format!("\n## Ablations (the paper's table 3)\n\n| variant {header}"));
         for v in &a.variants {
             md.extend(summarise(v.name(), &format!("ablation/{}", v.name()), outcomes, &mut csv));
+        }
+    }
+    if !a.train_sizes.is_empty() {
+        md.push_str(&format!("\n## Training-set size (the paper's table 5)\n\n| training scans {header}"));
+        for n in &a.train_sizes {
+            md.extend(summarise(&format!("≤ {n}"), &format!("train-size/{n}"), outcomes, &mut csv));
         }
     }
     md.push_str(
