@@ -21,6 +21,7 @@ use adfit::model::bert::{Bert, BertConfig};
 use adfit::model::clip::ClipBackbone;
 use adfit::model::method::{AdClip, MethodConfig};
 use adfit::model::vit3d::{Vit3d, Vit3dConfig};
+use adfit::train::pretrain::PretrainConfig;
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -41,28 +42,8 @@ fn shape(name: &str) -> Shape {
             text: BertConfig { max_position_embeddings: 512, ..BertConfig::bert_base_uncased() },
             batch: 2,
         },
-        _ => Shape {
-            vit: Vit3dConfig {
-                img_size: [64, 64, 64],
-                patch_size: [16, 16, 16],
-                in_channels: 1,
-                hidden_size: 64,
-                mlp_dim: 256,
-                num_layers: 4,
-                num_heads: 4,
-                layer_norm_eps: 1e-5,
-            },
-            text: BertConfig {
-                vocab_size: 200,
-                hidden_size: 64,
-                num_hidden_layers: 2,
-                num_attention_heads: 4,
-                intermediate_size: 256,
-                max_position_embeddings: 256,
-                ..BertConfig::bert_base_uncased()
-            },
-            batch: 8,
-        },
+        // The shipped backbone's shape, as `adfit pretrain` builds it.
+        _ => Shape { vit: PretrainConfig::default().vit(), text: PretrainConfig::default().text(200), batch: 8 },
     }
 }
 

@@ -110,17 +110,12 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let img_size = cached_shape(&root.join(&ds.rows()[0].cache))?;
     let template = ReportTemplate::default();
 
-    let model = match (&a.run, a.oracle) {
-        (Some(_), true) => "oracle",
-        (Some(_), false) => "fine-tuned",
-        (None, _) => "zero-shot",
-    };
-    let predictions = match (&a.run, &a.backbone) {
-        (Some(run), _) if a.oracle => oracle(run, &ds, &classes)?,
+    let (model, predictions) = match (&a.run, &a.backbone) {
+        (Some(run), _) if a.oracle => ("oracle", oracle(run, &ds, &classes)?),
         (None, None) | (Some(_), None) => bail!("--backbone is required unless --oracle is given"),
         (None, Some(backbone)) => {
             let b = Backbone::<Flex>::load(backbone, Some(img_size), PosEmbedPolicy::Reinterpret, &device)?;
-            zero_shot(&b, &ds, &template, &classes, a.batch_size.unwrap_or(8), &device)?
+            ("zero-shot", zero_shot(&b, &ds, &template, &classes, a.batch_size.unwrap_or(8), &device)?)
         }
         (Some(run), Some(backbone)) => {
             let cfg = read_run_config(run)?;
@@ -130,7 +125,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             let model = AdClip::new(b.model, &cfg.method, &device).load_trainable(&store, "adfit.", &cfg.method);
             store.finish()?;
             let batch = a.batch_size.unwrap_or(cfg.settings.batch_size);
-            predict(&model, &ds, &b.tokenizer, &template, &classes, cfg.mmse_scale, batch, &device)?
+            ("fine-tuned", predict(&model, &ds, &b.tokenizer, &template, &classes, cfg.mmse_scale, batch, &device)?)
         }
     };
 

@@ -131,6 +131,32 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<PathBuf> {
     Ok(done)
 }
 
+/// `finetune` one fold into `dir` unless its test_metrics.json exists (an interrupted run is
+/// resumed); returns that file.
+fn finetune_once(
+    a: &ExperimentArgs,
+    fold: usize,
+    dir: &Path,
+    settings: &RunSettings,
+    quiet: bool,
+) -> anyhow::Result<PathBuf> {
+    let done = dir.join("test_metrics.json");
+    if done.exists() {
+        tracing::info!("reusing {}", dir.display());
+        return Ok(done);
+    }
+    let resume = crate::train::checkpoint::latest(dir)?.is_some();
+    let paths = RunPaths {
+        backbone: a.backbone.clone(),
+        index: a.index.clone(),
+        split: a.split.clone(),
+        fold,
+        out: dir.to_path_buf(),
+    };
+    finetune::run_fold(&paths, settings, resume, quiet)?;
+    Ok(done)
+}
+
 fn eval_args(index: &Path, out: PathBuf) -> EvalArgs {
     EvalArgs {
         backbone: None,
@@ -147,12 +173,7 @@ fn eval_args(index: &Path, out: PathBuf) -> EvalArgs {
 }
 
 pub fn run(a: ExperimentArgs, quiet: bool) -> anyhow::Result<()> {
-    let base = match &a.config {
-        Some(path) => RunSettings::from_file(path)?,
-        None => RunSettings::default(),
-    };
-    let base = a.overrides.apply(base);
-    base.validate()?;
+    let base = a.overrides.resolve(a.config.as_deref())?;
     let pairs: Vec<(usize, u64)> = if a.paired {
         if a.folds.len() != a.seeds.len() {
             anyhow::bail!("--paired needs as many --folds ({}) as --seeds ({})", a.folds.len(), a.seeds.len());
@@ -166,21 +187,8 @@ pub fn run(a: ExperimentArgs, quiet: bool) -> anyhow::Result<()> {
     for &variant in &a.variants {
         for &(fold, seed) in &pairs {
             let dir = a.out.join("runs").join(variant.name()).join(format!("fold{fold}-seed{seed}"));
-            let done = dir.join("test_metrics.json");
-            if done.exists() {
-                tracing::info!("reusing {}", dir.display());
-            } else {
-                let resume = crate::train::checkpoint::latest(&dir)?.is_some();
-                let paths = RunPaths {
-                    backbone: a.backbone.clone(),
-                    index: a.index.clone(),
-                    split: a.split.clone(),
-                    fold,
-                    out: dir.clone(),
-                };
-                let settings = RunSettings { seed, ..variant.apply(base.clone()) };
-                finetune::run_fold(&paths, &settings, resume, quiet)?;
-            }
+            let settings = RunSettings { seed, ..variant.apply(base.clone()) };
+            let done = finetune_once(&a, fold, &dir, &settings, quiet)?;
             outcomes.push(read_outcome(&done, &format!("ablation/{}", variant.name()))?);
             if variant != Variant::Full {
                 continue;
@@ -210,19 +218,8 @@ pub fn run(a: ExperimentArgs, quiet: bool) -> anyhow::Result<()> {
     for &n in &a.train_sizes {
         for &(fold, seed) in &pairs {
             let dir = a.out.join("runs").join(format!("train-size-{n}")).join(format!("fold{fold}-seed{seed}"));
-            let done = dir.join("test_metrics.json");
-            if !done.exists() {
-                let resume = crate::train::checkpoint::latest(&dir)?.is_some();
-                let paths = RunPaths {
-                    backbone: a.backbone.clone(),
-                    index: a.index.clone(),
-                    split: a.split.clone(),
-                    fold,
-                    out: dir.clone(),
-                };
-                let settings = RunSettings { seed, train_size: Some(n), ..base.clone() };
-                finetune::run_fold(&paths, &settings, resume, quiet)?;
-            }
+            let settings = RunSettings { seed, train_size: Some(n), ..base.clone() };
+            let done = finetune_once(&a, fold, &dir, &settings, quiet)?;
             outcomes.push(read_outcome(&done, &format!("train-size/{n}"))?);
         }
     }

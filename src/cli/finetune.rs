@@ -107,6 +107,17 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// The run's settings: the config file (or the defaults), these flags on top, validated.
+    pub fn resolve(&self, config: Option<&std::path::Path>) -> anyhow::Result<RunSettings> {
+        let base = match config {
+            Some(path) => RunSettings::from_file(path)?,
+            None => RunSettings::default(),
+        };
+        let settings = self.apply(base);
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// `s` with every given flag applied.
     pub fn apply(&self, mut s: RunSettings) -> RunSettings {
         s.epochs = self.epochs.unwrap_or(s.epochs);
@@ -180,12 +191,7 @@ struct RunConfig<'a> {
 }
 
 pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
-    let base = match &a.config {
-        Some(path) => RunSettings::from_file(path)?,
-        None => RunSettings::default(),
-    };
-    let settings = a.overrides.apply(base);
-    settings.validate()?;
+    let settings = a.overrides.resolve(a.config.as_deref())?;
     let paths = RunPaths { backbone: a.backbone, index: a.index, split: a.split, fold: a.fold, out: a.out };
     run_fold(&paths, &settings, a.resume, quiet)
 }
