@@ -1,13 +1,16 @@
 //! The pre-training domain of adfit's own small backbone: head phantoms, not brains. Each is an
 //! ellipsoidal "head" with a grey rim of some thickness inside a thin bright shell, holding a
 //! dark central cavity, a pair of grey nodes low on either side, and sometimes one more blob of
-//! a size, a tone, a shape and a place. The caption names the sizes and places, as a radiology
-//! report would ("A head phantom with a thick rim. A large dark cavity in the centre. A small
-//! grey node on the left and a large grey node on the right.").
+//! a size, a tone, a shape and a place. The caption is written like a radiology report: a
+//! one-word kind in "A photo of {kind}." (the extra blob's tone, or "plain"), then the measured
+//! sizes as numbers. Phantom 0 of seed 0: "A photo of grey. The scan shows the following: Rim:
+//! thin, Cavity volume: 18638.54 mm^3, Left node volume: 2230.59 mm^3, Right node volume: 1117.48
+//! mm^3, Blob: a large grey round blob low."
 //!
-//! Nothing here knows about diagnoses, the synthetic cohort's anatomy or its tables: the
-//! backbone learns to read the size, contrast and place of structures, and fine-tuning has to
-//! find atrophy with that.
+//! Nothing here knows about diagnoses, the synthetic cohort's anatomy or its tables. The
+//! backbone learns to read the size, contrast and place of structures, and its text tower learns
+//! to read the word after "A photo of" and numbers written as digits; fine-tuning has to find
+//! atrophy with that.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,12 +29,24 @@ const SIDES: [(&str, &str); 3] = [("on the left", "on the right"), ("at the back
 
 /// Every word a caption may use (the pre-training vocabulary is built from it).
 pub fn corpus() -> String {
-    let mut words =
-        vec!["a head phantom with thin thick rim . blob in the centre round elongated cavity node and".to_string()];
+    let mut words = vec![
+        "a photo of plain . the scan shows following : rim thin thick , cavity left right node volume mm ^ 3 blob \
+         none in centre round elongated"
+            .to_string(),
+    ];
     words.extend(SIZES.iter().map(|s| s.to_string()));
     words.extend(TONES.iter().map(|(t, _)| t.to_string()));
     words.extend(SIDES.iter().flat_map(|(a, b)| [a.to_string(), b.to_string()]));
     words.join(" ")
+}
+
+/// Edge of the field of view in nominal millimetres, for the volumes the captions state.
+const FIELD_MM: f64 = 160.0;
+
+/// Nominal volume in mm^3 of an ellipsoid with semi-axes given in `[-1, 1]` coordinates.
+fn volume_mm3(semi: [f64; 3]) -> f64 {
+    let half = FIELD_MM / 2.0;
+    4.0 / 3.0 * std::f64::consts::PI * semi.iter().map(|s| s * half).product::<f64>()
 }
 
 /// The phantoms of one batch, reproducible from `(seed, index)` alone; generated in parallel.
@@ -62,29 +77,26 @@ pub fn generate(grid: [usize; 3], seed: u64, index: u64) -> Phantom {
     // Coordinates in [-1, 1] along each axis.
     let head = [rng.random_range(0.72..0.9), rng.random_range(0.78..0.92), rng.random_range(0.7..0.88)];
     let rim = rng.random_range(0.06..0.2);
-    let mut caption = format!("A head phantom with a {} rim.", if rim < 0.13 { "thin" } else { "thick" });
+    let mut facts = vec![format!("Rim: {}", if rim < 0.13 { "thin" } else { "thick" })];
     let mut blobs = Vec::new();
     // The central cavity, longer front to back.
     let r = rng.random_range(0.06..0.26);
     let center = [rng.random_range(-0.05..0.05), rng.random_range(-0.05..0.1), rng.random_range(0.0..0.15)];
-    let size = if r < 0.12 {
-        0
-    } else if r < 0.19 {
-        1
-    } else {
-        2
-    };
-    caption.push_str(&format!(" A {} dark cavity in the centre.", SIZES[size]));
-    blobs.push(Blob { center: scaled(center, head), semi: [r * 0.8, r * 1.4, r], value: TONES[0].1 });
+    blobs.push(Blob { center: scaled(center, head), semi: scaled([r * 0.8, r * 1.4, r], head), value: TONES[0].1 });
     // The nodes, low on either side, each its own size.
-    let mut nodes = Vec::new();
-    for (side, word) in [(-1.0, "on the left"), (1.0, "on the right")] {
+    for side in [-1.0, 1.0] {
         let r = rng.random_range(0.05..0.14);
         let center = [side * rng.random_range(0.4..0.5), rng.random_range(-0.1..0.1), rng.random_range(-0.4..-0.25)];
-        nodes.push(format!("a {} grey node {word}", if r < 0.095 { "small" } else { "large" }));
-        blobs.push(Blob { center: scaled(center, head), semi: [r * 0.8, r * 1.5, r * 0.8], value: TONES[1].1 });
+        blobs.push(Blob {
+            center: scaled(center, head),
+            semi: scaled([r * 0.8, r * 1.5, r * 0.8], head),
+            value: TONES[1].1,
+        });
     }
-    caption.push_str(&format!(" A{} and {}.", &nodes[0][1..], nodes[1]));
+    facts.push(format!("Cavity volume: {:.2} mm^3", volume_mm3(blobs[0].semi)));
+    facts.push(format!("Left node volume: {:.2} mm^3", volume_mm3(blobs[1].semi)));
+    facts.push(format!("Right node volume: {:.2} mm^3", volume_mm3(blobs[2].semi)));
+    let mut kind = "plain";
     if rng.random_bool(0.5) {
         let size = rng.random_range(0..3);
         let radius = [0.08, 0.12, 0.16][size] * rng.random_range(0.85..1.15);
@@ -109,9 +121,13 @@ pub fn generate(grid: [usize; 3], seed: u64, index: u64) -> Phantom {
             SIDES[axis].1
         };
         let shape = if elongated { "elongated" } else { "round" };
-        caption.push_str(&format!(" A {} {tone} {shape} blob {place}.", SIZES[size]));
+        facts.push(format!("Blob: a {} {tone} {shape} blob {place}", SIZES[size]));
+        kind = tone;
         blobs.push(Blob { center: scaled(center, head), semi, value });
+    } else {
+        facts.push("Blob: none".to_string());
     }
+    let caption = format!("A photo of {kind}. The scan shows the following: {}.", facts.join(", "));
     let gain = rng.random_range(0.85..1.15f32);
     let tilt: [f32; 3] = [rng.random_range(-0.08..0.08), rng.random_range(-0.08..0.08), rng.random_range(-0.08..0.08)];
     let noise_seed = rng.random::<u64>();
@@ -165,18 +181,22 @@ mod tests {
         assert_ne!(generate([16, 16, 16], 3, 8).voxels, a.voxels);
         let (lo, hi) = a.voxels.iter().fold((1f32, 0f32), |(l, u), &v| (l.min(v), u.max(v)));
         assert!(lo == 0.0 && (hi - 1.0).abs() < 1e-6);
-        assert!(a.caption.starts_with("A head phantom with a "), "{}", a.caption);
-        assert_eq!(a.caption.matches(" cavity ").count(), 1, "{}", a.caption);
-        assert_eq!(a.caption.matches(" grey node ").count(), 2, "{}", a.caption);
-        assert!(a.caption.matches(" blob ").count() <= 1, "{}", a.caption);
+        assert!(a.caption.starts_with("A photo of "), "{}", a.caption);
+        assert_eq!(a.caption.matches("Cavity volume: ").count(), 1, "{}", a.caption);
+        assert_eq!(a.caption.matches(" node volume: ").count(), 2, "{}", a.caption);
+        assert_eq!(a.caption.matches("Blob: ").count(), 1, "{}", a.caption);
+        // The kind names the extra blob's tone, or says there is none.
+        let kind = a.caption["A photo of ".len()..].split('.').next().unwrap();
+        assert_eq!(kind == "plain", a.caption.contains("Blob: none"), "{}", a.caption);
     }
 
     #[test]
     fn captions_use_only_corpus_words() {
         let words: std::collections::HashSet<String> = corpus().split_whitespace().map(str::to_lowercase).collect();
         for i in 0..50 {
-            let c = generate([8, 8, 8], 1, i).caption.to_lowercase().replace('.', " . ");
-            for w in c.split_whitespace() {
+            let c = generate([8, 8, 8], 1, i).caption.to_lowercase();
+            let c = c.replace(|ch: char| ch.is_ascii_digit(), " ");
+            for w in c.replace(['.', ',', ':', '^'], " . ").split_whitespace().filter(|w| *w != ".") {
                 assert!(words.contains(w), "{w:?} in {c:?}");
             }
         }
@@ -184,8 +204,8 @@ mod tests {
 
     #[test]
     fn a_large_cavity_darkens_the_centre() {
-        // Over many phantoms, the centre of those whose caption has a large cavity is darker
-        // than the centre of those with a small one.
+        // Over many phantoms, the centre of those whose caption states a large cavity volume is
+        // darker than the centre of those with a small one.
         let (mut large, mut small) = (vec![], vec![]);
         for i in 0..120 {
             let p = generate([16, 16, 16], 2, i);
@@ -197,9 +217,11 @@ mod tests {
                     }
                 }
             }
-            if p.caption.contains("large dark cavity") {
+            let volume: f64 =
+                p.caption.split("Cavity volume: ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+            if volume > 6000.0 {
                 large.push(centre)
-            } else if p.caption.contains("small dark cavity") {
+            } else if volume < 1500.0 {
                 small.push(centre)
             }
         }

@@ -3,7 +3,7 @@
 //! AdamW under a warm-up then cosine schedule. The result is written in M3D-CLIP's layout, so
 //! everything that loads M3D-CLIP loads it.
 
-use burn::module::{AutodiffModule, Param};
+use burn::module::Param;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -53,7 +53,7 @@ impl Default for PretrainConfig {
             text_layers: 2,
             joint_dim: 64,
             max_text_len: 128,
-            steps: 1500,
+            steps: 3000,
             batch_size: 32,
             lr: 5e-4,
             weight_decay: 0.01,
@@ -195,6 +195,9 @@ pub fn train<B: AutodiffBackend>(
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init::<B, ClipBackbone<B>>();
     for step in 0..cfg.steps {
         let batch = phantom::batch(cfg.grid, cfg.seed, (step * cfg.batch_size) as u64, cfg.batch_size);
+        if step == 0 {
+            tracing::debug!("first caption: {}", batch[0].caption);
+        }
         let (loss, accuracy) = forward(&model, &batch, cfg, tok, device)?;
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
@@ -208,19 +211,19 @@ pub fn train<B: AutodiffBackend>(
     Ok(model)
 }
 
-/// Image→caption accuracy on `batches` held-out batches (a phantom stream no step saw).
-pub fn held_out_accuracy<B: AutodiffBackend>(
+/// Image→caption accuracy on `batches` held-out batches (a phantom stream no step saw), with
+/// the model in inference form (`model.valid()` of a trained one, or a loaded backbone).
+pub fn held_out_accuracy<B: Backend>(
     model: &ClipBackbone<B>,
     cfg: &PretrainConfig,
     tok: &TextTokenizer,
     batches: usize,
     device: &B::Device,
 ) -> Result<f64> {
-    let inner = model.valid();
     let mut sum = 0.0;
     for b in 0..batches {
         let batch = phantom::batch(cfg.grid, cfg.seed ^ 0xA5A5_0000_0000, (b * cfg.batch_size) as u64, cfg.batch_size);
-        sum += forward(&inner, &batch, cfg, tok, device)?.1;
+        sum += forward(model, &batch, cfg, tok, device)?.1;
     }
     Ok(sum / batches.max(1) as f64)
 }
