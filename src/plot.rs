@@ -56,9 +56,13 @@ pub fn curves(path: &Path, x_label: &str, panels: &[(&str, Vec<Series>)]) -> Res
     render(path, (width, 400), |root| {
         let areas = root.split_evenly((1, panels.len().max(1)));
         for ((title, series), area) in panels.iter().zip(areas) {
-            let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+            // Only finite points are drawn and bound the axes.
+            let series: Vec<(&str, Vec<(f64, f64)>)> = series
+                .iter()
+                .map(|(name, p)| (*name, p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect()))
+                .collect();
             let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-            for &(x, y) in pts {
+            for &(x, y) in series.iter().flat_map(|(_, p)| p) {
                 (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
             }
             if x0 > x1 {
@@ -79,14 +83,12 @@ pub fn curves(path: &Path, x_label: &str, panels: &[(&str, Vec<Series>)]) -> Res
                 .axis_desc_style((FONT, 15))
                 .draw()
                 .map_err(|e| draw_err(path, e))?;
-            for (i, (name, points)) in series.iter().enumerate() {
+            for (i, (name, points)) in series.into_iter().enumerate() {
                 let color = Palette99::pick(i).to_rgba();
-                let clean: Vec<(f64, f64)> =
-                    points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
                 chart
-                    .draw_series(LineSeries::new(clean, color.stroke_width(2)))
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
                     .map_err(|e| draw_err(path, e))?
-                    .label(*name)
+                    .label(name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
             chart

@@ -2,7 +2,7 @@
 //! in M3D-CLIP's layout.
 
 mod common;
-use common::{ok, vocab};
+use common::{ok, read_json, vocab};
 
 use std::path::Path;
 use std::process::Command;
@@ -31,21 +31,7 @@ fn tiny_backbone(dir: &Path) {
         64,
         &device,
     );
-    let config = BackboneConfig {
-        img_size: vit.img_size,
-        patch_size: vit.patch_size,
-        hidden_size: vit.hidden_size,
-        mlp_dim: vit.mlp_dim,
-        num_layers: vit.num_layers,
-        num_heads: vit.num_heads,
-        in_channels: 1,
-        pos_embed: "perceptron".into(),
-        vocab_size: 30522,
-        language_model_name_or_path: "tiny-random-bert".into(),
-        max_text_len: 256,
-        text_config: Some(text),
-        projection_dim: Some(64),
-    };
+    let config = BackboneConfig::from_towers(&vit, text, "tiny-random-bert", 256, 64);
     save(dir, &model, &config, &vocab()).unwrap();
 }
 
@@ -103,11 +89,9 @@ fn finetune_runs_a_fold_end_to_end() {
     assert!(metrics.starts_with("epoch,lr,train_loss"));
     let best = read_safetensors(&d.join("run/best.safetensors")).unwrap();
     assert!(best.contains_key("adfit.visual_prompts") && best.contains_key("adfit.xattn.i2t.in_proj_weight"));
-    let test: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("run/test_metrics.json")).unwrap()).unwrap();
+    let test: serde_json::Value = read_json(d.join("run/test_metrics.json"));
     assert!(test["classification"]["balanced_accuracy"].is_number());
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(d.join("run/config.json"));
     assert_eq!(config["img_size"], serde_json::json!([16, 32, 32]));
     for png in ["run/curves.png", "run/confusion.png"] {
         assert!(std::fs::read(d.join(png)).unwrap().starts_with(b"\x89PNG"), "{png}");
@@ -150,8 +134,7 @@ fn finetune_runs_a_fold_end_to_end() {
             "eval_ft",
         ],
     );
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("eval_ft/metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value = read_json(d.join("eval_ft/metrics.json"));
     assert_eq!(m["model"], "fine-tuned");
     assert!(std::fs::read(d.join("eval_ft/confusion.png")).unwrap().starts_with(b"\x89PNG"));
     // The test fold scored by `finetune` and by `eval` agree.
@@ -174,8 +157,7 @@ fn finetune_runs_a_fold_end_to_end() {
             "eval_or",
         ],
     );
-    let o: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("eval_or/metrics.json")).unwrap()).unwrap();
+    let o: serde_json::Value = read_json(d.join("eval_or/metrics.json"));
     assert_eq!(o["model"], "oracle");
     assert_eq!(o["scan"]["classification"]["n"], m["scan"]["classification"]["n"]);
     assert!(o["scan"]["mmse"]["mae"].is_number());
@@ -213,8 +195,7 @@ fn finetune_runs_a_fold_end_to_end() {
             "eval_oasis",
         ],
     );
-    let o: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("eval_oasis/metrics.json")).unwrap()).unwrap();
+    let o: serde_json::Value = read_json(d.join("eval_oasis/metrics.json"));
     assert_eq!(o["scan"]["classification"]["confusion"].as_array().unwrap().len(), 2);
 
     // An ablation run without the MMSE token and the report.
@@ -244,8 +225,7 @@ fn finetune_runs_a_fold_end_to_end() {
             "10",
         ],
     );
-    let config2: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("run2/config.json")).unwrap()).unwrap();
+    let config2: serde_json::Value = read_json(d.join("run2/config.json"));
     let n = config2["train_scans"].as_u64().unwrap();
     assert!(n <= 10 && n >= 5, "train scans {n}");
     let best2 = read_safetensors(&d.join("run2/best.safetensors")).unwrap();
@@ -385,7 +365,7 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
     assert!(!csv.contains("zero-shot,mmse_mae") && !csv.contains("ablation/no-mmse,mmse_mae"), "{csv}");
     // Every model was scored on the same test scans.
     let n = |p: &str| {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join(p)).unwrap()).unwrap();
+        let v: serde_json::Value = read_json(d.join(p));
         v["scan"]["classification"]["n"].as_u64().unwrap()
     };
     assert_eq!(n("exp/zero-shot/fold1/metrics.json"), n("exp/runs/full/fold1-seed0/oracle/metrics.json"));
@@ -419,8 +399,7 @@ fn a_run_config_file_sets_the_run_and_flags_override_it() {
     let mut args: Vec<&str> = base.to_vec();
     args.extend(["--out", "run", "--config", "run.json", "--epochs", "2", "--no-mmse"]);
     ok(d, &args);
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("run/config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(d.join("run/config.json"));
     let s = &config["settings"];
     assert_eq!(
         (s["epochs"].as_u64(), s["batch_size"].as_u64(), s["text_prompts"].as_u64()),

@@ -1,7 +1,7 @@
 //! `adfit pretrain` end to end, and the backbone it built that the repository ships.
 
 mod common;
-use common::{fails, ok};
+use common::{fails, ok, read_json};
 
 use std::path::Path;
 
@@ -69,8 +69,7 @@ fn pretrain_is_reproducible_and_loads_like_m3d() {
 #[test]
 fn the_shipped_backbone_loads_and_learned_its_domain() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("backbones/phantom-64");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("pretrain.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = read_json(dir.join("pretrain.json"));
     let cfg: PretrainConfig = serde_json::from_value(summary["config"].clone()).unwrap();
     let b = Backbone::<Flex>::load(&dir, Some([64, 64, 64]), PosEmbedPolicy::Reinterpret, &Default::default()).unwrap();
     assert_eq!(b.config.img_size, [64, 64, 64]);

@@ -112,7 +112,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
 
     let (model, predictions) = match (&a.run, &a.backbone) {
         (Some(run), _) if a.oracle => ("oracle", oracle(run, &ds, &classes)?),
-        (None, None) | (Some(_), None) => bail!("--backbone is required unless --oracle is given"),
+        (_, None) => bail!("--backbone is required unless --oracle is given"),
         (None, Some(backbone)) => {
             let b = Backbone::<Flex>::load(backbone, Some(img_size), PosEmbedPolicy::Reinterpret, &device)?;
             ("zero-shot", zero_shot(&b, &ds, &template, &classes, a.batch_size.unwrap_or(8), &device)?)

@@ -26,28 +26,23 @@ pub enum Variant {
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Full => "full",
-            Variant::NoVisualPrompts => "no-visual-prompts",
-            Variant::NoMmse => "no-mmse",
-            Variant::NoTextPrompts => "no-text-prompts",
-            Variant::NoReport => "no-report",
-            Variant::NoCrossAttention => "no-cross-attention",
-        }
+    /// The name `--variants` takes, also the folder and table row of its runs.
+    fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
     }
 
-    /// `s` with this variant's component switched off.
-    fn apply(self, mut s: RunSettings) -> RunSettings {
+    /// `s` with this variant's component switched off, as `finetune`'s ablation flag does it.
+    fn apply(self, s: RunSettings) -> RunSettings {
+        let mut off = Overrides::default();
         match self {
             Variant::Full => {}
-            Variant::NoVisualPrompts => s.visual_prompts = 0,
-            Variant::NoMmse => s.mmse_token = false,
-            Variant::NoTextPrompts => s.text_prompts = 0,
-            Variant::NoReport => s.report = false,
-            Variant::NoCrossAttention => s.cross_attention = CrossAttentionKind::Off,
+            Variant::NoVisualPrompts => off.no_visual_prompts = true,
+            Variant::NoMmse => off.no_mmse = true,
+            Variant::NoTextPrompts => off.no_text_prompts = true,
+            Variant::NoReport => off.no_report = true,
+            Variant::NoCrossAttention => off.cross_attention = Some(CrossAttentionKind::Off),
         }
-        s
+        off.apply(s)
     }
 }
 
@@ -292,7 +287,7 @@ fn tables(a: &ExperimentArgs, pairs: &[(usize, u64)], outcomes: &[Outcome]) -> (
     if a.variants.len() > 1 || !a.variants.contains(&Variant::Full) {
         md.push_str(&format!("\n## Ablations (the paper's table 3)\n\n| variant {header}"));
         for v in &a.variants {
-            md.extend(summarise(v.name(), &format!("ablation/{}", v.name()), outcomes, &mut csv));
+            md.extend(summarise(&v.name(), &format!("ablation/{}", v.name()), outcomes, &mut csv));
         }
     }
     if !a.train_sizes.is_empty() {

@@ -69,7 +69,7 @@ pub fn run(a: PretrainArgs, quiet: bool) -> anyhow::Result<()> {
         steps: a.steps,
         batch_size: a.batch_size.max(2),
         lr: a.lr,
-        warmup: (a.steps / 20).max(1),
+        warmup: PretrainConfig::warmup_for(a.steps),
         seed: a.seed,
         ..Default::default()
     };

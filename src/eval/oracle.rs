@@ -61,7 +61,7 @@ impl Oracle {
         let classifier = logreg::fit(&x, &y, 3, 1e-2)?;
         let mut o = Oracle { mean, sd, classifier, mmse: None };
         let scored: Vec<(Vec<f64>, f64)> =
-            rows.iter().filter_map(|r| r.mmse.map(|m| (o.standardised(r), f64::from(m)))).collect();
+            rows.iter().zip(&x).filter_map(|(r, x)| r.mmse.map(|m| (o.standardise(x), f64::from(m)))).collect();
         o.mmse = (!scored.is_empty()).then(|| ridge(&scored, 1.0));
         Ok(o)
     }
@@ -70,23 +70,17 @@ impl Oracle {
         impute(r, &self.mean)
     }
 
-    fn standardised(&self, r: &IndexRow) -> Vec<f64> {
-        self.features(r).iter().zip(self.mean.iter().zip(&self.sd)).map(|(v, (m, s))| (v - m) / s).collect()
+    fn standardise(&self, features: &[f64]) -> Vec<f64> {
+        features.iter().zip(self.mean.iter().zip(&self.sd)).map(|(v, (m, s))| (v - m) / s).collect()
     }
 
     /// Predictions for `rows` over `classes` (a subset such as NC, AD renormalises the three
     /// class probabilities over it).
     pub fn predict(&self, rows: &[IndexRow], classes: &[Label]) -> Predictions {
-        let mut p = Predictions {
-            scans: vec![],
-            subjects: vec![],
-            labels: vec![],
-            proba: vec![],
-            mmse: vec![],
-            mmse_truth: vec![],
-        };
+        let mut p = Predictions::default();
         for r in rows {
-            let all = self.classifier.proba_row(&self.features(r));
+            let x = self.features(r);
+            let all = self.classifier.proba_row(&x);
             let picked: Vec<f64> = classes.iter().map(|c| all[c.index()]).collect();
             let total: f64 = picked.iter().sum::<f64>().max(f64::MIN_POSITIVE);
             p.scans.push(r.scan.clone());
@@ -94,8 +88,8 @@ impl Oracle {
             p.labels.push(label(r));
             p.proba.push(picked.iter().map(|v| v / total).collect());
             p.mmse.push(self.mmse.as_ref().map(|(b, w)| {
-                let x = self.standardised(r);
-                (b + w.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>()).clamp(0.0, 30.0)
+                let z = self.standardise(&x);
+                (b + w.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>()).clamp(0.0, 30.0)
             }));
             p.mmse_truth.push(r.mmse.map(f64::from));
         }

@@ -138,7 +138,7 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
 }
 
 /// Scan-level predictions of one evaluation pass.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Predictions {
     pub scans: Vec<String>,
     pub subjects: Vec<String>,
@@ -160,14 +160,7 @@ pub fn predict_batches<B: Backend>(
     device: &B::Device,
     mut score_batch: impl FnMut(Tensor<B, 5>) -> (Tensor<B, 2>, Option<Vec<f64>>),
 ) -> Result<Predictions> {
-    let mut out = Predictions {
-        scans: vec![],
-        subjects: vec![],
-        labels: vec![],
-        proba: vec![],
-        mmse: vec![],
-        mmse_truth: vec![],
-    };
+    let mut out = Predictions::default();
     let idx: Vec<usize> = (0..ds.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let items = load_items(ds, chunk)?;

@@ -57,7 +57,7 @@ impl Default for PretrainConfig {
             batch_size: 32,
             lr: 5e-4,
             weight_decay: 0.01,
-            warmup: 75,
+            warmup: Self::warmup_for(3000),
             seed: 0,
         }
     }
@@ -92,22 +92,13 @@ impl PretrainConfig {
 
     /// The backbone's `config.json` (M3D-CLIP fields, with the text tower's own shape).
     pub fn backbone(&self, vocab_size: usize) -> BackboneConfig {
-        let vit = self.vit();
-        BackboneConfig {
-            img_size: vit.img_size,
-            patch_size: vit.patch_size,
-            hidden_size: vit.hidden_size,
-            mlp_dim: vit.mlp_dim,
-            num_layers: vit.num_layers,
-            num_heads: vit.num_heads,
-            in_channels: 1,
-            pos_embed: "perceptron".into(),
-            vocab_size,
-            language_model_name_or_path: "adfit-phantom-bert".into(),
-            max_text_len: self.max_text_len,
-            text_config: Some(self.text(vocab_size)),
-            projection_dim: Some(self.joint_dim),
-        }
+        BackboneConfig::from_towers(
+            &self.vit(),
+            self.text(vocab_size),
+            "adfit-phantom-bert",
+            self.max_text_len,
+            self.joint_dim,
+        )
     }
 
     /// Standard deviation of the initial weights: 1.2/√width (0.15 at width 64). bert-base's
@@ -115,6 +106,11 @@ impl PretrainConfig {
     /// training then collapses to the uniform loss instead of learning.
     pub fn init_std(&self) -> f64 {
         1.2 / (self.hidden as f64).sqrt()
+    }
+
+    /// Warm-up steps for a run of `steps`: 5% of them.
+    pub fn warmup_for(steps: usize) -> usize {
+        (steps / 20).max(1)
     }
 
     /// Learning rate at `step`: linear warm-up, then cosine decay to zero.

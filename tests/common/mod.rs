@@ -34,6 +34,13 @@ pub fn fails(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// A JSON file the test reads, as a value or any deserialisable type.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: impl AsRef<Path>) -> T {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The all-MiniLM-L6-v2 folder (`ADFIT_MINILM_DIR`, else the asset cache).
 pub fn minilm_dir() -> PathBuf {
     let dir = std::env::var("ADFIT_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| {

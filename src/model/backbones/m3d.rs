@@ -69,6 +69,32 @@ fn max_text_len() -> usize {
 }
 
 impl BackboneConfig {
+    /// The `config.json` of a backbone built from these towers (M3D-CLIP's fields, with the
+    /// text tower's own shape in `text_config`); `vit()` and `text()` read them back.
+    pub fn from_towers(
+        vit: &Vit3dConfig,
+        text: BertConfig,
+        language_model: &str,
+        max_text_len: usize,
+        projection_dim: usize,
+    ) -> Self {
+        BackboneConfig {
+            img_size: vit.img_size,
+            patch_size: vit.patch_size,
+            hidden_size: vit.hidden_size,
+            mlp_dim: vit.mlp_dim,
+            num_layers: vit.num_layers,
+            num_heads: vit.num_heads,
+            in_channels: vit.in_channels,
+            pos_embed: "perceptron".into(),
+            vocab_size: text.vocab_size,
+            language_model_name_or_path: language_model.into(),
+            max_text_len,
+            text_config: Some(text),
+            projection_dim: Some(projection_dim),
+        }
+    }
+
     pub fn vit(&self) -> Vit3dConfig {
         Vit3dConfig {
             img_size: self.img_size,
