@@ -57,7 +57,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int)
     ap.add_argument("--tokens", type=int, default=96, help="text length in tokens ([CLS] … [SEP])")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--attn", choices=["eager", "sdpa"], default="eager", help="BERT's attention implementation")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     s = SHAPES[a.shape]
     batch = a.batch or s["batch"]
     torch.set_num_threads(os.cpu_count() or 1)
@@ -75,19 +78,23 @@ def main() -> None:
     ref.ADFIT_CFG = dict(ref.ADFIT_CFG, n_visual_prompts=20, n_text_prompts=30, embed_dim=s["hidden"],
                          mmse_hidden=s["hidden"] // 2, xattn_heads=8 if s["hidden"] % 8 == 0 else 4)
     vit = ViT(**ref.VIT_CFG)
-    bert = BertModel(BertConfig(**ref.BERT_CFG, attn_implementation="eager"), add_pooling_layer=False)
+    bert = BertModel(BertConfig(**ref.BERT_CFG, attn_implementation=a.attn), add_pooling_layer=False)
     for p in list(vit.parameters()) + list(bert.parameters()):
         p.requires_grad_(False)
-    model = ref.AdfitRef(vit, bert)
+    model = ref.AdfitRef(vit, bert).to(dev)
     with torch.no_grad():
         for p in (model.visual_prompts, model.mmse_token, model.text_prompts):
             p.normal_(0.0, 0.02)
     opt = torch.optim.AdamW(list(model.own_params().values()), lr=1e-3, weight_decay=0.01)
 
-    x = torch.rand(batch, 1, *s["img"])
-    ids = torch.randint(5, s["vocab"], (batch, a.tokens))
-    mask = torch.ones(batch, a.tokens, dtype=torch.long)
-    mmse = torch.randn(batch)
+    x = torch.rand(batch, 1, *s["img"], device=dev)
+    ids = torch.randint(5, s["vocab"], (batch, a.tokens), device=dev)
+    mask = torch.ones(batch, a.tokens, dtype=torch.long, device=dev)
+    mmse = torch.randn(batch, device=dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     def step() -> None:
         last = model.vision(x)
@@ -96,12 +103,13 @@ def main() -> None:
         _, _, pools = model.text(ids, mask)
         w = F.normalize(model.f_t(pools["cls"]), dim=-1)
         logits = model.logits(*model.cross("multihead", v, w))
-        target = torch.arange(batch)
+        target = torch.arange(batch, device=dev)
         loss = F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
-        loss = loss + 0.5 * ref.masked_mse(pred, mmse, torch.ones(batch))
+        loss = loss + 0.5 * ref.masked_mse(pred, mmse, torch.ones(batch, device=dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
 
     t = time.perf_counter()
     step()
@@ -112,7 +120,9 @@ def main() -> None:
         step()
         runs.append(time.perf_counter() - t)
     sec = statistics.median(runs)
-    print(json.dumps({"tool": "pytorch", "torch": torch.__version__, "shape": a.shape, "batch": batch,
+    gpu_mib = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    print(json.dumps({"tool": "pytorch", "torch": torch.__version__, "device": a.device, "attn": a.attn,
+                      "peak_gpu_alloc_mib": gpu_mib, "shape": a.shape, "batch": batch,
                       "tokens": a.tokens, "threads": torch.get_num_threads(), "seconds": sec,
                       "scans_per_s": batch / sec, "warmup_s": warmup, "runs_s": runs,
                       "peak_rss_mib": peak_rss_mib()}))

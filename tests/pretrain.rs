@@ -6,8 +6,8 @@ use common::{fails, ok, read_json};
 use std::path::Path;
 
 use adfit::model::backbones::Backbone;
+use adfit::model::tokenizer::tokenize;
 use adfit::model::vit3d::PosEmbedPolicy;
-use adfit::train::epoch::tokenize;
 use adfit::train::pretrain::{held_out_accuracy, PretrainConfig};
 use burn::backend::Flex;
 

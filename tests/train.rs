@@ -11,12 +11,14 @@ use adfit::data::preprocess::IndexRow;
 use adfit::data::report::ReportTemplate;
 use adfit::data::table::Biomarkers;
 use adfit::data::volume::{identity, Volume};
+use adfit::eval::predict::evaluate;
 use adfit::model::bert::{Bert, BertConfig};
 use adfit::model::clip::ClipBackbone;
 use adfit::model::method::{AdClip, MethodConfig};
 use adfit::model::tokenizer::TextTokenizer;
 use adfit::model::vit3d::{Vit3d, Vit3dConfig};
-use adfit::train::epoch::{evaluate, train_epoch, MmseScale};
+use adfit::run_folder::MmseScale;
+use adfit::train::epoch::train_epoch;
 use burn::backend::{Autodiff, Flex};
 use burn::optim::AdamWConfig;
 
@@ -153,7 +155,7 @@ fn a_checkpoint_restores_training_state() {
     }
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    checkpoint::save(&run, 1, &m, &optim, &serde_json::json!({"epoch": 1})).unwrap();
+    checkpoint::save(&run, 1, &m, &optim, scale, &serde_json::json!({"epoch": 1})).unwrap();
     let (m2, mut optim2, _state): (_, _, serde_json::Value) = checkpoint::load(
         &checkpoint::latest(&run).unwrap().unwrap(),
         model(5), // the same frozen backbone; its trainable parts are replaced
@@ -180,7 +182,7 @@ fn a_fresh_model_trains_every_trainable_tensor() {
     let items: Vec<_> = (0..4).map(|i| ds.load(i).unwrap()).collect();
     let batch: adfit::data::dataset::CohortBatch<AD> =
         burn::data::dataloader::batcher::Batcher::batch(&adfit::data::dataset::CohortBatcher, items, &device);
-    let (ids, mask) = adfit::train::epoch::tokenize::<AD>(&tok, &batch.reports, &device).unwrap();
+    let (ids, mask) = adfit::model::tokenizer::tokenize::<AD>(&tok, &batch.reports, &device).unwrap();
     let image = m.encode_image(batch.volumes);
     let w = m.encode_text(ids, mask);
     let loss = m.loss(&image, w, batch.mmse, batch.mmse_mask, 0.5);

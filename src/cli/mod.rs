@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand, each turning arguments into one library call.
 
+mod bench;
 mod convert;
 mod embed;
 mod eval;
@@ -35,7 +36,9 @@ use clap::{Args, Parser, Subcommand};
 ///       --split demo/split.csv --fold 0 --out runs/fold0/oracle
 ///
 /// With real data, point `preprocess` at your ADNIMERGE.csv (or OASIS-2's
-/// oasis_longitudinal.csv) and a scan list of your NIfTI files.
+/// oasis_longitudinal.csv) and a scan list of your NIfTI files. Every command that runs tensors
+/// (embed, finetune, eval, experiment, pretrain, bench-step) takes --device cpu|cuda[:N]|
+/// wgpu[:N]|auto; a GPU backend must be compiled in (cargo build --release --features cuda).
 #[derive(Debug, Parser)]
 #[command(name = "adfit", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
@@ -82,11 +85,34 @@ pub enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Count the parameters the method trains, by group, for a backbone.
     Params(params::ParamsArgs),
+    /// Time the method's training step at a named backbone shape (random weights) on a device:
+    /// one JSON line with scans/s (scripts/gpu_check.sh, scripts/bench_step.sh).
+    BenchStep(bench::BenchStepArgs),
     /// Make (or check) a subject-level, diagnosis-stratified k-fold split file.
     Split(split::SplitArgs),
     /// Match scans to table rows, then reorient, crop, resize and normalise every scan into a
     /// cache, with a cohort index (index.csv) for training and evaluation.
     Preprocess(preprocess::PreprocessArgs),
+}
+
+/// `--device`, for every command that runs tensors.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArg {
+    /// Where tensors run: cpu, cuda[:N] (built with --features cuda), wgpu[:N] (built with
+    /// --features wgpu; Vulkan/Metal/DX12, or Mesa's lavapipe on a CPU), or auto (the first GPU,
+    /// else the CPU).
+    #[arg(long, default_value = "cpu", help_heading = "Device", long_help = device_help())]
+    pub device: crate::backend::DeviceSpec,
+}
+
+fn device_help() -> String {
+    format!(
+        "Where tensors run: cpu, cuda[:N], wgpu[:N] or auto (the first GPU, else the CPU). This binary \
+         was built with: {}. CUDA needs `cargo build --release --features cuda`; wgpu needs \
+         `--features wgpu` and a Vulkan, Metal or DX12 driver (on a Linux machine without a GPU, Mesa's \
+         lavapipe: apt-get install mesa-vulkan-drivers).",
+        crate::backend::built_with().join(", ")
+    )
 }
 
 /// Logs go to stderr; `-v`/`-q` pick the level, `RUST_LOG` overrides both.
@@ -117,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split(a) => split::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Params(a) => params::run(a),
+        Command::BenchStep(a) => bench::run(a),
         Command::Finetune(a) => finetune::run(a, quiet),
         Command::Eval(a) => eval::run(a),
         Command::Experiment(a) => experiment::run(a, quiet),
@@ -125,20 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal or with `--quiet`.
-pub(crate) fn progress_bar(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
+pub(crate) use crate::util::progress_bar;
 
 /// Parse `D,H,W` (or a single `N` for a cube).
 pub(crate) fn parse_shape(s: &str) -> Result<[usize; 3], String> {

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use burn::backend::Flex;
 use clap::{Args, ValueEnum};
 
 use crate::model::backbones::Backbone;
@@ -48,7 +47,7 @@ pub struct ParamsArgs {
 
 pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
     let device = Default::default();
-    let backbone: ClipBackbone<Flex> = match &a.backbone {
+    let backbone: ClipBackbone<crate::backend::Cpu> = match &a.backbone {
         Some(dir) => Backbone::load(dir, None, PosEmbedPolicy::Reinterpret, &device)?.model,
         None => {
             let (v, t) = match a.shape {

@@ -69,11 +69,22 @@ impl CohortDataset {
         self.epoch.store(epoch, Ordering::Relaxed);
     }
 
+    /// The folder cache paths are relative to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn rows(&self) -> &[IndexRow] {
         &self.rows
     }
 
     /// Load one item, with its error.
+    /// The items at `indices`, read in parallel.
+    pub fn load_many(&self, indices: &[usize]) -> Result<Vec<CohortItem>> {
+        use rayon::prelude::*;
+        indices.par_iter().map(|&i| self.load(i)).collect()
+    }
+
     pub fn load(&self, index: usize) -> Result<CohortItem> {
         let row = self
             .rows
@@ -173,9 +184,9 @@ impl<B: Backend> Batcher<B, CohortItem, CohortBatch<B>> for CohortBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Cpu;
     use crate::data::cache::write_cached;
     use crate::data::volume::{identity, Volume};
-    use burn::backend::Flex;
 
     fn row(scan: &str, label: Option<&str>, mmse: Option<f32>) -> IndexRow {
         IndexRow {
@@ -199,7 +210,7 @@ mod tests {
         );
         let items: Vec<_> = (0..2).map(|i| ds.get(i).unwrap()).collect();
         assert!(ds.get(2).is_none());
-        let batch: CohortBatch<Flex> = CohortBatcher.batch(items, &Default::default());
+        let batch: CohortBatch<Cpu> = CohortBatcher.batch(items, &Default::default());
         assert_eq!(batch.volumes.dims(), [2, 1, 2, 3, 4]);
         let v: Vec<f32> = batch.volumes.into_data().to_vec().unwrap();
         assert_eq!(v[23], 23.0);

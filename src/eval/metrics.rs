@@ -2,21 +2,29 @@
 //! per-class sensitivity and specificity, macro one-vs-rest AUC (plain AUC for two classes), the
 //! confusion matrix; MMSE MAE, RMSE and Pearson r.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub n: usize,
     pub accuracy: f64,
     pub balanced_accuracy: f64,
     /// Recall of each class, in class order.
+    #[serde(deserialize_with = "nan_for_null")]
     pub sensitivity: Vec<f64>,
     /// True-negative rate of each class (one vs rest).
+    #[serde(deserialize_with = "nan_for_null")]
     pub specificity: Vec<f64>,
     /// Macro one-vs-rest AUC over the classes present; the positive class's AUC for two classes.
     pub auc: Option<f64>,
     /// `confusion[true][predicted]`
     pub confusion: Vec<Vec<usize>>,
+}
+
+/// JSON writes NaN (a class without examples) as `null`; read it back as NaN.
+fn nan_for_null<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Vec::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Metrics of predicted class probabilities `proba[i][c]` against labels `y[i]` in `0..n_classes`.
@@ -106,7 +114,7 @@ pub fn binary_auc(positive: &[bool], score: &[f64]) -> f64 {
     (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegressionMetrics {
     pub n: usize,
     pub mae: f64,

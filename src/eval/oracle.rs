@@ -8,7 +8,7 @@ use crate::data::label::Label;
 use crate::data::preprocess::IndexRow;
 use crate::error::{Error, Result};
 use crate::eval::logreg::{self, LogReg};
-use crate::train::epoch::Predictions;
+use crate::eval::predict::Predictions;
 
 /// The features, as the table names them.
 pub const FEATURES: [&str; 7] = ["Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp", "AGE"];

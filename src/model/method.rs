@@ -142,6 +142,52 @@ impl<B: Backend> AdClip<B> {
         }
     }
 
+    /// Fresh trainable parts for `backbone`, drawn on the backend `R` (the CPU) after seeding it
+    /// with `seed`, then moved to `B`: the same seed gives the same starting point on every
+    /// device, because each backend has its own random generator. The backbone's own CLS token
+    /// is kept. On the CPU the values are exactly those `new` draws after the same seed.
+    pub fn new_seeded<R: Backend>(
+        backbone: ClipBackbone<B>,
+        cfg: &MethodConfig,
+        seed: u64,
+        device: &B::Device,
+    ) -> Self {
+        let vit = &backbone.vit;
+        let patch_dim = vit.patch_embed.weight.dims()[0];
+        let vit_stub = super::vit3d::Vit3dConfig {
+            img_size: [1, 1, patch_dim],
+            patch_size: [1, 1, patch_dim],
+            in_channels: 1,
+            hidden_size: vit.hidden_size(),
+            mlp_dim: 1,
+            num_layers: vit.blocks.len(),
+            num_heads: 1,
+            layer_norm_eps: 1e-5,
+        };
+        let text_stub = super::bert::BertConfig {
+            vocab_size: 1,
+            hidden_size: backbone.bert.hidden_size(),
+            num_hidden_layers: 1,
+            num_attention_heads: 1,
+            intermediate_size: 1,
+            max_position_embeddings: 1,
+            ..super::bert::BertConfig::bert_base_uncased()
+        };
+        let cpu = R::Device::default();
+        let stub = ClipBackbone::<R>::from_towers(
+            super::vit3d::Vit3d::init(&vit_stub, &cpu).expect("a stub of a loaded ViT's shape is valid"),
+            super::bert::Bert::init(&text_stub, &cpu).expect("a stub of a loaded BERT's shape is valid"),
+            1,
+            &cpu,
+        );
+        R::seed(&cpu, seed);
+        let drawn = AdClip::new(stub, cfg, &cpu).trainable_tensors("");
+        let drawn: std::collections::BTreeMap<_, _> = drawn.into_iter().filter(|(k, _)| k != "cls_token").collect();
+        let store =
+            super::weights::WeightStore::<B>::new(std::path::Path::new("(seeded initialisation)"), drawn, &[], device);
+        AdClip::new(backbone, cfg, device).load_trainable(&store, "", cfg)
+    }
+
     /// Replace the trainable parts by tensors named as `save_trainable` writes them (and as the
     /// reference fixtures name them): `{prefix}visual_prompts`, `mmse_token`, `f_mmse.{0,2}`,
     /// `text_prompts`, `f_v`, `f_t`, `xattn.{i2t,t2i}` (torch `MultiheadAttention` layout),

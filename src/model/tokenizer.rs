@@ -10,6 +10,9 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
 use crate::error::{Error, Result};
 
 /// Token ids and attention masks of a batch, padded to its longest sequence.
@@ -116,4 +119,17 @@ impl TextTokenizer {
         }
         Ok(Encoded { ids, mask })
     }
+}
+
+/// Token ids and mask tensors (`[batch, tokens]`) for a batch of texts.
+pub fn tokenize<B: Backend>(
+    tok: &TextTokenizer,
+    texts: &[String],
+    device: &B::Device,
+) -> Result<(Tensor<B, 2, Int>, Tensor<B, 2>)> {
+    let enc = tok.encode(texts)?;
+    let (b, n) = (enc.batch(), enc.len());
+    let ids = Tensor::from_data(TensorData::new(enc.ids.concat(), [b, n]), device);
+    let mask: Vec<f32> = enc.mask.concat().into_iter().map(|m| m as f32).collect();
+    Ok((ids, Tensor::from_data(TensorData::new(mask, [b, n]), device)))
 }

@@ -59,6 +59,14 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     Ok(out)
 }
 
+/// The string metadata (`__metadata__`) of a safetensors file's header; empty when it has none.
+pub fn read_safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Weights { path: path.into(), reason: format!("not a safetensors file: {e}") })?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
 /// Read every tensor of a PyTorch checkpoint (`torch.save`: zip or legacy pickle, any float
 /// dtype including bfloat16, as M3D-CLIP's `pretrained_ViT.bin`) as f32.
 pub fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>> {

@@ -12,22 +12,21 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::backbones::m3d::write_safetensors;
 use crate::model::method::{AdClip, MethodConfig};
-use crate::model::weights::{read_safetensors, WeightStore};
+use crate::run_folder::{read_trainable, write_trainable, MmseScale};
 
-pub type TrainBackend = Autodiff<Flex>;
-pub type Optim = OptimizerAdaptor<AdamW, AdClip<TrainBackend>, TrainBackend>;
-type OptimRecord = <Optim as Optimizer<AdClip<TrainBackend>, TrainBackend>>::Record;
+/// The fine-tuning optimiser on backend `B`.
+pub type Optim<B> = OptimizerAdaptor<AdamW, AdClip<B>, B>;
+type OptimRecord<B> = <Optim<B> as Optimizer<AdClip<B>, B>>::Record;
 
 /// Every float parameter id of a module, in traversal order.
 struct Ids(Vec<ParamId>);
@@ -38,7 +37,7 @@ impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Ids {
     }
 }
 
-fn param_ids<M: Module<TrainBackend>>(m: &M) -> Vec<ParamId> {
+fn param_ids<B: AutodiffBackend, M: Module<B>>(m: &M) -> Vec<ParamId> {
     let mut v = Ids(Vec::new());
     m.visit(&mut v);
     v.0
@@ -49,21 +48,22 @@ fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
 }
 
 /// Write `checkpoint-{epoch}` under `run`, then point `checkpoint.json` at it and drop older ones.
-pub fn save<S: Serialize>(
+pub fn save<B: AutodiffBackend, S: Serialize>(
     run: &Path,
     epoch: u64,
-    model: &AdClip<TrainBackend>,
-    optim: &Optim,
+    model: &AdClip<B>,
+    optim: &Optim<B>,
+    scale: MmseScale,
     state: &S,
 ) -> Result<()> {
     let name = format!("checkpoint-{epoch}");
     let dir = run.join(&name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    write_safetensors(&dir.join("trainable.safetensors"), &model.trainable_tensors("adfit."))?;
+    write_trainable(&dir.join("trainable.safetensors"), model, scale)?;
     let position: HashMap<ParamId, u64> =
         param_ids(model).into_iter().enumerate().map(|(i, id)| (id, i as u64)).collect();
-    let record: OptimRecord =
+    let record: OptimRecord<B> =
         optim.to_record().into_iter().filter_map(|(id, r)| position.get(&id).map(|&p| (ParamId::from(p), r))).collect();
     recorder()
         .record(record, dir.join("optimizer"))
@@ -96,22 +96,19 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Restore model weights, optimiser state and loop state from a checkpoint folder.
-pub fn load<S: DeserializeOwned>(
+pub fn load<B: AutodiffBackend, S: DeserializeOwned>(
     dir: &Path,
-    model: AdClip<TrainBackend>,
-    optim: Optim,
+    model: AdClip<B>,
+    optim: Optim<B>,
     method: &MethodConfig,
-    device: &burn::tensor::Device<TrainBackend>,
-) -> Result<(AdClip<TrainBackend>, Optim, S)> {
-    let weights = dir.join("trainable.safetensors");
-    let store = WeightStore::<TrainBackend>::new(&weights, read_safetensors(&weights)?, &[], device);
-    let model = model.load_trainable(&store, "adfit.", method);
-    store.finish()?;
+    device: &B::Device,
+) -> Result<(AdClip<B>, Optim<B>, S)> {
+    let (model, _) = read_trainable(&dir.join("trainable.safetensors"), model, method, device)?;
     let ids = param_ids(&model);
-    let record: OptimRecord = recorder()
+    let record: OptimRecord<B> = recorder()
         .load(dir.join("optimizer"), device)
         .map_err(|e| Error::Weights { path: dir.join("optimizer.mpk"), reason: e.to_string() })?;
-    let record: OptimRecord =
+    let record: OptimRecord<B> =
         record.into_iter().filter_map(|(p, r)| ids.get(p.val() as usize).map(|&id| (id, r))).collect();
     let optim = optim.load_record(record);
     let path = dir.join("state.json");

@@ -1,9 +1,12 @@
-//! Training: epochs of the method on the preprocessing cache, evaluation against the class
-//! prompts, decoupled weight decay on matrices, and the learning-rate schedule.
+//! Training: epochs of the method on the preprocessing cache, the fine-tuning job over one fold,
+//! resumable checkpoints, decoupled weight decay on matrices, the learning-rate schedule, and
+//! pre-training of adfit's own small backbone.
 
 pub mod checkpoint;
 pub mod decay;
 pub mod epoch;
+pub mod finetune;
 pub mod plateau;
 pub mod pretrain;
-pub mod settings;
+pub mod pretrain_job;
+pub mod step_bench;

@@ -17,9 +17,9 @@ use crate::model::backbones::m3d::BackboneConfig;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::loss::clip_loss;
+use crate::model::tokenizer::tokenize;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::vit3d::{Vit3d, Vit3dConfig};
-use crate::train::epoch::tokenize;
 
 /// The small backbone's shape and its pre-training schedule.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use adfit::model::backbones::m3d::{save, BackboneConfig};
+use adfit::model::bert::{Bert, BertConfig};
+use adfit::model::clip::ClipBackbone;
+use adfit::model::vit3d::{Vit3d, Vit3dConfig};
+
 /// Run `adfit` in `dir`.
 pub fn adfit(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_adfit"))
@@ -60,4 +65,48 @@ pub fn minilm_dir() -> PathBuf {
 /// The real uncased BERT vocabulary.
 pub fn vocab() -> PathBuf {
     minilm_dir().join("vocab.txt")
+}
+
+/// A tiny random backbone in M3D-CLIP's layout (ViT 16×32×32-ready, 1-layer BERT of width 32).
+pub fn tiny_backbone(dir: &Path) {
+    let device = Default::default();
+    let vit = Vit3dConfig::tiny();
+    let text = BertConfig {
+        hidden_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 256,
+        ..BertConfig::bert_base_uncased()
+    };
+    let model = ClipBackbone::<adfit::backend::Cpu>::from_towers(
+        Vit3d::init(&vit, &device).unwrap(),
+        Bert::init(&text, &device).unwrap(),
+        64,
+        &device,
+    );
+    let config = BackboneConfig::from_towers(&vit, text, "tiny-random-bert", 256, 64);
+    save(dir, &model, &config, &vocab()).unwrap();
+}
+
+/// In `d`: a tiny backbone (`backbone/`), the tiny synthetic cohort for `seed` (`demo/`),
+/// preprocessed to 16×32×32 (`cache/`), and a 3-fold split (`split.csv`).
+pub fn setup(d: &Path, seed: &str) {
+    tiny_backbone(&d.join("backbone"));
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", seed]);
+    ok(
+        d,
+        &[
+            "preprocess",
+            "--scans",
+            "demo/adni/scans.csv",
+            "--table",
+            "demo/adni/ADNIMERGE.csv",
+            "--out",
+            "cache",
+            "--shape",
+            "16,32,32",
+        ],
+    );
+    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
 }

@@ -281,6 +281,15 @@ pub fn save<B: Backend>(dir: &Path, model: &ClipBackbone<B>, config: &BackboneCo
 
 /// Write named f32 tensors as safetensors, atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result<()> {
+    write_safetensors_with_metadata(path, tensors, None)
+}
+
+/// [`write_safetensors`] with string metadata in the file's header (`__metadata__`).
+pub fn write_safetensors_with_metadata(
+    path: &Path,
+    tensors: &[(String, RawTensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -290,8 +299,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, RawTensor)]) -> Result
                 .map_err(|e| Error::Weights { path: path.into(), reason: format!("{name}: {e}") })
         })
         .collect::<Result<_>>()?;
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| Error::Weights { path: path.into(), reason: e.to_string() })?;
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::Weights { path: path.into(), reason: e.to_string() })?;
     crate::util::write_bytes_atomic(path, &bytes)
 }
 

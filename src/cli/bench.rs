@@ -1,0 +1,39 @@
+//! `adfit bench-step`: time the method's training step at a named backbone shape on a device
+//! (random weights, nothing read or written), as one JSON line.
+
+use clap::Args;
+
+use super::DeviceArg;
+use crate::train::step_bench::{BenchShape, StepBench};
+
+#[derive(Debug, Args)]
+pub struct BenchStepArgs {
+    #[arg(long, value_enum, default_value_t = BenchShape::Phantom)]
+    pub shape: BenchShape,
+    /// Scans per step (default: 8 for phantom, 2 for m3d).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Text length in tokens.
+    #[arg(long, default_value_t = 96)]
+    pub tokens: usize,
+    /// Timed steps after one warm-up step; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+pub fn run(a: BenchStepArgs) -> anyhow::Result<()> {
+    let job = StepBench {
+        shape: a.shape,
+        batch: a.batch.unwrap_or(a.shape.default_batch()).max(2),
+        tokens: a.tokens.max(2),
+        repeat: a.repeat.max(1),
+    };
+    let t = crate::backend::dispatch(a.device.device, job)?;
+    let mut v = serde_json::to_value(&t)?;
+    v["tool"] = "adfit".into();
+    v["device"] = a.device.device.to_string().into();
+    println!("{v}");
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Embedding volumes and texts exactly as a backbone computes them (M3D-CLIP's `encode_image` /
+//! `encode_text`), and their similarity times `logit_scale`: `adfit embed` as a library job.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::TensorData;
+use serde::Serialize;
+
+use crate::backend::Job;
+use crate::data::nifti_io::read_nifti;
+use crate::error::{Error, Result};
+use crate::model::backbones::m3d::{read_config, write_safetensors, Backbone};
+use crate::model::tokenizer::tokenize;
+use crate::model::vit3d::PosEmbedPolicy;
+use crate::model::weights::RawTensor;
+
+/// What to embed, with which backbone.
+#[derive(Debug, Clone)]
+pub struct EmbedJob {
+    pub backbone: PathBuf,
+    /// Volumes used as stored (D, H, W), all of one grid that the backbone's patch divides.
+    pub volumes: Vec<PathBuf>,
+    pub texts: Vec<String>,
+    /// How the position embedding meets a grid other than the backbone's own.
+    pub pos_embed: PosEmbedPolicy,
+}
+
+/// Embeddings `[n, joint]`, texts `[m, joint]` and logits `[n, m]`.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub images: RawTensor,
+    pub texts: RawTensor,
+    pub logits: RawTensor,
+    pub logit_scale: f32,
+}
+
+#[derive(Serialize)]
+struct EmbedJson {
+    image_embeddings: Vec<Vec<f32>>,
+    text_embeddings: Vec<Vec<f32>>,
+    logits: Vec<Vec<f32>>,
+    logit_scale: f32,
+}
+
+fn rows(t: &RawTensor) -> Vec<Vec<f32>> {
+    match t.shape.as_slice() {
+        [_, d] if *d > 0 => t.data.chunks(*d).map(<[f32]>::to_vec).collect(),
+        [n, 0] => vec![Vec::new(); *n],
+        _ => Vec::new(),
+    }
+}
+
+impl Embeddings {
+    /// `.json` (image_embeddings [N][D], text_embeddings [M][D], logits [N][M], logit_scale) or
+    /// `.safetensors` (the same names; empty ones left out).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if is_json(path)? {
+            let out = EmbedJson {
+                image_embeddings: rows(&self.images),
+                text_embeddings: rows(&self.texts),
+                logits: rows(&self.logits),
+                logit_scale: self.logit_scale,
+            };
+            let json = serde_json::to_string_pretty(&out).map_err(|e| Error::Json { path: path.into(), source: e })?;
+            return crate::util::write_bytes_atomic(path, json.as_bytes());
+        }
+        let named: Vec<(String, RawTensor)> =
+            [("image_embeddings", &self.images), ("text_embeddings", &self.texts), ("logits", &self.logits)]
+                .into_iter()
+                .filter(|(_, t)| !t.data.is_empty())
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect();
+        write_safetensors(path, &named)
+    }
+}
+
+/// Whether `path` asks for JSON (`.json`) rather than safetensors; anything else is an error.
+pub fn is_json(path: &Path) -> Result<bool> {
+    match path.extension().map(|e| e.to_string_lossy().to_lowercase()).as_deref() {
+        Some("json") => Ok(true),
+        Some("safetensors") => Ok(false),
+        _ => Err(Error::config("--out", format!("{}: must end in .json or .safetensors", path.display()))),
+    }
+}
+
+/// The volumes' voxels and their common grid, checked against the backbone's configuration
+/// before any weight is read.
+fn read_volumes(job: &EmbedJob) -> Result<Option<([usize; 3], Vec<f32>)>> {
+    let config = read_config(&job.backbone)?;
+    let mut grid: Option<[usize; 3]> = None;
+    let mut voxels = Vec::new();
+    for path in &job.volumes {
+        let vol = read_nifti(path)?.volume;
+        let g = *grid.get_or_insert(vol.shape);
+        if vol.shape != g {
+            return Err(Error::volume(
+                path.display().to_string(),
+                format!(
+                    "the volume is {:?} but the first one is {g:?}: embed volumes of one grid at a time",
+                    vol.shape
+                ),
+            ));
+        }
+        let mut vit = config.vit();
+        vit.img_size = vol.shape;
+        let fits = vit.grid().is_ok()
+            && (job.pos_embed == PosEmbedPolicy::Interpolate
+                || vit.num_patches().ok() == config.vit().num_patches().ok());
+        if !fits {
+            return Err(Error::volume(
+                path.display().to_string(),
+                format!(
+                    "the volume is {:?} (D, H, W as stored), which the backbone (img_size {:?}, patch {:?}) cannot \
+                     read{}; preprocess it first (adfit preprocess --shape D,H,W, or adfit convert --resize)",
+                    vol.shape,
+                    config.img_size,
+                    config.patch_size,
+                    if vit.grid().is_ok() {
+                        " with --pos-embed reinterpret (another token count): try --pos-embed interpolate"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        voxels.extend_from_slice(&vol.data);
+    }
+    Ok(grid.map(|g| (g, voxels)))
+}
+
+fn raw<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<RawTensor> {
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::config("tensor", format!("{e:?}")))?;
+    Ok(RawTensor { shape, data })
+}
+
+impl Job for EmbedJob {
+    type Output = Embeddings;
+
+    fn run<AD: AutodiffBackend>(self, device: AD::Device) -> Result<Embeddings> {
+        type B<AD> = <AD as AutodiffBackend>::InnerBackend;
+        if self.volumes.is_empty() && self.texts.is_empty() {
+            return Err(Error::config("embed", "nothing to embed: give at least one volume or text"));
+        }
+        let volumes = read_volumes(&self)?;
+        let grid = volumes.as_ref().map(|(g, _)| *g);
+        let backbone = Backbone::<B<AD>>::load(&self.backbone, grid, self.pos_embed, &device)?;
+        let joint = backbone.config.joint_dim();
+        let images = match volumes {
+            None => Tensor::<B<AD>, 2>::zeros([0, joint], &device),
+            Some(([d, h, w], voxels)) => {
+                let x = Tensor::from_data(TensorData::new(voxels, [self.volumes.len(), 1, d, h, w]), &device);
+                backbone.model.encode_image(x)
+            }
+        };
+        let texts = if self.texts.is_empty() {
+            Tensor::<B<AD>, 2>::zeros([0, joint], &device)
+        } else {
+            let (ids, mask) = tokenize::<B<AD>>(&backbone.tokenizer, &self.texts, &device)?;
+            backbone.model.encode_text(ids, mask)
+        };
+        let logit_scale = raw(backbone.model.logit_scale.val())?.data[0];
+        let logits = if self.volumes.is_empty() || self.texts.is_empty() {
+            RawTensor { shape: vec![self.volumes.len(), self.texts.len()], data: Vec::new() }
+        } else {
+            raw(backbone.model.logits(images.clone(), texts.clone()))?
+        };
+        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale })
+    }
+}

@@ -1,0 +1,223 @@
+//! `adfit eval` as a library job: choose the scans, score them with the zero-shot backbone, a
+//! fine-tuned run or the metadata oracle, and report scan- and subject-level metrics.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{DeviceSpec, Job};
+use crate::data::cache::cached_shape;
+use crate::data::dataset::CohortDataset;
+use crate::data::label::Label;
+use crate::data::report::ReportTemplate;
+use crate::data::split::{read_split, Part};
+use crate::error::{Error, Result};
+use crate::eval::metrics::{ClassMetrics, RegressionMetrics};
+use crate::eval::predict::{baseline_visits, predict, predict_batches, score, Predictions};
+use crate::model::backbones::Backbone;
+use crate::model::tokenizer::tokenize;
+use crate::model::vit3d::PosEmbedPolicy;
+use crate::run_folder::{self, RunConfig};
+
+/// What is evaluated.
+#[derive(Debug, Clone)]
+pub enum EvalModel {
+    /// The bare backbone as its CLIP head matches images and texts (projections, L2,
+    /// logit_scale), with `pos_embed` deciding how its position embedding meets the cache grid.
+    ZeroShot { backbone: PathBuf, pos_embed: PosEmbedPolicy },
+    /// The best checkpoint of a `finetune` run folder on its backbone.
+    FineTuned { backbone: PathBuf, run: PathBuf },
+    /// Logistic and ridge regression on the table's volumes and age, fitted on the run's
+    /// training scans.
+    Oracle { run: PathBuf },
+}
+
+impl EvalModel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EvalModel::ZeroShot { .. } => "zero-shot",
+            EvalModel::FineTuned { .. } => "fine-tuned",
+            EvalModel::Oracle { .. } => "oracle",
+        }
+    }
+}
+
+/// One evaluation: a model on the labelled scans of an index (optionally one part of one fold).
+#[derive(Debug, Clone)]
+pub struct EvalJob {
+    pub model: EvalModel,
+    pub index: PathBuf,
+    /// Only the scans of `part` in this fold of this split; all labelled scans when `None`.
+    pub split: Option<(PathBuf, usize)>,
+    pub part: Part,
+    /// The classes to choose among (at least two).
+    pub classes: Vec<Label>,
+    /// Scans per forward pass; `None`: the run's own batch size (so `eval` reproduces the test
+    /// scores `finetune` wrote bit for bit), 8 for a bare backbone.
+    pub batch_size: Option<usize>,
+}
+
+/// Metrics of one level (scans, or subjects' baseline visits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub classification: ClassMetrics,
+    pub mmse: Option<RegressionMetrics>,
+}
+
+/// `metrics.json` of an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub classes: Vec<Label>,
+    pub model: String,
+    pub scan: Scored,
+    pub subject_baseline: Scored,
+}
+
+impl EvalMetrics {
+    pub const FILE: &'static str = "metrics.json";
+
+    pub fn read(out: &Path) -> Result<Self> {
+        let path = out.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Json { path, source: e })
+    }
+}
+
+/// An evaluation's results: its metrics and every scan's prediction.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    pub metrics: EvalMetrics,
+    pub predictions: Predictions,
+}
+
+impl EvalReport {
+    /// `metrics.json`, `predictions.csv` and `confusion.png` in `out` (created).
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let m = &self.metrics;
+        self.predictions.write_csv(&out.join("predictions.csv"), &m.classes)?;
+        let names: Vec<&str> = m.classes.iter().map(|l| l.as_str()).collect();
+        let c = &m.scan.classification;
+        let title = format!("{}: {} scans (balanced accuracy {:.3})", m.model, c.n, c.balanced_accuracy);
+        crate::plot::confusion(&out.join("confusion.png"), &title, &names, &c.confusion)?;
+        // The metrics last: their presence marks a finished evaluation.
+        let path = out.join(EvalMetrics::FILE);
+        let json = serde_json::to_string_pretty(m).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+        crate::util::write_bytes_atomic(&path, json.as_bytes())
+    }
+}
+
+/// Run `job` on `device` (the oracle needs none).
+pub fn evaluate(job: EvalJob, device: DeviceSpec) -> Result<EvalReport> {
+    if job.classes.len() < 2 {
+        return Err(Error::config("classes", "needs at least two classes"));
+    }
+    let ds = select_scans(&job)?;
+    let predictions = match &job.model {
+        EvalModel::Oracle { run } => oracle(run, &ds, &job.classes)?,
+        _ => crate::backend::dispatch(device, ImageModel { job: &job, ds: &ds })?,
+    };
+    let (scan, scan_mmse) = score(&predictions, &job.classes);
+    let (subject, subject_mmse) = score(&predictions.select(&baseline_visits(&ds)), &job.classes);
+    let metrics = EvalMetrics {
+        classes: job.classes.clone(),
+        model: job.model.name().into(),
+        scan: Scored { classification: scan, mmse: scan_mmse },
+        subject_baseline: Scored { classification: subject, mmse: subject_mmse },
+    };
+    Ok(EvalReport { metrics, predictions })
+}
+
+/// The labelled scans of `job.classes` in the chosen part of the index.
+fn select_scans(job: &EvalJob) -> Result<CohortDataset> {
+    let all = CohortDataset::open(&job.index)?;
+    let parts: Option<HashMap<String, Part>> = match &job.split {
+        Some((path, fold)) => {
+            let split = read_split(path)?;
+            if *fold >= split.folds() {
+                return Err(Error::Split {
+                    path: path.clone(),
+                    reason: format!("fold {fold} asked for, but the split has {} folds", split.folds()),
+                });
+            }
+            Some(split.fold(*fold).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        }
+        None => None,
+    };
+    let rows: Vec<_> = all
+        .rows()
+        .iter()
+        .filter(|r| parts.as_ref().is_none_or(|p| p.get(&r.subject) == Some(&job.part)))
+        .filter(|r| r.label.as_deref().and_then(Label::parse).is_some_and(|l| job.classes.contains(&l)))
+        .cloned()
+        .collect();
+    if rows.is_empty() {
+        let names: Vec<&str> = job.classes.iter().map(|c| c.as_str()).collect();
+        return Err(Error::table(&job.index, format!("no labelled scans of classes {names:?} to evaluate")));
+    }
+    Ok(CohortDataset::from_rows(index_root(&job.index), rows))
+}
+
+/// The folder an index's cache paths are relative to.
+pub fn index_root(index: &Path) -> PathBuf {
+    index.parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+/// The grid (D, H, W) of the cached volumes of `ds` (its first scan's).
+pub fn grid_of(ds: &CohortDataset) -> Result<[usize; 3]> {
+    let first = ds.rows().first().ok_or_else(|| Error::config("index", "has no scans"))?;
+    cached_shape(&ds.root().join(&first.cache))
+}
+
+/// The zero-shot backbone or a fine-tuned run, on the chosen backend.
+struct ImageModel<'a> {
+    job: &'a EvalJob,
+    ds: &'a CohortDataset,
+}
+
+impl Job for ImageModel<'_> {
+    type Output = Predictions;
+
+    fn run<AD: AutodiffBackend>(self, device: AD::Device) -> Result<Predictions> {
+        type B<AD> = <AD as AutodiffBackend>::InnerBackend;
+        let (job, ds) = (self.job, self.ds);
+        let img_size = grid_of(ds)?;
+        let template = ReportTemplate::default();
+        match &job.model {
+            EvalModel::ZeroShot { backbone, pos_embed } => {
+                let b = Backbone::<B<AD>>::load(backbone, Some(img_size), *pos_embed, &device)?;
+                let prompts: Vec<String> = job.classes.iter().map(|&c| template.prompt(c)).collect();
+                let (ids, mask) = tokenize::<B<AD>>(&b.tokenizer, &prompts, &device)?;
+                let w = b.model.encode_text(ids, mask);
+                predict_batches(ds, job.classes.len(), job.batch_size.unwrap_or(8), &device, |volumes| {
+                    (softmax(b.model.logits(b.model.encode_image(volumes), w.clone()), 1), None)
+                })
+            }
+            EvalModel::FineTuned { backbone, run } => {
+                let f = run_folder::load::<B<AD>>(run, backbone, img_size, &device)?;
+                let batch = job.batch_size.unwrap_or(f.config.settings.batch_size);
+                predict(&f.model, ds, &f.tokenizer, &template, &job.classes, f.scale, batch, &device)
+            }
+            EvalModel::Oracle { .. } => unreachable!("the oracle runs without a backend"),
+        }
+    }
+}
+
+/// The metadata oracle fitted on the training scans of `run` (its train.csv, looked up in the
+/// index the run was trained from).
+fn oracle(run: &Path, ds: &CohortDataset, classes: &[Label]) -> Result<Predictions> {
+    let cfg = RunConfig::read(run)?;
+    let wanted = run_folder::read_train_list(run)?;
+    let index = CohortDataset::open(&cfg.index)?;
+    let train: Vec<_> = index.rows().iter().filter(|r| wanted.contains(&r.scan)).cloned().collect();
+    if train.len() != wanted.len() {
+        return Err(Error::table(
+            run.join(run_folder::TRAIN_LIST),
+            format!("lists {} training scans but only {} are in {}", wanted.len(), train.len(), cfg.index.display()),
+        ));
+    }
+    Ok(crate::eval::oracle::Oracle::fit(&train)?.predict(ds.rows(), classes))
+}

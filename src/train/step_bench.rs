@@ -1,0 +1,111 @@
+//! Training-step throughput of the method on any backend, in scans per second: encode a batch
+//! of random volumes with deep visual prompts and the [MMSE] token through the frozen ViT, texts
+//! with text prompts through the frozen BERT, cross-attention, the loss, backward, and an AdamW
+//! step. Random weights at a named backbone shape. `benches/step.rs` (CPU, with peak RSS) and
+//! `adfit bench-step --device cuda` (scripts/gpu_check.sh) run it; `scripts/bench_step.py` is
+//! the same step in PyTorch.
+
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, TensorData};
+use serde::Serialize;
+
+use crate::backend::Job;
+use crate::error::Result;
+use crate::model::bert::{Bert, BertConfig};
+use crate::model::clip::ClipBackbone;
+use crate::model::method::{AdClip, MethodConfig};
+use crate::model::vit3d::{Vit3d, Vit3dConfig};
+use crate::train::pretrain::PretrainConfig;
+
+/// The backbone shapes the benchmark knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchShape {
+    /// adfit's own backbone as `adfit pretrain` builds it (64³, 16³ patches, width 64).
+    Phantom,
+    /// M3D-CLIP at 128³ (4×16×16 patches = 2,048 tokens, ViT-B) with bert-base.
+    M3d,
+}
+
+impl BenchShape {
+    pub fn towers(self) -> (Vit3dConfig, BertConfig) {
+        match self {
+            BenchShape::M3d => (
+                Vit3dConfig { img_size: [128, 128, 128], ..Vit3dConfig::m3d() },
+                BertConfig { max_position_embeddings: 512, ..BertConfig::bert_base_uncased() },
+            ),
+            BenchShape::Phantom => (PretrainConfig::default().vit(), PretrainConfig::default().text(200)),
+        }
+    }
+
+    /// The batch the benchmark tables use by default.
+    pub fn default_batch(self) -> usize {
+        match self {
+            BenchShape::M3d => 2,
+            BenchShape::Phantom => 8,
+        }
+    }
+}
+
+/// `repeat` timed steps after one warm-up step.
+#[derive(Debug, Clone)]
+pub struct StepBench {
+    pub shape: BenchShape,
+    pub batch: usize,
+    /// Text length in tokens.
+    pub tokens: usize,
+    pub repeat: usize,
+}
+
+/// The median step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub shape: BenchShape,
+    pub batch: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub scans_per_s: f64,
+}
+
+impl Job for StepBench {
+    type Output = StepTiming;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StepTiming> {
+        let (vit, text) = self.shape.towers();
+        let (batch, tokens) = (self.batch, self.tokens);
+        let h = vit.hidden_size;
+        let backbone =
+            ClipBackbone::<B>::from_towers(Vit3d::init(&vit, &device)?, Bert::init(&text, &device)?, h, &device);
+        let cfg = MethodConfig { embed_dim: h, mmse_hidden: h / 2, ..Default::default() };
+        let mut model = AdClip::new(backbone, &cfg, &device);
+        let mut optim = AdamWConfig::new().init::<B, AdClip<B>>();
+        let [d, hh, w] = vit.img_size;
+        let x = Tensor::<B, 5>::random([batch, 1, d, hh, w], Distribution::Uniform(0.0, 1.0), &device);
+        let ids: Vec<i64> = (0..batch * tokens).map(|i| 5 + (i as i64 * 7919) % (text.vocab_size as i64 - 5)).collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, tokens]), &device);
+        let mask = Tensor::<B, 2>::ones([batch, tokens], &device);
+        let target = Tensor::<B, 1>::random([batch], Distribution::Normal(0.0, 1.0), &device);
+        let mmse_mask = Tensor::<B, 1>::ones([batch], &device);
+        let mut times = Vec::new();
+        for i in 0..=self.repeat {
+            let t = Instant::now();
+            let image = model.encode_image(x.clone());
+            let w = model.encode_text(ids.clone(), mask.clone());
+            let loss = model.loss(&image, w, target.clone(), mmse_mask.clone(), 0.5);
+            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+            model = optim.step(1e-3, model, grads);
+            // Reading a value back waits for the device.
+            let _ = model.scale.val().into_data();
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let seconds = times[times.len() / 2];
+        Ok(StepTiming { shape: self.shape, batch, tokens, seconds, scans_per_s: batch as f64 / seconds })
+    }
+}
