@@ -49,12 +49,24 @@ texts=(--text "A photo of NC." --text "A photo of MCI." --text "A photo of AD." 
 for dev in cpu cuda; do
   $ADFIT -q embed --backbone backbones/phantom-64 "${vols[@]}" "${texts[@]}" --out "$OUT/embed-$dev.json" --device $dev
 done
+for p in bf16 f16; do
+  $ADFIT -q embed --backbone backbones/phantom-64 "${vols[@]}" "${texts[@]}" --out "$OUT/embed-cuda-$p.json" \
+    --device cuda --precision $p
+done
 "$PY" - "$OUT" <<'PY' | tee "$OUT/embed.txt"
 import json, sys, pathlib
 d = pathlib.Path(sys.argv[1])
-a, b = (json.loads((d / f"embed-{x}.json").read_text()) for x in ("cpu", "cuda"))
-worst = max(abs(x - y) for k in ("image_embeddings", "text_embeddings", "logits") for r, s in zip(a[k], b[k]) for x, y in zip(r, s))
-print(f"embed: {len(a['image_embeddings'])} volumes, {len(a['text_embeddings'])} texts, max abs difference cuda vs cpu {worst:.2e}")
+a = json.loads((d / "embed-cpu.json").read_text())
+parts = []
+for name in ("cuda", "cuda-bf16", "cuda-f16"):
+    try:
+        b = json.loads((d / f"embed-{name}.json").read_text())
+    except Exception:
+        parts.append(f"{name}: failed")
+        continue
+    worst = max(abs(x - y) for k in ("image_embeddings", "text_embeddings") for r, s in zip(a[k], b[k]) for x, y in zip(r, s))
+    parts.append(f"{name} {worst:.2e}")
+print(f"embed, {len(a['image_embeddings'])} volumes and {len(a['text_embeddings'])} texts, max abs difference from cpu fp32: " + ", ".join(parts))
 PY
 
 echo "== 2. training step at the M3D-CLIP shape on cuda (adfit)"
@@ -62,6 +74,8 @@ for b in 2 8; do
   peak_gpu "$OUT/step-adfit-$b" -- $ADFIT -q bench-step --shape m3d --batch $b --repeat 3 --device cuda \
     | tee "$OUT/step-adfit-$b.json"
 done
+peak_gpu "$OUT/step-adfit-bf16-8" -- $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda \
+  --precision bf16 | tee "$OUT/step-adfit-bf16-8.json"
 
 echo "== 3. the same step in PyTorch"
 if "$PY" -c "import torch, monai, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
@@ -111,6 +125,9 @@ for b in (2, 8):
         if t:
             ratio = f", adfit/torch {r['scans_per_s'] / t['scans_per_s']:.2f}x" if r else ""
             print(f"| M3D step, batch {b}, PyTorch {t['torch']} ({attn} BERT) | {t['scans_per_s']:.2f} scans/s, peak GPU {peak(d / f'step-torch-{attn}-{b}.peak'):.0f} MiB (allocator {t['peak_gpu_alloc_mib']:.0f} MiB){ratio} |")
+r = load(d / "step-adfit-bf16-8.json")
+if r:
+    print(f"| M3D step, batch 8, adfit cuda, bf16 frozen towers | {r['scans_per_s']:.2f} scans/s ({r['seconds']:.3f} s), peak GPU {peak(d / 'step-adfit-bf16-8.peak'):.0f} MiB |")
 for dev in ("cuda", "cpu"):
     log = (d / f"ft-{dev}.log").read_text() if (d / f"ft-{dev}.log").exists() else ""
     speed = re.findall(r"\(([\d.]+) training scans/s\)", log)

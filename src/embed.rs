@@ -12,6 +12,7 @@ use crate::backend::Job;
 use crate::data::nifti_io::read_nifti;
 use crate::error::{Error, Result};
 use crate::model::backbones::m3d::{read_config, write_safetensors, Backbone};
+use crate::model::precision::{cast_frozen, Precision};
 use crate::model::tokenizer::tokenize;
 use crate::model::vit3d::PosEmbedPolicy;
 use crate::model::weights::RawTensor;
@@ -25,6 +26,8 @@ pub struct EmbedJob {
     pub texts: Vec<String>,
     /// How the position embedding meets a grid other than the backbone's own.
     pub pos_embed: PosEmbedPolicy,
+    /// Element type of the frozen towers.
+    pub precision: Precision,
 }
 
 /// Embeddings `[n, joint]`, texts `[m, joint]` and logits `[n, m]`.
@@ -146,7 +149,8 @@ impl Job for EmbedJob {
         }
         let volumes = read_volumes(&self)?;
         let grid = volumes.as_ref().map(|(g, _)| *g);
-        let backbone = Backbone::<B<AD>>::load(&self.backbone, grid, self.pos_embed, &device)?;
+        let mut backbone = Backbone::<B<AD>>::load(&self.backbone, grid, self.pos_embed, &device)?;
+        backbone.model = cast_frozen(backbone.model, self.precision)?;
         let joint = backbone.config.joint_dim();
         let images = match volumes {
             None => Tensor::<B<AD>, 2>::zeros([0, joint], &device),

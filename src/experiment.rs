@@ -145,7 +145,11 @@ impl Experiment {
     /// The zero-shot backbone and the oracle on the run's test subjects, and all three models
     /// on the transfer cohort.
     fn compare(&self, fold: usize, dir: &Path, outcomes: &mut Vec<Outcome>) -> Result<()> {
-        let zero_shot = EvalModel::ZeroShot { backbone: self.backbone.clone(), pos_embed: self.base.pos_embed };
+        let zero_shot = EvalModel::ZeroShot {
+            backbone: self.backbone.clone(),
+            pos_embed: self.base.pos_embed,
+            precision: self.base.precision,
+        };
         let fine_tuned = EvalModel::FineTuned { backbone: self.backbone.clone(), run: dir.to_path_buf() };
         let oracle = EvalModel::Oracle { run: dir.to_path_buf() };
         let on_test = |model: EvalModel| EvalJob {

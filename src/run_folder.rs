@@ -192,7 +192,8 @@ pub struct FineTuned<B: Backend> {
 pub fn load<B: Backend>(run: &Path, backbone: &Path, img_size: [usize; 3], device: &B::Device) -> Result<FineTuned<B>> {
     let config = RunConfig::read(run)?;
     let b = Backbone::<B>::load(backbone, Some(img_size), config.settings.pos_embed, device)?;
-    let model = AdClip::new(b.model, &config.method, device);
+    let frozen = crate::model::precision::cast_frozen(b.model, config.settings.precision)?;
+    let model = AdClip::new(frozen, &config.method, device);
     let (model, scale) = read_trainable(&run.join(BEST), model, &config.method, device)?;
     let scale = scale.unwrap_or(config.mmse_scale);
     Ok(FineTuned { model, tokenizer: b.tokenizer, config, scale })

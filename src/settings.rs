@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::cross_attention::CrossAttentionKind;
+use crate::model::precision::Precision;
 use crate::model::vit3d::PosEmbedPolicy;
 
 /// Every knob of `adfit finetune` except where the data and the run folder are.
@@ -41,6 +42,8 @@ pub struct RunSettings {
     pub report: bool,
     pub cross_attention: CrossAttentionKind,
     pub pos_embed: PosEmbedPolicy,
+    /// Element type of the frozen ViT and BERT (the trainable parts stay f32).
+    pub precision: Precision,
 }
 
 impl Default for RunSettings {
@@ -61,6 +64,7 @@ impl Default for RunSettings {
             report: true,
             cross_attention: CrossAttentionKind::MultiHead,
             pos_embed: PosEmbedPolicy::Reinterpret,
+            precision: Precision::Fp32,
         }
     }
 }

@@ -4,6 +4,7 @@
 use clap::Args;
 
 use super::DeviceArg;
+use crate::model::precision::Precision;
 use crate::train::step_bench::{BenchShape, StepBench};
 
 #[derive(Debug, Args)]
@@ -19,6 +20,9 @@ pub struct BenchStepArgs {
     /// Timed steps after one warm-up step; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Element type of the frozen towers.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -29,6 +33,7 @@ pub fn run(a: BenchStepArgs) -> anyhow::Result<()> {
         batch: a.batch.unwrap_or(a.shape.default_batch()).max(2),
         tokens: a.tokens.max(2),
         repeat: a.repeat.max(1),
+        precision: a.precision,
     };
     let t = crate::backend::dispatch(a.device.device, job)?;
     let mut v = serde_json::to_value(&t)?;

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::DeviceArg;
 use crate::embed::{is_json, EmbedJob};
+use crate::model::precision::Precision;
 use crate::model::vit3d::PosEmbedPolicy;
 
 #[derive(Debug, Args)]
@@ -28,6 +29,9 @@ pub struct EmbedArgs {
     /// (same token count, rows used as they are; DEFT's choice) or interpolate.
     #[arg(long, value_enum, default_value_t = PosEmbedPolicy::Reinterpret)]
     pub pos_embed: PosEmbedPolicy,
+    /// Element type of the frozen ViT and BERT (outputs are f32 either way).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
     /// Output: .json (image_embeddings [N][D], text_embeddings [M][D], logits [N][M]) or
     /// .safetensors (the same names).
     #[arg(long)]
@@ -41,7 +45,13 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
         anyhow::bail!("nothing to embed: give at least one --volume or --text");
     }
     is_json(&a.out)?;
-    let job = EmbedJob { backbone: a.backbone.clone(), volumes: a.volumes, texts: a.texts, pos_embed: a.pos_embed };
+    let job = EmbedJob {
+        backbone: a.backbone.clone(),
+        volumes: a.volumes,
+        texts: a.texts,
+        pos_embed: a.pos_embed,
+        precision: a.precision,
+    };
     let (n, m) = (job.volumes.len(), job.texts.len());
     let e = crate::backend::dispatch(a.device.device, job)?;
     e.write(&a.out)?;

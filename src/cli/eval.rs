@@ -11,6 +11,7 @@ use super::DeviceArg;
 use crate::data::label::Label;
 use crate::data::split::Part;
 use crate::eval::job::{evaluate, EvalJob, EvalModel};
+use crate::model::precision::Precision;
 use crate::model::vit3d::PosEmbedPolicy;
 
 #[derive(Debug, Args)]
@@ -50,6 +51,9 @@ pub struct EvalArgs {
     /// Zero-shot only: how the backbone's position embedding meets the cache's grid.
     #[arg(long, value_enum, default_value_t = PosEmbedPolicy::Reinterpret)]
     pub pos_embed: PosEmbedPolicy,
+    /// Zero-shot only: element type of the frozen towers (a fine-tuned run uses its own).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -70,7 +74,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let model = match (a.run, a.backbone) {
         (Some(run), _) if a.oracle => EvalModel::Oracle { run },
         (Some(run), Some(backbone)) => EvalModel::FineTuned { backbone, run },
-        (None, Some(backbone)) => EvalModel::ZeroShot { backbone, pos_embed: a.pos_embed },
+        (None, Some(backbone)) => EvalModel::ZeroShot { backbone, pos_embed: a.pos_embed, precision: a.precision },
         (_, None) => anyhow::bail!("--backbone is required unless --oracle is given"),
     };
     let part = match a.part {

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::DeviceArg;
 use crate::model::cross_attention::CrossAttentionKind;
+use crate::model::precision::Precision;
 use crate::model::vit3d::PosEmbedPolicy;
 use crate::settings::RunSettings;
 use crate::train::finetune::{FinetuneJob, RunPaths};
@@ -87,6 +88,9 @@ pub struct Overrides {
     /// How the backbone's position embedding meets the cache's grid.
     #[arg(long, value_enum, help_heading = "Overrides of the run config")]
     pub pos_embed: Option<PosEmbedPolicy>,
+    /// Element type of the frozen ViT and BERT; prompts, heads and AdamW stay f32.
+    #[arg(long, value_enum, help_heading = "Overrides of the run config")]
+    pub precision: Option<Precision>,
 }
 
 impl Overrides {
@@ -122,6 +126,7 @@ impl Overrides {
         s.report &= !self.no_report;
         s.cross_attention = self.cross_attention.unwrap_or(s.cross_attention);
         s.pos_embed = self.pos_embed.unwrap_or(s.pos_embed);
+        s.precision = self.precision.unwrap_or(s.precision);
         s
     }
 }

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::eval::metrics::{ClassMetrics, RegressionMetrics};
 use crate::eval::predict::{baseline_visits, predict, predict_batches, score, Predictions};
 use crate::model::backbones::Backbone;
+use crate::model::precision::{cast_frozen, Precision};
 use crate::model::tokenizer::tokenize;
 use crate::model::vit3d::PosEmbedPolicy;
 use crate::run_folder::{self, RunConfig};
@@ -27,7 +28,7 @@ use crate::run_folder::{self, RunConfig};
 pub enum EvalModel {
     /// The bare backbone as its CLIP head matches images and texts (projections, L2,
     /// logit_scale), with `pos_embed` deciding how its position embedding meets the cache grid.
-    ZeroShot { backbone: PathBuf, pos_embed: PosEmbedPolicy },
+    ZeroShot { backbone: PathBuf, pos_embed: PosEmbedPolicy, precision: Precision },
     /// The best checkpoint of a `finetune` run folder on its backbone.
     FineTuned { backbone: PathBuf, run: PathBuf },
     /// Logistic and ridge regression on the table's volumes and age, fitted on the run's
@@ -187,8 +188,9 @@ impl Job for ImageModel<'_> {
         let img_size = grid_of(ds)?;
         let template = ReportTemplate::default();
         match &job.model {
-            EvalModel::ZeroShot { backbone, pos_embed } => {
-                let b = Backbone::<B<AD>>::load(backbone, Some(img_size), *pos_embed, &device)?;
+            EvalModel::ZeroShot { backbone, pos_embed, precision } => {
+                let mut b = Backbone::<B<AD>>::load(backbone, Some(img_size), *pos_embed, &device)?;
+                b.model = cast_frozen(b.model, *precision)?;
                 let prompts: Vec<String> = job.classes.iter().map(|&c| template.prompt(c)).collect();
                 let (ids, mask) = tokenize::<B<AD>>(&b.tokenizer, &prompts, &device)?;
                 let w = b.model.encode_text(ids, mask);

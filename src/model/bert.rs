@@ -219,7 +219,7 @@ impl<B: Backend> Bert<B> {
     /// # Shapes
     /// - x: `[batch, tokens, hidden]`, mask: `[batch, tokens]` (1 = attend)
     pub fn encode(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>, keep_hidden: bool) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
-        let bias = mask_bias(mask);
+        let bias = crate::model::precision::to_dtype(mask_bias(mask), x.dtype());
         let mut hidden = Vec::new();
         let mut x = x;
         for layer in &self.layers {

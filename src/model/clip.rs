@@ -4,6 +4,7 @@
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
+use crate::model::precision::to_dtype;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -44,7 +45,8 @@ impl<B: Backend> ClipBackbone<B> {
     pub fn encode_image(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
         let (last, _) = self.vit.forward(x, false);
         let [b, _, h] = last.dims();
-        l2norm(self.vision_proj.forward(last.narrow(1, 0, 1).reshape([b, h])))
+        let cls = to_dtype(last.narrow(1, 0, 1).reshape([b, h]), self.vision_proj.weight.val().dtype());
+        l2norm(self.vision_proj.forward(cls))
     }
 
     /// Text embeddings: [CLS] of BERT's last hidden state → `mm_language_proj` → L2.
@@ -53,7 +55,8 @@ impl<B: Backend> ClipBackbone<B> {
     /// - ids, mask: `[batch, tokens]` → `[batch, joint]`
     pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
         let (last, _) = self.bert.forward(ids, mask.clone(), false);
-        l2norm(self.text_proj.forward(pool(last, mask, Pooling::Cls)))
+        let pooled = pool(to_dtype(last, self.text_proj.weight.val().dtype()), mask, Pooling::Cls);
+        l2norm(self.text_proj.forward(pooled))
     }
 
     /// `images · textsᵀ · logit_scale`.

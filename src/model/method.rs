@@ -3,6 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
+use crate::model::precision::to_dtype;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
@@ -286,6 +287,8 @@ impl<B: Backend> AdClip<B> {
     pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
         let (last, _) =
             prompted_vision(&self.backbone.vit, x, self.mmse_token.as_ref(), self.visual_prompts.as_ref(), false);
+        // Back to the trainable heads' precision (f32) from the frozen tower's.
+        let last = to_dtype(last, self.f_v.weight.val().dtype());
         let [b, _, h] = last.dims();
         let cls = last.clone().narrow(1, 0, 1).reshape([b, h]);
         let mmse = self
@@ -311,7 +314,7 @@ impl<B: Backend> AdClip<B> {
             None => (embedded, mask),
         };
         let (last, _) = self.backbone.bert.encode(x, mask.clone(), false);
-        pool(last, mask, self.pooling)
+        pool(to_dtype(last, self.f_t.weight.val().dtype()), mask, self.pooling)
     }
 
     /// # Shapes

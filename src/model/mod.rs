@@ -11,6 +11,7 @@ pub mod heads;
 pub mod loss;
 pub mod method;
 pub mod params;
+pub mod precision;
 pub mod prompts;
 pub mod tokenizer;
 pub mod vit3d;

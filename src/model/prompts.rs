@@ -6,6 +6,7 @@
 //! position embedding), with the attention mask extended to cover them.
 
 use burn::module::{Initializer, Param};
+use crate::model::precision::to_dtype;
 use burn::prelude::*;
 
 use super::vit3d::Vit3d;
@@ -51,14 +52,17 @@ pub fn prompted_vision<B: Backend>(
 ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
     let e = vit.embed_patches(x);
     let [b, _, h] = e.dims();
-    let mut parts = vec![vit.cls_token.val().expand([b, 1, h])];
+    // Trainable tensors (f32) join the frozen tower's sequence in its precision.
+    let dtype = e.dtype();
+    let like = |t: Tensor<B, 3>| to_dtype(t, dtype);
+    let mut parts = vec![like(vit.cls_token.val()).expand([b, 1, h])];
     if let Some(m) = mmse_token {
-        parts.push(m.val().expand([b, 1, h]));
+        parts.push(like(m.val()).expand([b, 1, h]));
     }
     let prefix = parts.len();
     let n_prompts = prompts.map_or(0, |p| p.len());
     if let Some(p) = prompts {
-        parts.push(p.layer(0, b));
+        parts.push(like(p.layer(0, b)));
     }
     parts.push(e);
     let mut x = Tensor::cat(parts, 1);
@@ -68,7 +72,7 @@ pub fn prompted_vision<B: Backend>(
             let [_, n, _] = x.dims();
             let head = x.clone().narrow(1, 0, prefix);
             let tail = x.narrow(1, prefix + n_prompts, n - prefix - n_prompts);
-            x = Tensor::cat(vec![head, p.layer(l, b), tail], 1);
+            x = Tensor::cat(vec![head, like(p.layer(l, b)), tail], 1);
         }
         if keep_hidden {
             hidden.push(x.clone());
@@ -108,7 +112,7 @@ impl<B: Backend> TextPrompts<B> {
     pub fn insert(&self, embedded: Tensor<B, 3>, mask: Tensor<B, 2>) -> (Tensor<B, 3>, Tensor<B, 2>) {
         let [b, t, h] = embedded.dims();
         let n = self.len();
-        let p = self.prompts.val().reshape([1, n, h]).expand([b, n, h]);
+        let p = to_dtype(self.prompts.val(), embedded.dtype()).reshape([1, n, h]).expand([b, n, h]);
         let x = Tensor::cat(vec![embedded.clone().narrow(1, 0, 1), p, embedded.narrow(1, 1, t - 1)], 1);
         let ones = Tensor::ones([b, n], &mask.device());
         let m = Tensor::cat(vec![mask.clone().narrow(1, 0, 1), ones, mask.narrow(1, 1, t - 1)], 1);

@@ -232,6 +232,8 @@ impl<B: Backend> Vit3d<B> {
     /// # Shapes
     /// - x: `[batch, channels, D, H, W]` → `[batch, num_patches, hidden]`
     pub fn embed_patches(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
+        // The input meets the patch embedding in the tower's precision (model::precision).
+        let x = crate::model::precision::to_dtype(x, self.patch_embed.weight.val().dtype());
         self.patch_embed.forward(self.patchify(x)) + self.pos_embed.val()
     }
 
@@ -259,7 +261,7 @@ impl<B: Backend> Vit3d<B> {
     pub fn forward(&self, x: Tensor<B, 5>, keep_hidden: bool) -> (Tensor<B, 3>, HiddenStates<B>) {
         let e = self.embed_patches(x);
         let [b, _, h] = e.dims();
-        let cls = self.cls_token.val().expand([b, 1, h]);
+        let cls = crate::model::precision::to_dtype(self.cls_token.val(), e.dtype()).expand([b, 1, h]);
         self.encode(Tensor::cat(vec![cls, e], 1), keep_hidden)
     }
 }

@@ -157,7 +157,8 @@ impl Job for FinetuneJob {
             ..Default::default()
         };
         // Drawn on the CPU, so that a seed starts every device from the same point.
-        let mut model = AdClip::new_seeded::<crate::backend::Cpu>(backbone.model, &method, s.seed, &device);
+        let frozen = crate::model::precision::cast_frozen(backbone.model, s.precision)?;
+        let mut model = AdClip::new_seeded::<crate::backend::Cpu>(frozen, &method, s.seed, &device);
         let tok = backbone.tokenizer;
         let config = RunConfig {
             backbone: a.backbone.clone(),

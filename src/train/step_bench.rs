@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::method::{AdClip, MethodConfig};
+use crate::model::precision::{cast_frozen, Precision};
 use crate::model::vit3d::{Vit3d, Vit3dConfig};
 use crate::train::pretrain::PretrainConfig;
 
@@ -59,6 +60,8 @@ pub struct StepBench {
     /// Text length in tokens.
     pub tokens: usize,
     pub repeat: usize,
+    /// Element type of the frozen towers.
+    pub precision: Precision,
 }
 
 /// The median step.
@@ -80,6 +83,7 @@ impl Job for StepBench {
         let h = vit.hidden_size;
         let backbone =
             ClipBackbone::<B>::from_towers(Vit3d::init(&vit, &device)?, Bert::init(&text, &device)?, h, &device);
+        let backbone = cast_frozen(backbone, self.precision)?;
         let cfg = MethodConfig { embed_dim: h, mmse_hidden: h / 2, ..Default::default() };
         let mut model = AdClip::new(backbone, &cfg, &device);
         let mut optim = AdamWConfig::new().init::<B, AdClip<B>>();
