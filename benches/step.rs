@@ -22,7 +22,11 @@ use adfit::train::step_bench::{BenchShape, StepBench};
 fn single(name: &str, repeat: usize, tokens: usize) {
     let shape = if name == "m3d" { BenchShape::M3d } else { BenchShape::Phantom };
     let batch = std::env::var("ADFIT_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(shape.default_batch());
-    let t = dispatch(DeviceSpec::Cpu, StepBench { shape, batch, tokens, repeat: repeat.max(1), precision: Default::default() }).expect("step bench");
+    let t = dispatch(
+        DeviceSpec::Cpu,
+        StepBench { shape, batch, tokens, repeat: repeat.max(1), precision: Default::default() },
+    )
+    .expect("step bench");
     println!(
         "{{\"tool\": \"adfit\", \"backend\": \"flex\", \"shape\": \"{name}\", \"batch\": {batch}, \"tokens\": {tokens}, \
          \"seconds\": {:.4}, \"scans_per_s\": {:.4}, \"peak_rss_mib\": {:.1}, \"threads\": {}}}",

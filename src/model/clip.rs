@@ -2,9 +2,9 @@
 //! joint-space projections and logit scale. This is the frozen part of every adfit model and, on
 //! its own, the zero-shot baseline (`encode_image` / `encode_text` as M3D-CLIP computes them).
 
+use crate::model::precision::to_dtype;
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
-use crate::model::precision::to_dtype;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 

@@ -1,9 +1,9 @@
 //! The method: a frozen CLIP backbone with deep visual prompts, an [MMSE] token and head, text
 //! prompts, new projections, cross-attention and a learnable logit scale (method.md).
 
+use crate::model::precision::to_dtype;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use crate::model::precision::to_dtype;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,15 @@ impl Default for MethodConfig {
             train_cls: true,
             lambda: 0.5,
         }
+    }
+}
+
+/// Draws every lazily initialised parameter, in module order.
+struct Materialise;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
     }
 }
 
@@ -181,8 +190,14 @@ impl<B: Backend> AdClip<B> {
             1,
             &cpu,
         );
+        // Burn draws a parameter's initial value on first use. The stub's own draws happen
+        // before the seed; the trainable parts then draw in module order, as a model built
+        // around a loaded backbone did when its weight-decay groups were first counted.
+        stub.visit(&mut Materialise);
         R::seed(&cpu, seed);
-        let drawn = AdClip::new(stub, cfg, &cpu).trainable_tensors("");
+        let fresh = AdClip::new(stub, cfg, &cpu);
+        fresh.visit(&mut Materialise);
+        let drawn = fresh.trainable_tensors("");
         let drawn: std::collections::BTreeMap<_, _> = drawn.into_iter().filter(|(k, _)| k != "cls_token").collect();
         let store =
             super::weights::WeightStore::<B>::new(std::path::Path::new("(seeded initialisation)"), drawn, &[], device);
@@ -356,4 +371,51 @@ pub struct Loss<B: Backend> {
     pub total: Tensor<B, 1>,
     pub contrastive: Tensor<B, 1>,
     pub mmse: Option<Tensor<B, 1>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::bert::{Bert, BertConfig};
+    use crate::model::vit3d::{Vit3d, Vit3dConfig};
+    use burn::backend::Autodiff;
+
+    type AD = Autodiff<Cpu>;
+
+    /// On the CPU, the seeded start is exactly what a model built in place draws after the same
+    /// seed (so results from before device-independent seeding reproduce), and it does not
+    /// depend on anything drawn before the seed.
+    #[test]
+    fn seeded_initialisation_matches_building_in_place() {
+        let device = Default::default();
+        let text = BertConfig {
+            vocab_size: 50,
+            hidden_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 4,
+            intermediate_size: 64,
+            max_position_embeddings: 32,
+            ..BertConfig::bert_base_uncased()
+        };
+        let backbone = ClipBackbone::<AD>::from_towers(
+            Vit3d::init(&Vit3dConfig::tiny(), &device).unwrap(),
+            Bert::init(&text, &device).unwrap(),
+            64,
+            &device,
+        );
+        backbone.visit(&mut Materialise); // as a loaded backbone is
+        let cfg = MethodConfig { embed_dim: 64, mmse_hidden: 32, ..Default::default() };
+        <AD as Backend>::seed(&device, 11);
+        let in_place = AdClip::new(backbone.clone(), &cfg, &device);
+        in_place.visit(&mut Materialise);
+        let want = in_place.trainable_tensors("");
+        let _ = Tensor::<AD, 1>::random([5], burn::tensor::Distribution::Default, &device); // unrelated draws
+        let got = AdClip::new_seeded::<Cpu>(backbone, &cfg, 11, &device).trainable_tensors("");
+        assert_eq!(want.len(), got.len());
+        for ((n, a), (m, b)) in want.iter().zip(&got) {
+            assert_eq!((n, &a.shape), (m, &b.shape));
+            assert!(a.data == b.data, "{n} differs");
+        }
+    }
 }

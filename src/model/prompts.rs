@@ -5,8 +5,8 @@
 //! vectors inserted right after the [CLS] embedding (after the embedding layer, so they carry no
 //! position embedding), with the attention mask extended to cover them.
 
-use burn::module::{Initializer, Param};
 use crate::model::precision::to_dtype;
+use burn::module::{Initializer, Param};
 use burn::prelude::*;
 
 use super::vit3d::Vit3d;
