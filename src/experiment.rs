@@ -12,7 +12,7 @@ use crate::data::label::Label;
 use crate::data::split::Part;
 use crate::error::{Error, Result};
 use crate::eval::job::{evaluate, EvalJob, EvalMetrics, EvalModel};
-use crate::eval::metrics::{ClassMetrics, RegressionMetrics};
+use crate::eval::metrics::Scored;
 use crate::model::cross_attention::CrossAttentionKind;
 use crate::run_folder::{self, TestMetrics};
 use crate::settings::RunSettings;
@@ -28,6 +28,10 @@ pub enum Variant {
     NoTextPrompts,
     NoReport,
     NoCrossAttention,
+    /// adfit's addition, not the paper's: the class-prompt objective (weight 1).
+    ClassPrompts,
+    /// adfit's addition: f_v and f_t start from the backbone's projections.
+    BackboneProjections,
 }
 
 impl Variant {
@@ -45,6 +49,8 @@ impl Variant {
             Variant::NoTextPrompts => s.text_prompts = 0,
             Variant::NoReport => s.report = false,
             Variant::NoCrossAttention => s.cross_attention = CrossAttentionKind::Off,
+            Variant::ClassPrompts => s.class_prompt_weight = 1.0,
+            Variant::BackboneProjections => s.projections = crate::settings::Projections::Backbone,
         }
         s
     }
@@ -74,21 +80,108 @@ pub struct Experiment {
     pub command: String,
 }
 
-/// One scored model on one run: scan-level metrics by name.
+/// One scored model on one run: metrics by name, at scan level and at the level of each
+/// subject's baseline visit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub model: String,
-    pub metrics: Vec<(&'static str, f64)>,
+    /// The (fold, seed) it belongs to: paired comparisons match outcomes by it.
+    pub run: (usize, u64),
+    pub scan: Vec<(&'static str, f64)>,
+    pub subject: Vec<(&'static str, f64)>,
 }
 
 pub const METRICS: [&str; 4] = ["balanced_accuracy", "accuracy", "auc", "mmse_mae"];
 
+fn by_name(s: &Scored) -> Vec<(&'static str, f64)> {
+    let c = &s.classification;
+    let values = [Some(c.balanced_accuracy), Some(c.accuracy), c.auc, s.mmse.as_ref().map(|r| r.mae)];
+    METRICS.iter().zip(values).filter_map(|(k, x)| x.map(|x| (*k, x))).collect()
+}
+
 impl Outcome {
-    fn new(model: &str, c: &ClassMetrics, mmse: Option<&RegressionMetrics>) -> Self {
-        let values = [Some(c.balanced_accuracy), Some(c.accuracy), c.auc, mmse.map(|r| r.mae)];
-        let metrics = METRICS.iter().zip(values).filter_map(|(k, x)| x.map(|x| (*k, x))).collect();
-        Outcome { model: model.to_string(), metrics }
+    fn new(model: &str, run: (usize, u64), scan: &Scored, subject: Option<&Scored>) -> Self {
+        Outcome {
+            model: model.to_string(),
+            run,
+            scan: by_name(scan),
+            subject: subject.map(by_name).unwrap_or_default(),
+        }
     }
+
+    fn of_run(model: &str, run: (usize, u64), t: &TestMetrics) -> Self {
+        let scan = Scored { classification: t.classification.clone(), mmse: t.mmse.clone() };
+        Outcome::new(model, run, &scan, t.subject_baseline.as_ref())
+    }
+
+    fn of_eval(model: &str, run: (usize, u64), m: &EvalMetrics) -> Self {
+        Outcome::new(model, run, &m.scan, Some(&m.subject_baseline))
+    }
+
+    fn get(&self, level: Level, metric: &str) -> Option<f64> {
+        let v = match level {
+            Level::Scan => &self.scan,
+            Level::Subject => &self.subject,
+        };
+        v.iter().find(|(k, _)| *k == metric).map(|(_, x)| *x).filter(|x| x.is_finite())
+    }
+}
+
+/// The level a metric is computed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Scan,
+    /// Each subject's baseline visit.
+    Subject,
+}
+
+/// Mean paired difference `a − b` over the runs both were scored on, with its 95% t-interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedDifference {
+    pub mean: f64,
+    /// Sample standard deviation of the differences.
+    pub std: f64,
+    pub low: f64,
+    pub high: f64,
+    pub n: usize,
+}
+
+impl PairedDifference {
+    /// Whether the interval excludes zero.
+    pub fn clear(&self) -> bool {
+        self.n > 1 && (self.low > 0.0 || self.high < 0.0)
+    }
+}
+
+/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
+fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    if df == 0 {
+        f64::INFINITY
+    } else {
+        T.get(df - 1).copied().unwrap_or(1.96)
+    }
+}
+
+/// `a − b` on `metric` at `level`, paired by run.
+pub fn paired(outcomes: &[Outcome], a: &str, b: &str, level: Level, metric: &str) -> Option<PairedDifference> {
+    let diffs: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| o.model == a)
+        .filter_map(|oa| {
+            let ob = outcomes.iter().find(|o| o.model == b && o.run == oa.run)?;
+            Some(oa.get(level, metric)? - ob.get(level, metric)?)
+        })
+        .collect();
+    if diffs.is_empty() {
+        return None;
+    }
+    let (mean, sd) = mean_std(&diffs);
+    let half = if diffs.len() > 1 { t975(diffs.len() - 1) * sd / (diffs.len() as f64).sqrt() } else { f64::INFINITY };
+    Some(PairedDifference { mean, std: sd, low: mean - half, high: mean + half, n: diffs.len() })
 }
 
 /// Every outcome and the tables made of them.
@@ -116,14 +209,10 @@ impl Experiment {
                 let dir = self.out.join("runs").join(variant.name()).join(format!("fold{fold}-seed{seed}"));
                 let settings = RunSettings { seed, ..variant.apply(self.base.clone()) };
                 let test = self.finetune_once(fold, &dir, settings)?;
-                outcomes.push(Outcome::new(
-                    &format!("ablation/{}", variant.name()),
-                    &test.classification,
-                    test.mmse.as_ref(),
-                ));
+                outcomes.push(Outcome::of_run(&format!("ablation/{}", variant.name()), (fold, seed), &test));
                 if variant == Variant::Full {
-                    outcomes.push(Outcome::new("fine-tuned", &test.classification, test.mmse.as_ref()));
-                    self.compare(fold, &dir, &mut outcomes)?;
+                    outcomes.push(Outcome::of_run("fine-tuned", (fold, seed), &test));
+                    self.compare((fold, seed), &dir, &mut outcomes)?;
                 }
             }
         }
@@ -132,7 +221,7 @@ impl Experiment {
                 let dir = self.out.join("runs").join(format!("train-size-{n}")).join(format!("fold{fold}-seed{seed}"));
                 let settings = RunSettings { seed, train_size: Some(n), ..self.base.clone() };
                 let test = self.finetune_once(fold, &dir, settings)?;
-                outcomes.push(Outcome::new(&format!("train-size/{n}"), &test.classification, test.mmse.as_ref()));
+                outcomes.push(Outcome::of_run(&format!("train-size/{n}"), (fold, seed), &test));
             }
         }
         let (markdown, csv) = self.tables(&outcomes);
@@ -144,7 +233,8 @@ impl Experiment {
 
     /// The zero-shot backbone and the oracle on the run's test subjects, and all three models
     /// on the transfer cohort.
-    fn compare(&self, fold: usize, dir: &Path, outcomes: &mut Vec<Outcome>) -> Result<()> {
+    fn compare(&self, run: (usize, u64), dir: &Path, outcomes: &mut Vec<Outcome>) -> Result<()> {
+        let fold = run.0;
         let zero_shot = EvalModel::ZeroShot {
             backbone: self.backbone.clone(),
             pos_embed: self.base.pos_embed,
@@ -162,9 +252,9 @@ impl Experiment {
         };
         let zs =
             self.evaluate_once(on_test(zero_shot.clone()), &self.out.join("zero-shot").join(format!("fold{fold}")))?;
-        outcomes.push(Outcome::new("zero-shot", &zs.scan.classification, zs.scan.mmse.as_ref()));
+        outcomes.push(Outcome::of_eval("zero-shot", run, &zs));
         let or = self.evaluate_once(on_test(oracle.clone()), &dir.join("oracle"))?;
-        outcomes.push(Outcome::new("oracle", &or.scan.classification, or.scan.mmse.as_ref()));
+        outcomes.push(Outcome::of_eval("oracle", run, &or));
         if let Some(t) = &self.transfer {
             let two_class = |model: EvalModel| EvalJob {
                 model,
@@ -180,7 +270,7 @@ impl Experiment {
                 (oracle, "oracle/transfer", dir.join("oracle-transfer")),
             ] {
                 let m = self.evaluate_once(two_class(model), &out)?;
-                outcomes.push(Outcome::new(name, &m.scan.classification, m.scan.mmse.as_ref()));
+                outcomes.push(Outcome::of_eval(name, run, &m));
             }
         }
         Ok(())
@@ -228,61 +318,113 @@ impl Experiment {
             self.split.display(),
             self.runs
         );
-        if self.variants.contains(&Variant::Full) {
-            md.push_str(&format!("## Models on the test subjects (scan level)\n\n| model {header}"));
-            for m in ["zero-shot", "fine-tuned", "oracle"] {
-                md.extend(summarise(m, m, outcomes, &mut csv));
-            }
-            if let Some(t) = &self.transfer {
-                md.push_str(&format!(
-                    "\n## Transfer to `{}` (NC vs AD, never trained on)\n\n| model {header}",
-                    t.display()
-                ));
+        let full = self.variants.contains(&Variant::Full);
+        for level in [Level::Scan, Level::Subject] {
+            let (title, prefix) = match level {
+                Level::Scan => ("scan level", ""),
+                Level::Subject => ("each subject's baseline visit", "subject/"),
+            };
+            let mut row = |label: &str, model: &str, md: &mut String| {
+                md.extend(summarise(label, model, &format!("{prefix}{model}"), level, outcomes, &mut csv));
+            };
+            if full {
+                md.push_str(&format!("## Models on the test subjects ({title})\n\n| model {header}"));
                 for m in ["zero-shot", "fine-tuned", "oracle"] {
-                    md.extend(summarise(m, &format!("{m}/transfer"), outcomes, &mut csv));
+                    row(m, m, &mut md);
+                }
+                md.push('\n');
+                if let (Some(t), Level::Scan) = (&self.transfer, level) {
+                    md.push_str(&format!(
+                        "## Transfer to `{}` (NC vs AD, never trained on)\n\n| model {header}",
+                        t.display()
+                    ));
+                    for m in ["zero-shot", "fine-tuned", "oracle"] {
+                        row(m, &format!("{m}/transfer"), &mut md);
+                    }
+                    md.push('\n');
                 }
             }
-        }
-        if self.variants.len() > 1 || !self.variants.contains(&Variant::Full) {
-            md.push_str(&format!("\n## Ablations (the paper's table 3)\n\n| variant {header}"));
-            for v in &self.variants {
-                md.extend(summarise(&v.name(), &format!("ablation/{}", v.name()), outcomes, &mut csv));
+            if self.variants.len() > 1 || !full {
+                md.push_str(&format!("## Ablations (the paper's table 3; {title})\n\n| variant {header}"));
+                for v in &self.variants {
+                    row(&v.name(), &format!("ablation/{}", v.name()), &mut md);
+                }
+                md.push('\n');
+            }
+            if !self.train_sizes.is_empty() {
+                md.push_str(&format!(
+                    "## Training-set size (the paper's table 5; {title})\n\n| training scans {header}"
+                ));
+                for n in &self.train_sizes {
+                    row(&format!("≤ {n}"), &format!("train-size/{n}"), &mut md);
+                }
+                md.push('\n');
             }
         }
-        if !self.train_sizes.is_empty() {
-            md.push_str(&format!("\n## Training-set size (the paper's table 5)\n\n| training scans {header}"));
-            for n in &self.train_sizes {
-                md.extend(summarise(&format!("≤ {n}"), &format!("train-size/{n}"), outcomes, &mut csv));
+        let mut pairs: Vec<(String, String, String)> = Vec::new();
+        if full {
+            pairs.push(("fine-tuned − zero-shot".into(), "fine-tuned".into(), "zero-shot".into()));
+            pairs.push(("fine-tuned − oracle".into(), "fine-tuned".into(), "oracle".into()));
+            for v in self.variants.iter().filter(|v| **v != Variant::Full) {
+                pairs.push((format!("{} − full", v.name()), format!("ablation/{}", v.name()), "ablation/full".into()));
             }
+        }
+        let diffs: Vec<_> = pairs
+            .iter()
+            .filter_map(|(label, a, b)| Some((label, paired(outcomes, a, b, Level::Scan, "balanced_accuracy")?)))
+            .collect();
+        if !diffs.is_empty() {
+            md.push_str(
+                "## Paired differences (balanced accuracy, scan level, in points)\n\n\
+                 Mean difference over the runs both models were scored on, with its 95% t-interval; \
+                 \"clear\" when the interval excludes zero.\n\n\
+                 | comparison | n | mean | 95% interval | clear of the noise |\n|---|---|---|---|---|\n",
+            );
+            for (label, d) in diffs {
+                md.push_str(&format!(
+                    "| {label} | {} | {:+.1} | [{:+.1}, {:+.1}] | {} |\n",
+                    d.n,
+                    100.0 * d.mean,
+                    100.0 * d.low,
+                    100.0 * d.high,
+                    if d.clear() { "yes" } else { "no" }
+                ));
+                csv.push_str(&format!("diff/{label},balanced_accuracy,{:.6},{:.6},{}\n", d.mean, d.std, d.n));
+            }
+            md.push('\n');
         }
         md.push_str(
-            "\nMean ± sample standard deviation over runs; accuracies and AUC in %, MMSE MAE in points. \
+            "Mean ± sample standard deviation over runs; accuracies and AUC in %, MMSE MAE in points. \
              zero-shot: the bare backbone against \"A photo of {class}.\"; oracle: logistic and ridge \
-             regression on the table's six volumes plus age, fitted on each run's training scans.\n",
+             regression on the table's six volumes plus age, fitted on each run's training scans. \
+             class-prompts and backbone-projections are adfit's additions, not the paper's.\n",
         );
         (md, csv)
     }
 }
 
-/// One Markdown row and the CSV lines of `model` over its runs.
-fn summarise(label: &str, model: &str, outcomes: &[Outcome], csv: &mut String) -> Option<String> {
+/// One Markdown row and the CSV lines (under `csv_name`) of `model` over its runs at `level`.
+fn summarise(
+    label: &str,
+    model: &str,
+    csv_name: &str,
+    level: Level,
+    outcomes: &[Outcome],
+    csv: &mut String,
+) -> Option<String> {
     let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.model == model).collect();
     if runs.is_empty() {
         return None;
     }
     let mut cells = Vec::new();
     for m in METRICS {
-        let values: Vec<f64> = runs
-            .iter()
-            .filter_map(|o| o.metrics.iter().find(|(k, _)| *k == m).map(|(_, x)| *x))
-            .filter(|x| x.is_finite())
-            .collect();
+        let values: Vec<f64> = runs.iter().filter_map(|o| o.get(level, m)).collect();
         if values.is_empty() {
             cells.push("-".to_string());
             continue;
         }
         let (mean, std) = mean_std(&values);
-        csv.push_str(&format!("{model},{m},{mean:.6},{std:.6},{}\n", values.len()));
+        csv.push_str(&format!("{csv_name},{m},{mean:.6},{std:.6},{}\n", values.len()));
         cells.push(if m == "mmse_mae" {
             format!("{mean:.2} ± {std:.2}")
         } else {
@@ -326,6 +468,33 @@ mod tests {
         assert_eq!(Variant::NoTextPrompts.apply(s.clone()).text_prompts, 0);
         assert!(!Variant::NoReport.apply(s.clone()).report);
         assert_eq!(Variant::NoCrossAttention.apply(s).cross_attention, CrossAttentionKind::Off);
+    }
+
+    #[test]
+    fn paired_differences_match_by_run_and_say_when_clear() {
+        let o = |model: &str, run: (usize, u64), ba: f64| Outcome {
+            model: model.into(),
+            run,
+            scan: vec![("balanced_accuracy", ba)],
+            subject: vec![],
+        };
+        let outcomes = vec![
+            o("a", (0, 0), 0.60),
+            o("a", (1, 1), 0.70),
+            o("a", (2, 2), 0.65),
+            o("b", (2, 2), 0.45),
+            o("b", (0, 0), 0.40),
+            o("b", (1, 1), 0.50),
+        ];
+        let d = paired(&outcomes, "a", "b", Level::Scan, "balanced_accuracy").unwrap();
+        assert_eq!(d.n, 3);
+        assert!((d.mean - 0.2).abs() < 1e-12 && d.clear(), "{d:?}");
+        // Differences 0.2, 0.2, 0.2: zero spread, interval collapses on the mean.
+        assert!((d.low - 0.2).abs() < 1e-12 && (d.high - 0.2).abs() < 1e-12);
+        let noisy = vec![o("a", (0, 0), 0.6), o("a", (1, 1), 0.4), o("b", (0, 0), 0.5), o("b", (1, 1), 0.5)];
+        let d = paired(&noisy, "a", "b", Level::Scan, "balanced_accuracy").unwrap();
+        assert!(!d.clear(), "{d:?}");
+        assert!(paired(&outcomes, "a", "c", Level::Scan, "balanced_accuracy").is_none());
     }
 
     #[test]

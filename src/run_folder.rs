@@ -8,7 +8,8 @@
 //!   (PyTorch layouts), with the MMSE scale in the file's header, so the weights are usable
 //!   without the rest of the folder.
 //! - `train.csv`: the training scans (the metadata oracle refits on them).
-//! - `test_metrics.json`: [`TestMetrics`] of the best checkpoint on the fold's test subjects.
+//! - `test_metrics.json`: [`TestMetrics`] of the best checkpoint on the fold's test subjects;
+//!   `test_predictions.csv`: its prediction for every test scan.
 //! - `metrics.csv`, `metrics.jsonl`, `curves.png`, `confusion.png`: for people and pandas.
 //! - `checkpoint-N/` and `checkpoint.json`: the resumable state (`train::checkpoint`).
 
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::CohortDataset;
 use crate::error::{Error, Result};
-use crate::eval::metrics::{ClassMetrics, RegressionMetrics};
+use crate::eval::metrics::{ClassMetrics, RegressionMetrics, Scored};
 use crate::model::backbones::m3d::write_safetensors_with_metadata;
 use crate::model::backbones::Backbone;
 use crate::model::method::{AdClip, MethodConfig};
@@ -32,6 +33,7 @@ pub const CONFIG: &str = "config.json";
 pub const BEST: &str = "best.safetensors";
 pub const TRAIN_LIST: &str = "train.csv";
 pub const TEST_METRICS: &str = "test_metrics.json";
+pub const TEST_PREDICTIONS: &str = "test_predictions.csv";
 
 /// Prefix of the trainable tensors' names in `best.safetensors` and checkpoints.
 pub const PREFIX: &str = "adfit.";
@@ -106,13 +108,16 @@ impl RunConfig {
     }
 }
 
-/// `test_metrics.json`: the best checkpoint on the fold's test subjects, scan level.
+/// `test_metrics.json`: the best checkpoint on the fold's test subjects, scan level, and at the
+/// level of each subject's baseline visit (absent in runs from before it was recorded).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestMetrics {
     pub fold: usize,
     pub scans: usize,
     pub classification: ClassMetrics,
     pub mmse: Option<RegressionMetrics>,
+    #[serde(default)]
+    pub subject_baseline: Option<Scored>,
 }
 
 impl TestMetrics {

@@ -2,12 +2,15 @@
 //! overridden field by field from the command line. The resolved settings are what a run
 //! folder's `config.json` records and what `--resume` compares.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::report::ReportTemplate;
 use crate::error::{Error, Result};
+use crate::model::bert::Pooling;
 use crate::model::cross_attention::CrossAttentionKind;
+use crate::model::method::{MethodConfig, ScaleInit};
 use crate::model::precision::Precision;
 use crate::model::vit3d::PosEmbedPolicy;
 
@@ -23,6 +26,11 @@ pub struct RunSettings {
     pub lr: f64,
     /// Decoupled weight decay, on the trainable matrices only.
     pub weight_decay: f64,
+    /// AdamW's epsilon (PyTorch's default; Burn's own default is 1e-5).
+    pub adam_eps: f64,
+    /// Clip the global L2 norm of the gradients (over every trainable tensor, as PyTorch's
+    /// `clip_grad_norm_`) to this. None by default: the paper mentions no clipping.
+    pub grad_clip: Option<f64>,
     /// Weight of the MMSE loss.
     pub lambda: f64,
     pub seed: u64,
@@ -40,7 +48,26 @@ pub struct RunSettings {
     pub text_prompts: usize,
     /// Train on the report; false trains on "A photo of {class}." alone.
     pub report: bool,
+    /// adfit's class-prompt objective (not the paper's; 0 = off): the weight of an extra
+    /// cross-entropy of each training image against the class prompts used at inference.
+    pub class_prompt_weight: f64,
     pub cross_attention: CrossAttentionKind,
+    /// Heads of the multi-head cross-attention (must divide the joint embedding size).
+    pub cross_attention_heads: usize,
+    /// Text pooling before `f_t`: M3D-CLIP's [CLS], or DEFT's mean over all positions.
+    pub pooling: Pooling,
+    /// The logit scale's start: the paper's 10, or DEFT's raw ln(1/0.07).
+    pub scale_init: ScaleInit,
+    /// Train the backbone's CLS token with the prompts (DEFT does).
+    pub train_cls: bool,
+    /// Report template (JSON with configs/report.json's fields). Its class prompt is what every
+    /// scan is matched against at validation and test, and the training text of the no-report
+    /// variant; the training reports themselves come from the index (`adfit preprocess`).
+    /// None: the paper's template.
+    pub report_template: Option<PathBuf>,
+    /// Where `f_v` and `f_t` start: fresh random layers (the paper), or the backbone's own
+    /// projections (the joint space zero-shot uses).
+    pub projections: Projections,
     pub pos_embed: PosEmbedPolicy,
     /// Element type of the frozen ViT and BERT (the trainable parts stay f32).
     pub precision: Precision,
@@ -53,6 +80,8 @@ impl Default for RunSettings {
             batch_size: 8,
             lr: 1e-3,
             weight_decay: 0.01,
+            adam_eps: 1e-8,
+            grad_clip: None,
             lambda: 0.5,
             seed: 0,
             early_stop: 10,
@@ -62,7 +91,14 @@ impl Default for RunSettings {
             mmse_token: true,
             text_prompts: 30,
             report: true,
+            class_prompt_weight: 0.0,
             cross_attention: CrossAttentionKind::MultiHead,
+            cross_attention_heads: 8,
+            pooling: Pooling::Cls,
+            scale_init: ScaleInit::Paper,
+            train_cls: true,
+            report_template: None,
+            projections: Projections::Fresh,
             pos_embed: PosEmbedPolicy::Reinterpret,
             precision: Precision::Fp32,
         }
@@ -98,7 +134,63 @@ impl RunSettings {
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
             return Err(Error::config("lambda", format!("{} is not ≥ 0", self.lambda)));
         }
+        if !(self.class_prompt_weight.is_finite() && self.class_prompt_weight >= 0.0) {
+            return Err(Error::config("class_prompt_weight", format!("{} is not ≥ 0", self.class_prompt_weight)));
+        }
+        if !positive(self.adam_eps) {
+            return Err(Error::config("adam_eps", format!("{} is not a positive number", self.adam_eps)));
+        }
+        if let Some(c) = self.grad_clip.filter(|&c| !positive(c)) {
+            return Err(Error::config("grad_clip", format!("{c} is not a positive number")));
+        }
+        if self.cross_attention_heads == 0 {
+            return Err(Error::config("cross_attention_heads", "must be at least 1"));
+        }
         Ok(())
+    }
+}
+
+/// Where the trainable projections `f_v`, `f_t` start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Projections {
+    /// New random layers, as the paper describes.
+    #[default]
+    Fresh,
+    /// Trainable copies of the backbone's `mm_vision_proj` / `mm_language_proj`.
+    Backbone,
+}
+
+impl RunSettings {
+    /// The method's configuration for a backbone whose joint embedding is `embed_dim` wide.
+    pub fn method(&self, embed_dim: usize) -> Result<MethodConfig> {
+        if self.cross_attention == CrossAttentionKind::MultiHead && embed_dim % self.cross_attention_heads != 0 {
+            return Err(Error::config(
+                "cross_attention_heads",
+                format!("{} heads do not divide the embedding size {embed_dim}", self.cross_attention_heads),
+            ));
+        }
+        Ok(MethodConfig {
+            visual_prompts: self.visual_prompts,
+            mmse_token: self.mmse_token,
+            text_prompts: self.text_prompts,
+            cross_attention: self.cross_attention,
+            cross_attention_heads: self.cross_attention_heads,
+            pooling: self.pooling,
+            embed_dim,
+            mmse_hidden: embed_dim / 2,
+            scale_init: self.scale_init,
+            train_cls: self.train_cls,
+            lambda: self.lambda,
+        })
+    }
+
+    /// The report template whose class prompts the run is scored against.
+    pub fn template(&self) -> Result<ReportTemplate> {
+        match &self.report_template {
+            Some(path) => ReportTemplate::from_json(path),
+            None => Ok(ReportTemplate::default()),
+        }
     }
 }
 
@@ -130,6 +222,29 @@ mod tests {
         assert!(e.contains("batch_size") && e.contains("run.json"), "{e}");
         let e = parse(r#"{"lr": -1}"#).unwrap_err().to_string();
         assert!(e.contains("lr"), "{e}");
+    }
+
+    #[test]
+    fn deft_options_and_optimiser_settings_are_reachable() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let s = parse(&format!(
+            r#"{{"pooling": "mean-all", "scale_init": "deft", "train_cls": false, "cross_attention_heads": 4,
+                "grad_clip": 1.0, "adam_eps": 1e-6, "report_template": {:?}}}"#,
+            root.join("configs/report_deft.json")
+        ))
+        .unwrap();
+        let m = s.method(64).unwrap();
+        assert_eq!(
+            (m.pooling, m.scale_init, m.train_cls, m.cross_attention_heads),
+            (Pooling::MeanAll, ScaleInit::Deft, false, 4)
+        );
+        assert_eq!((s.grad_clip, s.adam_eps), (Some(1.0), 1e-6));
+        // The run is scored against the template's own class prompt.
+        assert_eq!(s.template().unwrap().prompt(crate::data::label::Label::AD), "A photo of AD:");
+        assert!(RunSettings { cross_attention_heads: 5, ..s.clone() }.method(64).is_err());
+        for bad in [r#"{"grad_clip": 0}"#, r#"{"adam_eps": -1}"#, r#"{"class_prompt_weight": -0.5}"#] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -300,6 +300,8 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         assert!(out.contains(row), "{row} missing from\n{out}");
     }
     assert!(out.contains("## Transfer to `oasis/index.csv`"), "{out}");
+    assert!(out.contains("## Models on the test subjects (each subject's baseline visit)"), "{out}");
+    assert!(out.contains("| fine-tuned − zero-shot | 2 |") && out.contains("| no-mmse − full | 2 |"), "{out}");
     let csv = std::fs::read_to_string(d.join("exp/results.csv")).unwrap();
     assert_eq!(csv, std::fs::read_to_string(d.join("tables/tiny.csv")).unwrap());
     assert!(csv.starts_with("model,metric,mean,std,n_runs\n"));
@@ -309,6 +311,8 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         "zero-shot,auc,",
         "oracle/transfer,accuracy,",
         "train-size/8,balanced_accuracy,",
+        "subject/fine-tuned,balanced_accuracy,",
+        "diff/fine-tuned − zero-shot,balanced_accuracy,",
     ] {
         assert!(csv.contains(line), "{line} missing from\n{csv}");
     }

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::DeviceArg;
+use crate::model::bert::Pooling;
 use crate::model::cross_attention::CrossAttentionKind;
+use crate::model::method::ScaleInit;
 use crate::model::precision::Precision;
 use crate::model::vit3d::PosEmbedPolicy;
-use crate::settings::RunSettings;
+use crate::settings::{Projections, RunSettings};
 use crate::train::finetune::{FinetuneJob, RunPaths};
 
 #[derive(Debug, Clone, Args)]
@@ -56,6 +58,13 @@ pub struct Overrides {
     /// Decoupled weight decay, on the trainable matrices only (not prompts, tokens, biases).
     #[arg(long, help_heading = "Overrides of the run config")]
     pub weight_decay: Option<f64>,
+    /// AdamW's epsilon (default 1e-8, PyTorch's).
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub adam_eps: Option<f64>,
+    /// Clip the gradients' global L2 norm to this (PyTorch's clip_grad_norm_; default: none, as
+    /// in the paper).
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub grad_clip: Option<f64>,
     /// Weight of the MMSE loss.
     #[arg(long, help_heading = "Overrides of the run config")]
     pub lambda: Option<f64>,
@@ -85,6 +94,29 @@ pub struct Overrides {
     /// Cross-attention between image and text (`off` is the ablation).
     #[arg(long, value_enum, help_heading = "Ablations")]
     pub cross_attention: Option<CrossAttentionKind>,
+    /// Heads of the multi-head cross-attention.
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub cross_attention_heads: Option<usize>,
+    /// Text pooling before f_t: cls (M3D-CLIP), mean, or mean-all (DEFT).
+    #[arg(long, value_enum, help_heading = "Overrides of the run config")]
+    pub pooling: Option<Pooling>,
+    /// The logit scale's start: paper (10) or deft (raw ln(1/0.07)).
+    #[arg(long, value_enum, help_heading = "Overrides of the run config")]
+    pub scale_init: Option<ScaleInit>,
+    /// Train the backbone's CLS token with the prompts (true or false).
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub train_cls: Option<bool>,
+    /// Report template JSON (configs/report.json's fields): its class prompt scores every scan
+    /// at validation and test (e.g. configs/report_deft.json: "A photo of {class}:").
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub report_template: Option<PathBuf>,
+    /// Where f_v and f_t start: fresh (the paper) or backbone (its own projections).
+    #[arg(long, value_enum, help_heading = "Overrides of the run config")]
+    pub projections: Option<Projections>,
+    /// adfit's class-prompt objective (not the paper's): weight of an extra cross-entropy of each
+    /// training image against "A photo of {class}." (0 = off, the default).
+    #[arg(long, help_heading = "Overrides of the run config")]
+    pub class_prompt_weight: Option<f64>,
     /// How the backbone's position embedding meets the cache's grid.
     #[arg(long, value_enum, help_heading = "Overrides of the run config")]
     pub pos_embed: Option<PosEmbedPolicy>,
@@ -112,6 +144,15 @@ impl Overrides {
         s.lr = self.lr.unwrap_or(s.lr);
         s.weight_decay = self.weight_decay.unwrap_or(s.weight_decay);
         s.lambda = self.lambda.unwrap_or(s.lambda);
+        s.adam_eps = self.adam_eps.unwrap_or(s.adam_eps);
+        s.grad_clip = self.grad_clip.or(s.grad_clip);
+        s.cross_attention_heads = self.cross_attention_heads.unwrap_or(s.cross_attention_heads);
+        s.pooling = self.pooling.unwrap_or(s.pooling);
+        s.scale_init = self.scale_init.unwrap_or(s.scale_init);
+        s.train_cls = self.train_cls.unwrap_or(s.train_cls);
+        s.report_template = self.report_template.clone().or(s.report_template);
+        s.projections = self.projections.unwrap_or(s.projections);
+        s.class_prompt_weight = self.class_prompt_weight.unwrap_or(s.class_prompt_weight);
         s.seed = self.seed.unwrap_or(s.seed);
         s.early_stop = self.early_stop.unwrap_or(s.early_stop);
         s.augment |= self.augment;

@@ -15,8 +15,8 @@ use crate::data::label::Label;
 use crate::data::report::ReportTemplate;
 use crate::data::split::{read_split, Part};
 use crate::error::{Error, Result};
-use crate::eval::metrics::{ClassMetrics, RegressionMetrics};
-use crate::eval::predict::{baseline_visits, predict, predict_batches, score, Predictions};
+use crate::eval::metrics::Scored;
+use crate::eval::predict::{predict, predict_batches, score_levels, Predictions};
 use crate::model::backbones::Backbone;
 use crate::model::precision::{cast_frozen, Precision};
 use crate::model::tokenizer::tokenize;
@@ -59,13 +59,6 @@ pub struct EvalJob {
     /// Scans per forward pass; `None`: the run's own batch size (so `eval` reproduces the test
     /// scores `finetune` wrote bit for bit), 8 for a bare backbone.
     pub batch_size: Option<usize>,
-}
-
-/// Metrics of one level (scans, or subjects' baseline visits).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scored {
-    pub classification: ClassMetrics,
-    pub mmse: Option<RegressionMetrics>,
 }
 
 /// `metrics.json` of an evaluation.
@@ -121,14 +114,8 @@ pub fn evaluate(job: EvalJob, device: DeviceSpec) -> Result<EvalReport> {
         EvalModel::Oracle { run } => oracle(run, &ds, &job.classes)?,
         _ => crate::backend::dispatch(device, ImageModel { job: &job, ds: &ds })?,
     };
-    let (scan, scan_mmse) = score(&predictions, &job.classes);
-    let (subject, subject_mmse) = score(&predictions.select(&baseline_visits(&ds)), &job.classes);
-    let metrics = EvalMetrics {
-        classes: job.classes.clone(),
-        model: job.model.name().into(),
-        scan: Scored { classification: scan, mmse: scan_mmse },
-        subject_baseline: Scored { classification: subject, mmse: subject_mmse },
-    };
+    let (scan, subject_baseline) = score_levels(&predictions, &ds, &job.classes);
+    let metrics = EvalMetrics { classes: job.classes.clone(), model: job.model.name().into(), scan, subject_baseline };
     Ok(EvalReport { metrics, predictions })
 }
 
@@ -201,6 +188,7 @@ impl Job for ImageModel<'_> {
             EvalModel::FineTuned { backbone, run } => {
                 let f = run_folder::load::<B<AD>>(run, backbone, img_size, &device)?;
                 let batch = job.batch_size.unwrap_or(f.config.settings.batch_size);
+                let template = f.config.settings.template()?;
                 predict(&f.model, ds, &f.tokenizer, &template, &job.classes, f.scale, batch, &device)
             }
             EvalModel::Oracle { .. } => unreachable!("the oracle runs without a backend"),

@@ -21,6 +21,13 @@ pub struct ClassMetrics {
     pub confusion: Vec<Vec<usize>>,
 }
 
+/// Metrics of one level (scans, or subjects' baseline visits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub classification: ClassMetrics,
+    pub mmse: Option<RegressionMetrics>,
+}
+
 /// JSON writes NaN (a class without examples) as `null`; read it back as NaN.
 fn nan_for_null<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
     let v: Vec<Option<f64>> = Vec::deserialize(d)?;

@@ -16,7 +16,7 @@ use crate::data::dataset::{CohortBatch, CohortBatcher, CohortDataset};
 use crate::data::label::Label;
 use crate::data::report::ReportTemplate;
 use crate::error::Result;
-use crate::eval::metrics::{classification, regression, ClassMetrics, RegressionMetrics};
+use crate::eval::metrics::{classification, regression, ClassMetrics, RegressionMetrics, Scored};
 use crate::model::method::AdClip;
 use crate::model::tokenizer::{tokenize, TextTokenizer};
 use crate::run_folder::MmseScale;
@@ -105,8 +105,8 @@ pub fn predict_batches<B: Backend>(
     Ok(out)
 }
 
-/// Match every scan of `ds` against the class prompts (`template.prompt(class)`), with the
-/// model's cross-attention between the batch's images and the prompts.
+/// Match every scan of `ds` against the class prompts (`template.prompt(class)`), each scan on
+/// its own (`AdClip::logits_each`): predictions do not depend on the batch.
 #[allow(clippy::too_many_arguments)]
 pub fn predict<B: Backend>(
     model: &AdClip<B>,
@@ -132,7 +132,7 @@ pub fn predict<B: Backend>(
                 .map(|z| scale.points(z))
                 .collect()
         });
-        (softmax(model.logits(image.v, w.clone()), 1), mmse)
+        (softmax(model.logits_each(image.v, w.clone()), 1), mmse)
     })
 }
 
@@ -152,6 +152,13 @@ pub fn score(p: &Predictions, classes: &[Label]) -> (ClassMetrics, Option<Regres
         regression(&t, &q)
     });
     (classification(&y, &proba, classes.len()), reg)
+}
+
+/// Scan-level metrics and those of each subject's baseline visit.
+pub fn score_levels(p: &Predictions, ds: &CohortDataset, classes: &[Label]) -> (Scored, Scored) {
+    let (c, m) = score(p, classes);
+    let (sc, sm) = score(&p.select(&baseline_visits(ds)), classes);
+    (Scored { classification: c, mmse: m }, Scored { classification: sc, mmse: sm })
 }
 
 /// `predict` then `score`, on the inference copy of an autodiff model.

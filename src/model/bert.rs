@@ -247,13 +247,17 @@ impl<B: Backend> Bert<B> {
 
 /// How a sequence of hidden states becomes one text vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pooling {
     /// The [CLS] hidden state (M3D-CLIP).
     #[default]
+    #[serde(alias = "Cls")]
     Cls,
     /// Mean over attended positions (sentence-transformers).
+    #[serde(alias = "Mean")]
     Mean,
     /// Mean over every position, padding included (DEFT).
+    #[serde(alias = "MeanAll")]
     MeanAll,
 }
 

@@ -17,11 +17,14 @@ use super::prompts::{prompted_vision, TextPrompts, VisualPrompts};
 
 /// The logit scale's convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum ScaleInit {
     /// The paper: "temperature initialised to 10", used as a multiplier.
     #[default]
+    #[serde(alias = "Paper")]
     Paper,
     /// DEFT: a raw ln(1/0.07) ≈ 2.659 multiplier.
+    #[serde(alias = "Deft")]
     Deft,
 }
 
@@ -204,6 +207,32 @@ impl<B: Backend> AdClip<B> {
         AdClip::new(backbone, cfg, device).load_trainable(&store, "", cfg)
     }
 
+    /// Start `f_v` and `f_t` from the backbone's own `mm_vision_proj` / `mm_language_proj`
+    /// (trainable copies), so fine-tuning begins in the joint space that zero-shot uses. Needs
+    /// the method's embedding size to equal the backbone's joint size.
+    pub fn with_backbone_projections(mut self) -> crate::error::Result<Self> {
+        let copy = |l: &Linear<B>| Linear {
+            weight: Param::from_tensor(l.weight.val().detach()).set_require_grad(true),
+            bias: l.bias.as_ref().map(|b| Param::from_tensor(b.val().detach()).set_require_grad(true)),
+        };
+        let fits = |ours: &Linear<B>, theirs: &Linear<B>| ours.weight.dims() == theirs.weight.dims();
+        if !fits(&self.f_v, &self.backbone.vision_proj) || !fits(&self.f_t, &self.backbone.text_proj) {
+            return Err(crate::error::Error::config(
+                "projections",
+                format!(
+                    "the backbone's projections ({:?}, {:?}) do not have f_v's and f_t's shapes ({:?}, {:?})",
+                    self.backbone.vision_proj.weight.dims(),
+                    self.backbone.text_proj.weight.dims(),
+                    self.f_v.weight.dims(),
+                    self.f_t.weight.dims()
+                ),
+            ));
+        }
+        self.f_v = copy(&self.backbone.vision_proj);
+        self.f_t = copy(&self.backbone.text_proj);
+        Ok(self)
+    }
+
     /// Replace the trainable parts by tensors named as `save_trainable` writes them (and as the
     /// reference fixtures name them): `{prefix}visual_prompts`, `mmse_token`, `f_mmse.{0,2}`,
     /// `text_prompts`, `f_v`, `f_t`, `xattn.{i2t,t2i}` (torch `MultiheadAttention` layout),
@@ -338,7 +367,21 @@ impl<B: Backend> AdClip<B> {
         l2norm(self.f_t.forward(self.text_features(ids, mask)))
     }
 
-    /// Cross-attention, then `cos(v̂_i, ŵ_j) · scale`.
+    /// Logits of each image against the texts, with the cross-attention computed for that image
+    /// alone: the texts attend to the one scan being classified, never to its batch mates, so a
+    /// scan's prediction does not depend on the batch size or on which scans share its batch.
+    /// This is how every scan is scored at validation and test.
+    ///
+    /// # Shapes
+    /// - v: `[n_images, embed]`, w: `[n_texts, embed]` → `[n_images, n_texts]`
+    pub fn logits_each(&self, v: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, _] = v.dims();
+        let rows: Vec<_> = (0..n).map(|i| self.logits(v.clone().narrow(0, i, 1), w.clone())).collect();
+        Tensor::cat(rows, 0)
+    }
+
+    /// Cross-attention over the batch, then `cos(v̂_i, ŵ_j) · scale` (training: the images and
+    /// reports of a batch attend to each other).
     ///
     /// # Shapes
     /// - v: `[n_images, embed]`, w: `[n_texts, embed]` → `[n_images, n_texts]`

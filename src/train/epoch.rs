@@ -3,6 +3,7 @@
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -25,12 +26,35 @@ pub struct EpochLoss {
     pub batches: usize,
 }
 
-/// Train for one epoch: batches of `batch_size` scans in an order drawn from (`seed`, `epoch`).
-/// The optimiser should run without weight decay: `weight_decay` is applied here, decoupled and
-/// to matrices only.
-/// A last batch of a single scan is dropped (the contrastive loss needs two). A non-finite loss
-/// stops with an error naming the epoch and batch. `on_batch(done, total)` is called before each
-/// batch (for progress bars).
+/// How one epoch trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPlan {
+    pub epoch: u64,
+    /// Batches are drawn in an order seeded by (`seed`, `epoch`).
+    pub seed: u64,
+    pub lr: f64,
+    /// Decoupled, on matrices only, applied here (the optimiser runs without weight decay).
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    /// Weight of the MMSE loss.
+    pub lambda: f64,
+    /// Clip the gradients' global norm to this before each step.
+    pub grad_clip: Option<f64>,
+}
+
+/// adfit's optional class-prompt objective (not the paper's): each training image is also
+/// classified against the inference prompts ("A photo of {class}."), with this weight on the
+/// cross-entropy, so the texts used at inference are seen in training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassPrompts {
+    /// One prompt per class, in class-index order (NC, MCI, AD).
+    pub texts: Vec<String>,
+    pub weight: f64,
+}
+
+/// Train for one epoch. A last batch of a single scan is dropped (the contrastive loss needs
+/// two). A non-finite loss stops with an error naming the epoch and batch. `on_batch(done,
+/// total)` is called before each batch (for progress bars).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
     mut model: AdClip<B>,
@@ -38,15 +62,12 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
     ds: &CohortDataset,
     tok: &TextTokenizer,
     scale: MmseScale,
-    lr: f64,
-    weight_decay: f64,
-    batch_size: usize,
-    lambda: f64,
-    seed: u64,
-    epoch: u64,
+    plan: &EpochPlan,
+    class_prompts: Option<&ClassPrompts>,
     device: &B::Device,
     mut on_batch: impl FnMut(usize, usize),
 ) -> Result<(AdClip<B>, EpochLoss)> {
+    let EpochPlan { epoch, seed, lr, weight_decay, batch_size, lambda, grad_clip } = *plan;
     ds.set_epoch(epoch);
     let mut order: Vec<usize> = (0..ds.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
@@ -62,7 +83,13 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
         let image = model.encode_image(batch.volumes);
         let w = model.encode_text(ids, mask);
         let target = (batch.mmse - scale.mean) / scale.std * batch.mmse_mask.clone();
-        let loss = model.loss(&image, w, target, batch.mmse_mask, lambda);
+        let mut loss = model.loss(&image, w, target, batch.mmse_mask, lambda);
+        if let Some(cp) = class_prompts.filter(|c| c.weight > 0.0) {
+            let (ids, mask) = tokenize::<B>(tok, &cp.texts, device)?;
+            let logits = model.logits_each(image.v.clone(), model.encode_text(ids, mask));
+            let ce = CrossEntropyLossConfig::new().init(device).forward(logits, batch.labels.clone());
+            loss.total = loss.total + ce * cp.weight;
+        }
         let value = scalar(loss.total.clone());
         if !value.is_finite() {
             return Err(Error::config("training", format!("loss is {value} at epoch {epoch}, batch {b}: stopping")));
@@ -71,7 +98,10 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
         sums.contrastive += scalar(loss.contrastive.clone());
         sums.mmse += loss.mmse.clone().map_or(0.0, scalar);
         sums.batches += 1;
-        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+        let mut grads = GradientsParams::from_grads(loss.total.backward(), &model);
+        if let Some(max_norm) = grad_clip {
+            super::clip::clip_global_norm::<B, _>(&model, &mut grads, max_norm);
+        }
         model = optim.step(lr, model, grads);
         if weight_decay > 0.0 {
             model = super::decay::decay_matrices(model, lr, weight_decay).0;

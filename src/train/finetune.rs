@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::data::dataset::Dataset;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamWConfig;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -15,17 +14,17 @@ use crate::backend::Job;
 use crate::data::augment::AugmentConfig;
 use crate::data::dataset::CohortDataset;
 use crate::data::label::Label;
-use crate::data::report::ReportTemplate;
 use crate::data::split::{read_split, Part};
 use crate::error::{Error, Result};
 use crate::eval::job::{grid_of, index_root};
-use crate::eval::predict::evaluate;
+use crate::eval::predict::{evaluate, predict, score_levels};
 use crate::model::backbones::Backbone;
-use crate::model::method::{AdClip, MethodConfig};
+use crate::model::method::AdClip;
 use crate::run_folder::{self, MmseScale, RunConfig, TestMetrics};
-use crate::settings::RunSettings;
-use crate::train::epoch::train_epoch;
+use crate::settings::{Projections, RunSettings};
+use crate::train::epoch::{train_epoch, ClassPrompts, EpochPlan};
 use crate::train::plateau::{Mode, Plateau};
+use burn::module::AutodiffModule;
 
 /// Where a run reads its data and writes its folder.
 #[derive(Debug, Clone)]
@@ -90,7 +89,7 @@ fn fold_data(a: &RunPaths, s: &RunSettings) -> Result<FoldData> {
     }
     let parts: HashMap<String, Part> = split.fold(a.fold).into_iter().map(|(s, p)| (s.to_string(), p)).collect();
     let all = CohortDataset::open(&a.index)?;
-    let template = ReportTemplate::default();
+    let template = s.template()?;
     let subset = |part: Part| {
         let mut rows: Vec<_> = all
             .rows()
@@ -134,6 +133,7 @@ impl Job for FinetuneJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TestMetrics> {
         let (a, s) = (&self.paths, &self.settings);
         let FoldData { train, val, test } = fold_data(a, s)?;
+        let template = s.template()?;
         let img_size = grid_of(&train)?;
         let scale = MmseScale::from_dataset(&train);
         let previous = crate::train::checkpoint::latest(&a.out)?;
@@ -145,20 +145,13 @@ impl Job for FinetuneJob {
         }
 
         let backbone = Backbone::<B>::load(&a.backbone, Some(img_size), s.pos_embed, &device)?;
-        let embed_dim = backbone.model.vit.hidden_size();
-        let method = MethodConfig {
-            visual_prompts: s.visual_prompts,
-            mmse_token: s.mmse_token,
-            text_prompts: s.text_prompts,
-            cross_attention: s.cross_attention,
-            embed_dim,
-            mmse_hidden: embed_dim / 2,
-            lambda: s.lambda,
-            ..Default::default()
-        };
+        let method = s.method(backbone.model.vit.hidden_size())?;
         // Drawn on the CPU, so that a seed starts every device from the same point.
         let frozen = crate::model::precision::cast_frozen(backbone.model, s.precision)?;
         let mut model = AdClip::new_seeded::<crate::backend::Cpu>(frozen, &method, s.seed, &device);
+        if s.projections == Projections::Backbone {
+            model = model.with_backbone_projections()?;
+        }
         let tok = backbone.tokenizer;
         let config = RunConfig {
             backbone: a.backbone.clone(),
@@ -198,10 +191,10 @@ impl Job for FinetuneJob {
             groups.kept.0,
             groups.kept.1
         );
-        let mut optim = AdamWConfig::new()
-            .with_weight_decay(0.0)
-            .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-            .init::<B, AdClip<B>>();
+        // PyTorch's AdamW; weight decay is applied decoupled in train_epoch, clipping there too
+        // (by the global norm, which Burn's per-tensor clipping is not).
+        let mut optim =
+            AdamWConfig::new().with_weight_decay(0.0).with_epsilon(s.adam_eps as f32).init::<B, AdClip<B>>();
         let mut plateau = Plateau::new(s.lr, Mode::Max, 0.1, 5);
         let mut rows = Vec::new();
         let mut since_best = 0;
@@ -213,26 +206,34 @@ impl Job for FinetuneJob {
             (plateau, since_best, rows, start) = (state.plateau, state.since_best, state.rows, state.epoch + 1);
             tracing::info!("resuming {} after epoch {}", a.out.display(), state.epoch);
         }
-        let template = ReportTemplate::default();
         let best_path = a.out.join(run_folder::BEST);
+        let class_prompts = ClassPrompts {
+            texts: Label::ALL.iter().map(|&l| template.prompt(l)).collect(),
+            weight: s.class_prompt_weight,
+        };
         for epoch in start..s.epochs {
             if since_best >= s.early_stop {
                 break;
             }
             let started = std::time::Instant::now();
             let bar = crate::util::progress_bar(0, &format!("epoch {}/{}", epoch + 1, s.epochs), self.quiet);
+            let plan = EpochPlan {
+                epoch,
+                seed: s.seed,
+                lr: plateau.lr,
+                weight_decay: s.weight_decay,
+                batch_size: s.batch_size,
+                lambda: s.lambda,
+                grad_clip: s.grad_clip,
+            };
             let (next, loss) = train_epoch(
                 model,
                 &mut optim,
                 &train,
                 &tok,
                 scale,
-                plateau.lr,
-                s.weight_decay,
-                s.batch_size,
-                s.lambda,
-                s.seed,
-                epoch,
+                &plan,
+                Some(&class_prompts),
                 &device,
                 |done, total| {
                     bar.set_length(total as u64);
@@ -279,11 +280,15 @@ impl Job for FinetuneJob {
 
         // Score the best checkpoint on the test subjects.
         let (model, _) = run_folder::read_trainable(&best_path, model, &method, &device)?;
-        let (m, mmse) = evaluate(&model, &test, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
+        let p = predict(&model.valid(), &test, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
+        p.write_csv(&a.out.join(run_folder::TEST_PREDICTIONS), &Label::ALL)?;
+        let (scan, subject) = score_levels(&p, &test, &Label::ALL);
+        let (m, mmse) = (scan.classification, scan.mmse);
         let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
         let title = format!("fold {} test scans (balanced accuracy {:.3})", a.fold, m.balanced_accuracy);
         crate::plot::confusion(&a.out.join("confusion.png"), &title, &names, &m.confusion)?;
-        let report = TestMetrics { fold: a.fold, scans: test.len(), classification: m, mmse };
+        let report =
+            TestMetrics { fold: a.fold, scans: test.len(), classification: m, mmse, subject_baseline: Some(subject) };
         report.write(&a.out)?;
         Ok(report)
     }

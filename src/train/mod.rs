@@ -3,6 +3,7 @@
 //! pre-training of adfit's own small backbone.
 
 pub mod checkpoint;
+pub mod clip;
 pub mod decay;
 pub mod epoch;
 pub mod finetune;
