@@ -54,6 +54,7 @@ fn assert_grad_close<Bk: Backend, const D: usize>(got: Tensor<Bk, D>, want: &Raw
     let err = max_abs(got, want, what);
     let scale = want.data.iter().map(|v| v.abs()).fold(0.0, f32::max);
     assert!(scale > 0.0, "{what}: zero reference gradient");
+    eprintln!("gradient of {what}: relative error {:.1e} against PyTorch", err / scale);
     assert!(err / scale <= 1e-3, "{what}: relative gradient error {}", err / scale);
 }
 
@@ -252,11 +253,32 @@ fn method_gradients_match_autograd() {
     assert_grad_close(g(&m.backbone.vit.cls_token), &f["grad.cls_token"], "cls token");
     let tp = m.text_prompts.as_ref().unwrap().prompts.grad(&grads).unwrap();
     assert_grad_close(tp, &f["grad.text_prompts"], "text prompts");
-    // torch stores Linear weights [out, in]; Burn [in, out].
-    let fv = m.f_v.weight.grad(&grads).unwrap().transpose();
-    assert_grad_close(fv, &f["grad.f_v.weight"], "f_v weight");
     let scale = m.scale.grad(&grads).unwrap();
     assert_grad_close(scale, &f["grad.scale"], "scale");
+    // Every other trainable tensor, under the fixture's (PyTorch's) names and layouts (torch
+    // stores Linear weights [out, in]; Burn [in, out]).
+    let linear = |l: &burn::nn::Linear<AD>, name: &str| {
+        let w = l.weight.grad(&grads).unwrap().transpose();
+        assert_grad_close(w, &f[&format!("grad.{name}.weight")], &format!("{name} weight"));
+        let b = l.bias.as_ref().expect("bias").grad(&grads).unwrap();
+        assert_grad_close(b, &f[&format!("grad.{name}.bias")], &format!("{name} bias"));
+    };
+    linear(&m.f_v, "f_v");
+    linear(&m.f_t, "f_t");
+    let head = m.mmse_head.as_ref().unwrap();
+    linear(&head.fc1, "f_mmse.0");
+    linear(&head.fc2, "f_mmse.2");
+    let xattn = &m.cross_attention;
+    for (name, mha) in [("xattn.i2t", &xattn.image_to_text), ("xattn.t2i", &xattn.text_to_image)] {
+        let mha = mha.as_ref().unwrap();
+        let parts = [&mha.q, &mha.k, &mha.v];
+        // torch packs q, k, v into one in_proj: [3·dim, dim] and [3·dim].
+        let w = Tensor::cat(parts.iter().map(|l| l.weight.grad(&grads).unwrap().transpose()).collect(), 0);
+        assert_grad_close(w, &f[&format!("grad.{name}.in_proj_weight")], &format!("{name} in_proj weight"));
+        let b = Tensor::cat(parts.iter().map(|l| l.bias.as_ref().unwrap().grad(&grads).unwrap()).collect(), 0);
+        assert_grad_close(b, &f[&format!("grad.{name}.in_proj_bias")], &format!("{name} in_proj bias"));
+        linear(&mha.out, &format!("{name}.out_proj"));
+    }
     // Frozen backbone weights hold no gradient.
     assert!(m.backbone.vit.blocks[0].attn.qkv.weight.grad(&grads).is_none());
     assert!(m.backbone.bert.embeddings.word.weight.grad(&grads).is_none());
