@@ -9,9 +9,10 @@ use crate::model::backbones::Backbone;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::cross_attention::CrossAttentionKind;
-use crate::model::method::{AdClip, MethodConfig};
+use crate::model::method::AdClip;
 use crate::model::params::{parameter_groups, totals};
 use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
+use crate::settings::RunSettings;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Shape {
@@ -67,16 +68,15 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
             ClipBackbone::from_towers(Vit3d::init(&v, &device)?, Bert::init(&t, &device)?, hidden, &device)
         }
     };
-    let embed_dim = backbone.vit.hidden_size();
-    let cfg = MethodConfig {
+    // The same settings type every run is configured by.
+    let settings = RunSettings {
         visual_prompts: a.visual_prompts,
         text_prompts: a.text_prompts,
         mmse_token: !a.no_mmse,
         cross_attention: a.cross_attention,
-        embed_dim,
-        mmse_hidden: embed_dim / 2,
-        ..Default::default()
+        ..RunSettings::default()
     };
+    let cfg = settings.method(backbone.vit.hidden_size())?;
     let model = AdClip::new(backbone, &cfg, &device);
     let groups = parameter_groups(&model);
     let (trainable, frozen) = totals(&model);

@@ -33,6 +33,39 @@ pub struct ReportTemplate {
     pub missing: String,
     /// Digits after the decimal point (the paper writes 7323.00).
     pub decimals: usize,
+    /// The words that stand for each class in `{class}` (the paper's NC, MCI, AD by default).
+    /// The same template file should go to `preprocess` (training reports) and to the run
+    /// (inference prompts), so both use the same words.
+    #[serde(default)]
+    pub class_names: ClassNames,
+}
+
+/// The word written for each diagnosis in a prompt or report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassNames {
+    #[serde(rename = "NC")]
+    pub nc: String,
+    #[serde(rename = "MCI")]
+    pub mci: String,
+    #[serde(rename = "AD")]
+    pub ad: String,
+}
+
+impl Default for ClassNames {
+    fn default() -> Self {
+        ClassNames { nc: "NC".into(), mci: "MCI".into(), ad: "AD".into() }
+    }
+}
+
+impl ClassNames {
+    pub fn of(&self, label: Label) -> &str {
+        match label {
+            Label::NC => &self.nc,
+            Label::MCI => &self.mci,
+            Label::AD => &self.ad,
+        }
+    }
 }
 
 impl Default for ReportTemplate {
@@ -51,6 +84,7 @@ impl Default for ReportTemplate {
             ],
             missing: "unavailable".into(),
             decimals: 2,
+            class_names: ClassNames::default(),
         }
     }
 }
@@ -69,12 +103,17 @@ impl ReportTemplate {
         if !self.class_prompt.contains("{class}") {
             return Err(Error::config("report template class_prompt", "must contain `{class}`"));
         }
+        for l in Label::ALL {
+            if self.class_names.of(l).trim().is_empty() {
+                return Err(Error::config("report template class_names", format!("the name of {l} is empty")));
+            }
+        }
         Ok(())
     }
 
     /// "A photo of {class}." for one class: the inference prompt.
     pub fn prompt(&self, label: Label) -> String {
-        self.class_prompt.replace("{class}", label.as_str())
+        self.class_prompt.replace("{class}", self.class_names.of(label))
     }
 
     /// The full training report for one visit.
@@ -124,6 +163,19 @@ mod tests {
              Ventricular size: 43767.00 mm^3, Whole brain volume: 968731.00 mm^3, Entorhinal cortex volume: \
              4056.00 mm^3, Fusiform gyrus volume: 18775.00 mm^3, Middle temporal gyrus volume: 17048.00 mm^3."
         );
+    }
+
+    #[test]
+    fn class_names_are_a_setting() {
+        let t: ReportTemplate = serde_json::from_str(
+            r#"{"class_prompt": "A photo of {class}.", "preamble": "", "attributes": [], "missing": "n/a",
+                "decimals": 1, "class_names": {"NC": "a healthy brain", "AD": "Alzheimer's disease"}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.prompt(Label::NC), "A photo of a healthy brain.");
+        assert_eq!(t.prompt(Label::MCI), "A photo of MCI.");
+        assert_eq!(t.render(Label::AD, &Biomarkers::default()), "A photo of Alzheimer's disease.");
+        assert_eq!(ReportTemplate::default().prompt(Label::AD), "A photo of AD.");
     }
 
     #[test]
