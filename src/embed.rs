@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::backend::Job;
 use crate::data::nifti_io::read_nifti;
 use crate::error::{Error, Result};
-use crate::model::backbones::m3d::{read_config, write_safetensors, Backbone};
+use crate::model::backbones::m3d::{read_config, write_safetensors, Backbone, BackboneConfig};
 use crate::model::precision::{cast_frozen, Precision};
 use crate::model::tokenizer::tokenize;
 use crate::model::vit3d::PosEmbedPolicy;
@@ -66,8 +66,7 @@ impl Embeddings {
                 logits: rows(&self.logits),
                 logit_scale: self.logit_scale,
             };
-            let json = serde_json::to_string_pretty(&out).map_err(|e| Error::Json { path: path.into(), source: e })?;
-            return crate::util::write_bytes_atomic(path, json.as_bytes());
+            return crate::util::write_json(path, &out);
         }
         let named: Vec<(String, RawTensor)> =
             [("image_embeddings", &self.images), ("text_embeddings", &self.texts), ("logits", &self.logits)]
@@ -96,41 +95,39 @@ fn read_volumes(job: &EmbedJob) -> Result<Option<([usize; 3], Vec<f32>)>> {
     let mut voxels = Vec::new();
     for path in &job.volumes {
         let vol = read_nifti(path)?.volume;
-        let g = *grid.get_or_insert(vol.shape);
-        if vol.shape != g {
-            return Err(Error::volume(
-                path.display().to_string(),
-                format!(
-                    "the volume is {:?} but the first one is {g:?}: embed volumes of one grid at a time",
-                    vol.shape
-                ),
-            ));
+        let problem = match grid {
+            None => unreadable(&config, vol.shape, job.pos_embed),
+            Some(g) if g != vol.shape => Some(format!(
+                "the volume is {:?} but the first one is {g:?}: embed volumes of one grid at a time",
+                vol.shape
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = problem {
+            return Err(Error::volume(path.display().to_string(), reason));
         }
-        let mut vit = config.vit();
-        vit.img_size = vol.shape;
-        let fits = vit.grid().is_ok()
-            && (job.pos_embed == PosEmbedPolicy::Interpolate
-                || vit.num_patches().ok() == config.vit().num_patches().ok());
-        if !fits {
-            return Err(Error::volume(
-                path.display().to_string(),
-                format!(
-                    "the volume is {:?} (D, H, W as stored), which the backbone (img_size {:?}, patch {:?}) cannot \
-                     read{}; preprocess it first (adfit preprocess --shape D,H,W, or adfit convert --resize)",
-                    vol.shape,
-                    config.img_size,
-                    config.patch_size,
-                    if vit.grid().is_ok() {
-                        " with --pos-embed reinterpret (another token count): try --pos-embed interpolate"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
+        grid = Some(vol.shape);
         voxels.extend_from_slice(&vol.data);
     }
     Ok(grid.map(|g| (g, voxels)))
+}
+
+/// Why the backbone of `config` cannot read a volume of `shape` under `policy`, if it cannot.
+fn unreadable(config: &BackboneConfig, shape: [usize; 3], policy: PosEmbedPolicy) -> Option<String> {
+    let mut vit = config.vit();
+    vit.img_size = shape;
+    let divides = vit.grid().is_ok();
+    let tokens_fit = policy == PosEmbedPolicy::Interpolate || vit.num_patches().ok() == config.vit().num_patches().ok();
+    if divides && tokens_fit {
+        return None;
+    }
+    Some(format!(
+        "the volume is {shape:?} (D, H, W as stored), which the backbone (img_size {:?}, patch {:?}) cannot read{}; \
+         preprocess it first (adfit preprocess --shape D,H,W, or adfit convert --resize)",
+        config.img_size,
+        config.patch_size,
+        if divides { " with --pos-embed reinterpret (another token count): try --pos-embed interpolate" } else { "" }
+    ))
 }
 
 fn raw<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<RawTensor> {

@@ -110,8 +110,7 @@ impl Outcome {
     }
 
     fn of_run(model: &str, run: (usize, u64), t: &TestMetrics) -> Self {
-        let scan = Scored { classification: t.classification.clone(), mmse: t.mmse.clone() };
-        Outcome::new(model, run, &scan, t.subject_baseline.as_ref())
+        Outcome::new(model, run, &t.scan, t.subject_baseline.as_ref())
     }
 
     fn of_eval(model: &str, run: (usize, u64), m: &EvalMetrics) -> Self {
@@ -153,17 +152,13 @@ impl PairedDifference {
     }
 }
 
-/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
+/// The 97.5% quantile of Student's t with `df` ≥ 1 degrees of freedom (the normal's beyond 30).
 fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
     ];
-    if df == 0 {
-        f64::INFINITY
-    } else {
-        T.get(df - 1).copied().unwrap_or(1.96)
-    }
+    T.get(df.saturating_sub(1)).copied().unwrap_or(1.96)
 }
 
 /// `a − b` on `metric` at `level`, paired by run.

@@ -21,13 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::CohortDataset;
 use crate::error::{Error, Result};
-use crate::eval::metrics::{ClassMetrics, RegressionMetrics, Scored};
+use crate::eval::metrics::Scored;
 use crate::model::backbones::m3d::write_safetensors_with_metadata;
 use crate::model::backbones::Backbone;
 use crate::model::method::{AdClip, MethodConfig};
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::weights::{read_safetensors, read_safetensors_metadata, WeightStore};
 use crate::settings::RunSettings;
+use crate::util::{read_json, write_json};
 
 pub const CONFIG: &str = "config.json";
 pub const BEST: &str = "best.safetensors";
@@ -91,12 +92,8 @@ impl RunConfig {
         read_json(&run.join(CONFIG))
     }
 
-    fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| Error::Json { path: CONFIG.into(), source: e })
-    }
-
     pub fn write(&self, run: &Path) -> Result<()> {
-        crate::util::write_bytes_atomic(&run.join(CONFIG), self.to_json()?.as_bytes())
+        write_json(&run.join(CONFIG), self)
     }
 
     /// Whether `run/config.json` holds these same settings, but for the number of epochs (what
@@ -114,8 +111,9 @@ impl RunConfig {
 pub struct TestMetrics {
     pub fold: usize,
     pub scans: usize,
-    pub classification: ClassMetrics,
-    pub mmse: Option<RegressionMetrics>,
+    /// Written as top-level `classification` and `mmse`.
+    #[serde(flatten)]
+    pub scan: Scored,
     #[serde(default)]
     pub subject_baseline: Option<Scored>,
 }
@@ -126,20 +124,13 @@ impl TestMetrics {
     }
 
     pub fn write(&self, run: &Path) -> Result<()> {
-        let path = run.join(TEST_METRICS);
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Json { path: path.clone(), source: e })?;
-        crate::util::write_bytes_atomic(&path, json.as_bytes())
+        write_json(&run.join(TEST_METRICS), self)
     }
 }
 
 /// Whether `run` holds a finished run (its test metrics are written last).
 pub fn is_finished(run: &Path) -> bool {
     run.join(TEST_METRICS).exists()
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })
 }
 
 /// Write a model's trainable tensors (`best.safetensors` or a checkpoint's), with the MMSE scale.

@@ -1,4 +1,4 @@
-//! Small helpers shared by every module: atomic file writes, progress bars.
+//! Small helpers shared by every module: atomic file writes, JSON files, progress bars.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -38,6 +38,18 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
 /// `write_atomic` for a byte string.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
+}
+
+/// A JSON file as `T`; errors name the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })
+}
+
+/// `value` as pretty-printed JSON, written atomically.
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| Error::Json { path: path.into(), source: e })?;
+    write_bytes_atomic(path, json.as_bytes())
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal or with `--quiet`.

@@ -59,15 +59,11 @@ fn model(seed: u64) -> AdClip<AD> {
     let device = Default::default();
     <AD as Backend>::seed(&device, seed);
     let bert = BertConfig {
-        hidden_size: 32,
-        num_hidden_layers: 1,
-        num_attention_heads: 4,
-        intermediate_size: 64,
         max_position_embeddings: 128,
         // bert-base's 0.02 at width 32 gives every text the same [CLS] output, and the
         // contrastive loss then cannot move from its uniform value (train/pretrain.rs).
         initializer_range: 0.2,
-        ..BertConfig::bert_base_uncased()
+        ..BertConfig::tiny()
     };
     let backbone = ClipBackbone::from_towers(
         Vit3d::init(&Vit3dConfig::tiny(), &device).unwrap(),

@@ -180,10 +180,10 @@ pub fn run(a: FinetuneArgs, quiet: bool) -> anyhow::Result<()> {
     println!(
         "fold {}: test balanced accuracy {:.3}, accuracy {:.3}, AUC {}, MMSE MAE {} ({} scans) → {}",
         t.fold,
-        t.classification.balanced_accuracy,
-        t.classification.accuracy,
-        t.classification.auc.map_or("-".into(), |v| format!("{v:.3}")),
-        t.mmse.as_ref().map_or("-".into(), |r| format!("{:.2}", r.mae)),
+        t.scan.classification.balanced_accuracy,
+        t.scan.classification.accuracy,
+        t.scan.classification.auc.map_or("-".into(), |v| format!("{v:.3}")),
+        t.scan.mmse.as_ref().map_or("-".into(), |r| format!("{:.2}", r.mae)),
         t.scans,
         a.out.display()
     );

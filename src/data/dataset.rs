@@ -74,6 +74,13 @@ impl CohortDataset {
         &self.root
     }
 
+    /// The grid (D, H, W) of the cached volumes (the first scan's: `preprocess` writes one
+    /// shape for every scan).
+    pub fn grid(&self) -> Result<[usize; 3]> {
+        let first = self.rows.first().ok_or_else(|| Error::config("index", "has no scans"))?;
+        super::cache::cached_shape(&self.root.join(&first.cache))
+    }
+
     pub fn rows(&self) -> &[IndexRow] {
         &self.rows
     }

@@ -183,6 +183,18 @@ pub fn read_split(path: &Path) -> Result<Split> {
     Ok(Split { rows })
 }
 
+/// The part of every subject in `fold` of the split file at `path` (read and leak-checked).
+pub fn read_fold(path: &Path, fold: usize) -> Result<HashMap<String, Part>> {
+    let split = read_split(path)?;
+    if fold >= split.folds() {
+        return Err(Error::Split {
+            path: path.into(),
+            reason: format!("fold {fold} asked for, but the split has {} folds", split.folds()),
+        });
+    }
+    Ok(split.fold(fold).into_iter().map(|(s, p)| (s.to_string(), p)).collect())
+}
+
 /// The leakage check: one part per subject per fold; one test fold per subject.
 pub fn check_leakage(path: &Path, rows: &[Assignment]) -> Result<()> {
     let mut parts: BTreeMap<(usize, &str), Vec<Part>> = BTreeMap::new();

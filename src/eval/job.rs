@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn::data::dataset::Dataset;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{DeviceSpec, Job};
-use crate::data::cache::cached_shape;
 use crate::data::dataset::CohortDataset;
 use crate::data::label::Label;
 use crate::data::report::ReportTemplate;
-use crate::data::split::{read_split, Part};
+use crate::data::split::{read_fold, Part};
 use crate::error::{Error, Result};
 use crate::eval::metrics::Scored;
 use crate::eval::predict::{predict, predict_batches, score_levels, Predictions};
@@ -74,9 +74,7 @@ impl EvalMetrics {
     pub const FILE: &'static str = "metrics.json";
 
     pub fn read(out: &Path) -> Result<Self> {
-        let path = out.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Json { path, source: e })
+        crate::util::read_json(&out.join(Self::FILE))
     }
 }
 
@@ -98,9 +96,7 @@ impl EvalReport {
         let title = format!("{}: {} scans (balanced accuracy {:.3})", m.model, c.n, c.balanced_accuracy);
         crate::plot::confusion(&out.join("confusion.png"), &title, &names, &c.confusion)?;
         // The metrics last: their presence marks a finished evaluation.
-        let path = out.join(EvalMetrics::FILE);
-        let json = serde_json::to_string_pretty(m).map_err(|e| Error::Json { path: path.clone(), source: e })?;
-        crate::util::write_bytes_atomic(&path, json.as_bytes())
+        crate::util::write_json(&out.join(EvalMetrics::FILE), m)
     }
 }
 
@@ -121,43 +117,18 @@ pub fn evaluate(job: EvalJob, device: DeviceSpec) -> Result<EvalReport> {
 
 /// The labelled scans of `job.classes` in the chosen part of the index.
 fn select_scans(job: &EvalJob) -> Result<CohortDataset> {
-    let all = CohortDataset::open(&job.index)?;
     let parts: Option<HashMap<String, Part>> = match &job.split {
-        Some((path, fold)) => {
-            let split = read_split(path)?;
-            if *fold >= split.folds() {
-                return Err(Error::Split {
-                    path: path.clone(),
-                    reason: format!("fold {fold} asked for, but the split has {} folds", split.folds()),
-                });
-            }
-            Some(split.fold(*fold).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-        }
+        Some((path, fold)) => Some(read_fold(path, *fold)?),
         None => None,
     };
-    let rows: Vec<_> = all
-        .rows()
-        .iter()
+    let ds = CohortDataset::open(&job.index)?
         .filter(|r| parts.as_ref().is_none_or(|p| p.get(&r.subject) == Some(&job.part)))
-        .filter(|r| r.label.as_deref().and_then(Label::parse).is_some_and(|l| job.classes.contains(&l)))
-        .cloned()
-        .collect();
-    if rows.is_empty() {
+        .filter(|r| r.label.as_deref().and_then(Label::parse).is_some_and(|l| job.classes.contains(&l)));
+    if ds.is_empty() {
         let names: Vec<&str> = job.classes.iter().map(|c| c.as_str()).collect();
         return Err(Error::table(&job.index, format!("no labelled scans of classes {names:?} to evaluate")));
     }
-    Ok(CohortDataset::from_rows(index_root(&job.index), rows))
-}
-
-/// The folder an index's cache paths are relative to.
-pub fn index_root(index: &Path) -> PathBuf {
-    index.parent().unwrap_or(Path::new(".")).to_path_buf()
-}
-
-/// The grid (D, H, W) of the cached volumes of `ds` (its first scan's).
-pub fn grid_of(ds: &CohortDataset) -> Result<[usize; 3]> {
-    let first = ds.rows().first().ok_or_else(|| Error::config("index", "has no scans"))?;
-    cached_shape(&ds.root().join(&first.cache))
+    Ok(ds)
 }
 
 /// The zero-shot backbone or a fine-tuned run, on the chosen backend.
@@ -172,12 +143,13 @@ impl Job for ImageModel<'_> {
     fn run<AD: AutodiffBackend>(self, device: AD::Device) -> Result<Predictions> {
         type B<AD> = <AD as AutodiffBackend>::InnerBackend;
         let (job, ds) = (self.job, self.ds);
-        let img_size = grid_of(ds)?;
-        let template = ReportTemplate::default();
+        let img_size = ds.grid()?;
         match &job.model {
             EvalModel::ZeroShot { backbone, pos_embed, precision } => {
                 let mut b = Backbone::<B<AD>>::load(backbone, Some(img_size), *pos_embed, &device)?;
                 b.model = cast_frozen(b.model, *precision)?;
+                // A bare backbone is matched against the paper's prompts.
+                let template = ReportTemplate::default();
                 let prompts: Vec<String> = job.classes.iter().map(|&c| template.prompt(c)).collect();
                 let (ids, mask) = tokenize::<B<AD>>(&b.tokenizer, &prompts, &device)?;
                 let w = b.model.encode_text(ids, mask);

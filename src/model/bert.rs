@@ -65,6 +65,19 @@ impl BertConfig {
         }
     }
 
+    /// A tiny text tower for tests and examples: width 32, one layer of 4 heads, 256 positions
+    /// (bert-base's vocabulary).
+    pub fn tiny() -> Self {
+        BertConfig {
+            hidden_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 4,
+            intermediate_size: 64,
+            max_position_embeddings: 256,
+            ..Self::bert_base_uncased()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.hidden_act != "gelu" {
             return Err(Error::config(

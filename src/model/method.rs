@@ -432,15 +432,7 @@ mod tests {
     #[test]
     fn seeded_initialisation_matches_building_in_place() {
         let device = Default::default();
-        let text = BertConfig {
-            vocab_size: 50,
-            hidden_size: 32,
-            num_hidden_layers: 1,
-            num_attention_heads: 4,
-            intermediate_size: 64,
-            max_position_embeddings: 32,
-            ..BertConfig::bert_base_uncased()
-        };
+        let text = BertConfig { vocab_size: 50, max_position_embeddings: 32, ..BertConfig::tiny() };
         let backbone = ClipBackbone::<AD>::from_towers(
             Vit3d::init(&Vit3dConfig::tiny(), &device).unwrap(),
             Bert::init(&text, &device).unwrap(),

@@ -44,7 +44,8 @@ pub struct EpochPlan {
 
 /// adfit's optional class-prompt objective (not the paper's): each training image is also
 /// classified against the inference prompts ("A photo of {class}."), with this weight on the
-/// cross-entropy, so the texts used at inference are seen in training.
+/// cross-entropy, so the texts used at inference are seen in training. `train_epoch` takes it
+/// as `Some` only when it is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassPrompts {
     /// One prompt per class, in class-index order (NC, MCI, AD).
@@ -68,6 +69,12 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
     mut on_batch: impl FnMut(usize, usize),
 ) -> Result<(AdClip<B>, EpochLoss)> {
     let EpochPlan { epoch, seed, lr, weight_decay, batch_size, lambda, grad_clip } = *plan;
+    // The class prompts are the same every batch: tokenised once (they still pass through the
+    // text tower per batch, for their gradients).
+    let class_prompts = match class_prompts {
+        Some(cp) => Some((tokenize::<B>(tok, &cp.texts, device)?, cp.weight)),
+        None => None,
+    };
     ds.set_epoch(epoch);
     let mut order: Vec<usize> = (0..ds.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
@@ -84,11 +91,10 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<AdClip<B>, B>>(
         let w = model.encode_text(ids, mask);
         let target = (batch.mmse - scale.mean) / scale.std * batch.mmse_mask.clone();
         let mut loss = model.loss(&image, w, target, batch.mmse_mask, lambda);
-        if let Some(cp) = class_prompts.filter(|c| c.weight > 0.0) {
-            let (ids, mask) = tokenize::<B>(tok, &cp.texts, device)?;
-            let logits = model.logits_each(image.v.clone(), model.encode_text(ids, mask));
+        if let Some(((ids, mask), weight)) = &class_prompts {
+            let logits = model.logits_each(image.v.clone(), model.encode_text(ids.clone(), mask.clone()));
             let ce = CrossEntropyLossConfig::new().init(device).forward(logits, batch.labels.clone());
-            loss.total = loss.total + ce * cp.weight;
+            loss.total = loss.total + ce * *weight;
         }
         let value = scalar(loss.total.clone());
         if !value.is_finite() {

@@ -2,7 +2,6 @@
 //! fold's training subjects, keep the best checkpoint by validation balanced accuracy, score it
 //! on the fold's test subjects, and leave a run folder (`crate::run_folder`) behind.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::data::dataset::Dataset;
@@ -14,9 +13,9 @@ use crate::backend::Job;
 use crate::data::augment::AugmentConfig;
 use crate::data::dataset::CohortDataset;
 use crate::data::label::Label;
-use crate::data::split::{read_split, Part};
+use crate::data::report::ReportTemplate;
+use crate::data::split::{read_fold, Part};
 use crate::error::{Error, Result};
-use crate::eval::job::{grid_of, index_root};
 use crate::eval::predict::{evaluate, predict, score_levels};
 use crate::model::backbones::Backbone;
 use crate::model::method::AdClip;
@@ -79,17 +78,10 @@ struct FoldData {
     test: CohortDataset,
 }
 
-fn fold_data(a: &RunPaths, s: &RunSettings) -> Result<FoldData> {
-    let split = read_split(&a.split)?;
-    if a.fold >= split.folds() {
-        return Err(Error::Split {
-            path: a.split.clone(),
-            reason: format!("fold {} asked for, but the split has {} folds", a.fold, split.folds()),
-        });
-    }
-    let parts: HashMap<String, Part> = split.fold(a.fold).into_iter().map(|(s, p)| (s.to_string(), p)).collect();
+/// `template` writes the training text of the no-report variant.
+fn fold_data(a: &RunPaths, s: &RunSettings, template: &ReportTemplate) -> Result<FoldData> {
+    let parts = read_fold(&a.split, a.fold)?;
     let all = CohortDataset::open(&a.index)?;
-    let template = s.template()?;
     let subset = |part: Part| {
         let mut rows: Vec<_> = all
             .rows()
@@ -104,7 +96,7 @@ fn fold_data(a: &RunPaths, s: &RunSettings) -> Result<FoldData> {
                 }
             }
         }
-        CohortDataset::from_rows(index_root(&a.index), rows)
+        CohortDataset::from_rows(all.root().to_path_buf(), rows)
     };
     let (mut train, val, test) = (subset(Part::Train), subset(Part::Val), subset(Part::Test));
     if let Some(n) = s.train_size {
@@ -132,9 +124,9 @@ impl Job for FinetuneJob {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TestMetrics> {
         let (a, s) = (&self.paths, &self.settings);
-        let FoldData { train, val, test } = fold_data(a, s)?;
         let template = s.template()?;
-        let img_size = grid_of(&train)?;
+        let FoldData { train, val, test } = fold_data(a, s, &template)?;
+        let img_size = train.grid()?;
         let scale = MmseScale::from_dataset(&train);
         let previous = crate::train::checkpoint::latest(&a.out)?;
         if previous.is_some() && !self.resume {
@@ -207,10 +199,10 @@ impl Job for FinetuneJob {
             tracing::info!("resuming {} after epoch {}", a.out.display(), state.epoch);
         }
         let best_path = a.out.join(run_folder::BEST);
-        let class_prompts = ClassPrompts {
+        let class_prompts = (s.class_prompt_weight > 0.0).then(|| ClassPrompts {
             texts: Label::ALL.iter().map(|&l| template.prompt(l)).collect(),
             weight: s.class_prompt_weight,
-        };
+        });
         for epoch in start..s.epochs {
             if since_best >= s.early_stop {
                 break;
@@ -233,7 +225,7 @@ impl Job for FinetuneJob {
                 &tok,
                 scale,
                 &plan,
-                Some(&class_prompts),
+                class_prompts.as_ref(),
                 &device,
                 |done, total| {
                     bar.set_length(total as u64);
@@ -283,12 +275,11 @@ impl Job for FinetuneJob {
         let p = predict(&model.valid(), &test, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
         p.write_csv(&a.out.join(run_folder::TEST_PREDICTIONS), &Label::ALL)?;
         let (scan, subject) = score_levels(&p, &test, &Label::ALL);
-        let (m, mmse) = (scan.classification, scan.mmse);
         let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
-        let title = format!("fold {} test scans (balanced accuracy {:.3})", a.fold, m.balanced_accuracy);
-        crate::plot::confusion(&a.out.join("confusion.png"), &title, &names, &m.confusion)?;
-        let report =
-            TestMetrics { fold: a.fold, scans: test.len(), classification: m, mmse, subject_baseline: Some(subject) };
+        let c = &scan.classification;
+        let title = format!("fold {} test scans (balanced accuracy {:.3})", a.fold, c.balanced_accuracy);
+        crate::plot::confusion(&a.out.join("confusion.png"), &title, &names, &c.confusion)?;
+        let report = TestMetrics { fold: a.fold, scans: test.len(), scan, subject_baseline: Some(subject) };
         report.write(&a.out)?;
         Ok(report)
     }

@@ -112,9 +112,7 @@ impl Job for PretrainJob {
             "seconds": seconds,
             "command": self.command,
         });
-        let path = out.join("pretrain.json");
-        let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Json { path: path.clone(), source: e })?;
-        crate::util::write_bytes_atomic(&path, json.as_bytes())?;
+        crate::util::write_json(&out.join("pretrain.json"), &summary)?;
         save(out, &model, &cfg.backbone(tokens.len()), &vocab_path)?;
         Ok(PretrainSummary { held_out_accuracy: held_out, chance, seconds })
     }

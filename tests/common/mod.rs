@@ -71,14 +71,7 @@ pub fn vocab() -> PathBuf {
 pub fn tiny_backbone(dir: &Path) {
     let device = Default::default();
     let vit = Vit3dConfig::tiny();
-    let text = BertConfig {
-        hidden_size: 32,
-        num_hidden_layers: 1,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        max_position_embeddings: 256,
-        ..BertConfig::bert_base_uncased()
-    };
+    let text = BertConfig::tiny();
     let model = ClipBackbone::<adfit::backend::Cpu>::from_towers(
         Vit3d::init(&vit, &device).unwrap(),
         Bert::init(&text, &device).unwrap(),
