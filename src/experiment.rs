@@ -91,6 +91,9 @@ pub struct Outcome {
     pub subject: Vec<(&'static str, f64)>,
 }
 
+/// The models scored beside every full run, in table order.
+const MODELS: [&str; 4] = ["zero-shot", "linear-probe", "fine-tuned", "oracle"];
+
 pub const METRICS: [&str; 4] = ["balanced_accuracy", "accuracy", "auc", "mmse_mae"];
 
 fn by_name(s: &Scored) -> Vec<(&'static str, f64)> {
@@ -237,6 +240,12 @@ impl Experiment {
         };
         let fine_tuned = EvalModel::FineTuned { backbone: self.backbone.clone(), run: dir.to_path_buf() };
         let oracle = EvalModel::Oracle { run: dir.to_path_buf() };
+        let probe = EvalModel::LinearProbe {
+            backbone: self.backbone.clone(),
+            run: dir.to_path_buf(),
+            pos_embed: self.base.pos_embed,
+            precision: self.base.precision,
+        };
         let on_test = |model: EvalModel| EvalJob {
             model,
             index: self.index.clone(),
@@ -250,6 +259,8 @@ impl Experiment {
         outcomes.push(Outcome::of_eval("zero-shot", run, &zs));
         let or = self.evaluate_once(on_test(oracle.clone()), &dir.join("oracle"))?;
         outcomes.push(Outcome::of_eval("oracle", run, &or));
+        let lp = self.evaluate_once(on_test(probe.clone()), &dir.join("linear-probe"))?;
+        outcomes.push(Outcome::of_eval("linear-probe", run, &lp));
         if let Some(t) = &self.transfer {
             let two_class = |model: EvalModel| EvalJob {
                 model,
@@ -263,6 +274,7 @@ impl Experiment {
                 (zero_shot, "zero-shot/transfer", self.out.join("zero-shot").join("transfer")),
                 (fine_tuned, "fine-tuned/transfer", dir.join("transfer")),
                 (oracle, "oracle/transfer", dir.join("oracle-transfer")),
+                (probe, "linear-probe/transfer", dir.join("linear-probe-transfer")),
             ] {
                 let m = self.evaluate_once(two_class(model), &out)?;
                 outcomes.push(Outcome::of_eval(name, run, &m));
@@ -324,7 +336,7 @@ impl Experiment {
             };
             if full {
                 md.push_str(&format!("## Models on the test subjects ({title})\n\n| model {header}"));
-                for m in ["zero-shot", "fine-tuned", "oracle"] {
+                for m in MODELS {
                     row(m, m, &mut md);
                 }
                 md.push('\n');
@@ -333,7 +345,7 @@ impl Experiment {
                         "## Transfer to `{}` (NC vs AD, never trained on)\n\n| model {header}",
                         t.display()
                     ));
-                    for m in ["zero-shot", "fine-tuned", "oracle"] {
+                    for m in MODELS {
                         row(m, &format!("{m}/transfer"), &mut md);
                     }
                     md.push('\n');
@@ -359,6 +371,7 @@ impl Experiment {
         let mut pairs: Vec<(String, String, String)> = Vec::new();
         if full {
             pairs.push(("fine-tuned − zero-shot".into(), "fine-tuned".into(), "zero-shot".into()));
+            pairs.push(("fine-tuned − linear-probe".into(), "fine-tuned".into(), "linear-probe".into()));
             pairs.push(("fine-tuned − oracle".into(), "fine-tuned".into(), "oracle".into()));
             for v in self.variants.iter().filter(|v| **v != Variant::Full) {
                 pairs.push((format!("{} − full", v.name()), format!("ablation/{}", v.name()), "ablation/full".into()));
@@ -390,8 +403,10 @@ impl Experiment {
         }
         md.push_str(
             "Mean ± sample standard deviation over runs; accuracies and AUC in %, MMSE MAE in points. \
-             zero-shot: the bare backbone against \"A photo of {class}.\"; oracle: logistic and ridge \
-             regression on the table's six volumes plus age, fitted on each run's training scans. \
+             zero-shot: the bare backbone against \"A photo of {class}.\"; linear-probe: logistic and ridge \
+             regression on the backbone's frozen [CLS] features (penalty by cross-validation), and oracle: \
+             logistic and ridge regression on the table's six volumes plus age, both fitted on each run's \
+             training scans. \
              class-prompts and backbone-projections are adfit's additions, not the paper's.\n",
         );
         (md, csv)

@@ -294,9 +294,15 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         "8",
     ];
     let out = ok(d, &args);
-    for row in
-        ["| zero-shot | 2 |", "| fine-tuned | 2 |", "| oracle | 2 |", "| full | 2 |", "| no-mmse | 2 |", "| ≤ 8 | 2 |"]
-    {
+    for row in [
+        "| zero-shot | 2 |",
+        "| linear-probe | 2 |",
+        "| fine-tuned | 2 |",
+        "| oracle | 2 |",
+        "| full | 2 |",
+        "| no-mmse | 2 |",
+        "| ≤ 8 | 2 |",
+    ] {
         assert!(out.contains(row), "{row} missing from\n{out}");
     }
     assert!(out.contains("## Transfer to `oasis/index.csv`"), "{out}");
@@ -310,6 +316,9 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         "oracle,mmse_mae,",
         "zero-shot,auc,",
         "oracle/transfer,accuracy,",
+        "linear-probe,balanced_accuracy,",
+        "linear-probe/transfer,auc,",
+        "diff/fine-tuned − linear-probe,balanced_accuracy,",
         "train-size/8,balanced_accuracy,",
         "subject/fine-tuned,balanced_accuracy,",
         "diff/fine-tuned − zero-shot,balanced_accuracy,",
@@ -324,6 +333,7 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
         v["scan"]["classification"]["n"].as_u64().unwrap()
     };
     assert_eq!(n("exp/zero-shot/fold1/metrics.json"), n("exp/runs/full/fold1-seed0/oracle/metrics.json"));
+    assert_eq!(n("exp/zero-shot/fold1/metrics.json"), n("exp/runs/full/fold1-seed0/linear-probe/metrics.json"));
     let small: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(d.join("exp/runs/train-size-8/fold0-seed0/config.json")).unwrap(),
     )

@@ -1,5 +1,6 @@
 //! `adfit eval`: classify scans by matching them against "A photo of {class}." with a bare
-//! backbone (the zero-shot baseline) or a fine-tuned run, or the metadata oracle, and report
+//! backbone (the zero-shot baseline) or a fine-tuned run, or with a linear probe of the
+//! backbone's frozen features, or the metadata oracle, and report
 //! every metric at scan level and at subject level (each subject's baseline visit).
 
 use std::path::PathBuf;
@@ -27,6 +28,12 @@ pub struct EvalArgs {
     /// scans of --run (its train.csv).
     #[arg(long, requires = "run", conflicts_with = "backbone")]
     pub oracle: bool,
+    /// Evaluate a linear probe of --backbone's frozen image features instead: logistic
+    /// regression (diagnosis; penalty by subject-grouped cross-validation) and ridge (MMSE) on
+    /// its [CLS] state, fitted on the training scans of --run. What the features give without the
+    /// method.
+    #[arg(long, requires_all = ["run", "backbone"], conflicts_with = "oracle")]
+    pub linear_probe: bool,
     /// Cohort index written by `adfit preprocess` (any cohort, e.g. the OASIS-like one). The
     /// backbone reads the cache at its grid; a fine-tuned run uses its own --pos-embed.
     #[arg(long)]
@@ -48,10 +55,10 @@ pub struct EvalArgs {
     /// test scores `finetune` wrote bit for bit; 8 for a bare backbone).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Zero-shot only: how the backbone's position embedding meets the cache's grid.
+    /// Zero-shot and linear probe: how the backbone's position embedding meets the cache's grid.
     #[arg(long, value_enum, default_value_t = PosEmbedPolicy::Reinterpret)]
     pub pos_embed: PosEmbedPolicy,
-    /// Zero-shot only: element type of the frozen towers (a fine-tuned run uses its own).
+    /// Zero-shot and linear probe: element type of the frozen towers (a fine-tuned run uses its own).
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
     #[command(flatten)]
@@ -73,6 +80,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let model = match (a.run, a.backbone) {
         (Some(run), _) if a.oracle => EvalModel::Oracle { run },
+        (Some(run), Some(backbone)) if a.linear_probe => {
+            EvalModel::LinearProbe { backbone, run, pos_embed: a.pos_embed, precision: a.precision }
+        }
         (Some(run), Some(backbone)) => EvalModel::FineTuned { backbone, run },
         (None, Some(backbone)) => EvalModel::ZeroShot { backbone, pos_embed: a.pos_embed, precision: a.precision },
         (_, None) => anyhow::bail!("--backbone is required unless --oracle is given"),

@@ -16,7 +16,7 @@ use crate::train::finetune::{FinetuneJob, RunPaths};
 
 #[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
-    /// Backbone directory in M3D-CLIP's layout (`backbones/phantom-64` is adfit's own small one).
+    /// Backbone directory in M3D-CLIP's layout (`backbones/brain-64` is adfit's own small one).
     #[arg(long)]
     pub backbone: PathBuf,
     /// Cohort index written by `adfit preprocess`.

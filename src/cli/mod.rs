@@ -10,6 +10,7 @@ mod inspect;
 mod params;
 mod preprocess;
 mod pretrain;
+mod probe;
 mod split;
 mod synth;
 
@@ -22,15 +23,17 @@ use clap::{Args, Parser, Subcommand};
 /// written from clinical metadata, and cross-attention between image and text.
 ///
 /// A typical session on the embedded synthetic cohort, with adfit's own small backbone
-/// (backbones/phantom-64, pre-trained on 64³ head phantoms; use M3D-CLIP's folder for real work):
+/// (backbones/brain-64: a 3D ViT pre-trained on 64³ synthetic brains described by findings, never
+/// diagnoses, read by a frozen all-MiniLM-L6-v2 that `bash scripts/fetch_minilm.sh` fetches; use
+/// M3D-CLIP's folder for real work):
 ///
 ///   adfit synth --out demo
 ///   adfit preprocess --scans demo/adni/scans.csv --table demo/adni/ADNIMERGE.csv \
 ///       --out demo/cache --shape 64,64,64
 ///   adfit split --index demo/cache/index.csv --out demo/split.csv
-///   adfit finetune --backbone backbones/phantom-64 --cohort demo/cache/index.csv \
+///   adfit finetune --backbone backbones/brain-64 --cohort demo/cache/index.csv \
 ///       --split demo/split.csv --fold 0 --config configs/finetune.json --out runs/fold0
-///   adfit eval --backbone backbones/phantom-64 --run runs/fold0 --index demo/cache/index.csv \
+///   adfit eval --backbone backbones/brain-64 --run runs/fold0 --index demo/cache/index.csv \
 ///       --split demo/split.csv --fold 0 --out runs/fold0/eval
 ///   adfit eval --oracle --run runs/fold0 --index demo/cache/index.csv \
 ///       --split demo/split.csv --fold 0 --out runs/fold0/oracle
@@ -80,9 +83,13 @@ pub enum Command {
     /// Run a configuration over folds and seeds (optionally the paper's ablations) and write
     /// mean ± std tables (results.md, results.csv); finished runs are reused.
     Experiment(experiment::ExperimentArgs),
-    /// Pre-train adfit's own small CLIP-style backbone on head phantoms (contrastive, all
-    /// weights), written in M3D-CLIP's layout: the embedded default for the demo and tests.
+    /// Pre-train adfit's own small CLIP-style backbone (contrastive), written in M3D-CLIP's
+    /// layout: on synthetic brains captioned with findings against a frozen all-MiniLM-L6-v2
+    /// (the embedded default), or on head phantoms (a tiny test fixture).
     Pretrain(pretrain::PretrainArgs),
+    /// What a backbone's frozen image features hold: per fold, a linear probe of the diagnosis
+    /// and the R² of the hippocampal and ventricular volumes (fitted on training subjects).
+    Probe(probe::ProbeArgs),
     /// Count the parameters the method trains, by group, for a backbone.
     Params(params::ParamsArgs),
     /// Time the method's training step at a named backbone shape (random weights) on a device:
@@ -148,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Experiment(a) => experiment::run(a, quiet),
         Command::Pretrain(a) => pretrain::run(a, quiet),
+        Command::Probe(a) => probe::run(a),
         Command::Preprocess(a) => preprocess::run(a, quiet),
     }
 }

@@ -1,13 +1,15 @@
-//! `adfit pretrain`: build adfit's own small CLIP-style backbone by contrastive training of all
-//! its weights on head phantoms (a domain with no brains and no diagnoses), written as an
-//! M3D-CLIP-layout directory that `finetune`, `eval` and `embed` load like the real one.
+//! `adfit pretrain`: build adfit's own small CLIP-style backbone by contrastive pre-training,
+//! written as an M3D-CLIP-layout directory that `finetune`, `eval` and `embed` load like the real
+//! one. The default corpus is synthetic brains captioned with findings (never a diagnosis), read
+//! by a frozen all-MiniLM-L6-v2; `--corpus phantoms` trains both towers of a tiny test backbone on
+//! head phantoms.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::DeviceArg;
-use crate::train::pretrain::PretrainConfig;
+use crate::train::pretrain::{Corpus, PretrainConfig, DEFAULT_TEXT_MODEL};
 use crate::train::pretrain_job::PretrainJob;
 
 #[derive(Debug, Args)]
@@ -16,23 +18,41 @@ pub struct PretrainArgs {
     /// pretrain_log.csv (the loss and in-batch accuracy of every step) and pretrain_curves.png.
     #[arg(long)]
     pub out: PathBuf,
+    /// What to pre-train on: `brains` (synthetic heads with radiology-style findings, read by a
+    /// frozen real text tower; only the image side learns) or `phantoms` (head phantoms, both
+    /// towers trained from scratch: the tiny test fixture).
+    #[arg(long, value_enum, default_value_t = Corpus::Brains)]
+    pub corpus: Corpus,
+    /// Brain corpus: heads generated once and held in memory (about 1 MiB each at 64³).
+    #[arg(long, default_value_t = 2000)]
+    pub corpus_size: usize,
+    /// Brain corpus: held-out heads (their own seed space) for the retrieval accuracy.
+    #[arg(long, default_value_t = 256)]
+    pub held_out: usize,
+    /// Brain corpus: the frozen text tower, a Hugging Face BERT name or folder, resolved locally
+    /// (ADFIT_TEXT_MODELS, ~/.cache/adfit-assets, the Hugging Face cache; see
+    /// `bash scripts/fetch_minilm.sh`). Its name goes into the backbone's config.json; its weights
+    /// do not.
+    #[arg(long, default_value = DEFAULT_TEXT_MODEL)]
+    pub text_model: String,
     /// Input grid D,H,W: the preprocessing shape the backbone will mostly see.
     #[arg(long, value_parser = super::parse_shape, default_value = "64,64,64")]
     pub grid: [usize; 3],
     /// Patch size D,H,W (divides the grid).
     #[arg(long, value_parser = super::parse_shape, default_value = "16,16,16")]
     pub patch: [usize; 3],
-    /// Width of both towers.
-    #[arg(long, default_value_t = 64)]
+    /// Width of the ViT (and, for phantoms, of the text tower).
+    #[arg(long, default_value_t = 128)]
     pub hidden: usize,
     /// Vision transformer blocks.
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
-    /// Text transformer blocks.
+    /// Text transformer blocks (phantoms only).
     #[arg(long, default_value_t = 2)]
     pub text_layers: usize,
-    /// Optimiser steps, each on a fresh batch of phantoms. Training sits near the uniform loss for
-    /// the first several hundred steps before it learns.
+    /// Optimiser steps, each on a batch of heads (brains: from a shuffled pass over the corpus;
+    /// phantoms: fresh ones). Training may sit near the uniform loss for a few hundred steps
+    /// before it learns.
     #[arg(long, default_value_t = 3000)]
     pub steps: usize,
     /// Phantoms per step (each its own contrastive negative for the others).
@@ -63,6 +83,10 @@ pub fn run(a: PretrainArgs, quiet: bool) -> anyhow::Result<()> {
         lr: a.lr,
         warmup: PretrainConfig::warmup_for(a.steps),
         seed: a.seed,
+        corpus: a.corpus,
+        corpus_size: a.corpus_size,
+        held_out: a.held_out,
+        text_model: a.text_model.clone(),
         ..Default::default()
     };
     let job = PretrainJob { out: a.out.clone(), cfg, quiet, command: std::env::args().collect::<Vec<_>>().join(" ") };

@@ -17,6 +17,7 @@ use crate::data::split::{read_fold, Part};
 use crate::error::{Error, Result};
 use crate::eval::metrics::Scored;
 use crate::eval::predict::{predict, predict_batches, score_levels, Predictions};
+use crate::eval::probe;
 use crate::model::backbones::Backbone;
 use crate::model::precision::{cast_frozen, Precision};
 use crate::model::tokenizer::tokenize;
@@ -34,6 +35,9 @@ pub enum EvalModel {
     /// Logistic and ridge regression on the table's volumes and age, fitted on the run's
     /// training scans.
     Oracle { run: PathBuf },
+    /// Logistic and ridge regression on the backbone's frozen image features, fitted on the
+    /// run's training scans (`eval::probe`).
+    LinearProbe { backbone: PathBuf, run: PathBuf, pos_embed: PosEmbedPolicy, precision: Precision },
 }
 
 impl EvalModel {
@@ -42,6 +46,7 @@ impl EvalModel {
             EvalModel::ZeroShot { .. } => "zero-shot",
             EvalModel::FineTuned { .. } => "fine-tuned",
             EvalModel::Oracle { .. } => "oracle",
+            EvalModel::LinearProbe { .. } => "linear-probe",
         }
     }
 }
@@ -163,23 +168,40 @@ impl Job for ImageModel<'_> {
                 let template = f.config.settings.template()?;
                 predict(&f.model, ds, &f.tokenizer, &template, &job.classes, f.scale, batch, &device)
             }
+            EvalModel::LinearProbe { backbone, run, pos_embed, precision } => {
+                let mut b = Backbone::<B<AD>>::load(backbone, Some(img_size), *pos_embed, &device)?;
+                b.model = cast_frozen(b.model, *precision)?;
+                let train = training_scans(run)?;
+                let batch = job.batch_size.unwrap_or(8);
+                let train_x = probe::frozen_features(&b.model, &train, batch, &device)?;
+                let test_x = probe::frozen_features(&b.model, ds, batch, &device)?;
+                let (p, l2) = probe::linear_probe(train.rows(), &train_x, ds.rows(), &test_x, &job.classes)?;
+                tracing::info!("linear probe: penalty {l2} chosen by cross-validation on the training scans");
+                Ok(p)
+            }
             EvalModel::Oracle { .. } => unreachable!("the oracle runs without a backend"),
         }
     }
 }
 
-/// The metadata oracle fitted on the training scans of `run` (its train.csv, looked up in the
-/// index the run was trained from).
-fn oracle(run: &Path, ds: &CohortDataset, classes: &[Label]) -> Result<Predictions> {
+/// The training scans of `run` (its train.csv, looked up in the index it was trained from).
+fn training_scans(run: &Path) -> Result<CohortDataset> {
     let cfg = RunConfig::read(run)?;
     let wanted = run_folder::read_train_list(run)?;
     let index = CohortDataset::open(&cfg.index)?;
-    let train: Vec<_> = index.rows().iter().filter(|r| wanted.contains(&r.scan)).cloned().collect();
-    if train.len() != wanted.len() {
+    let n = index.rows().iter().filter(|r| wanted.contains(&r.scan)).count();
+    if n != wanted.len() {
         return Err(Error::table(
             run.join(run_folder::TRAIN_LIST),
-            format!("lists {} training scans but only {} are in {}", wanted.len(), train.len(), cfg.index.display()),
+            format!("lists {} training scans but only {n} are in {}", wanted.len(), cfg.index.display()),
         ));
     }
-    Ok(crate::eval::oracle::Oracle::fit(&train)?.predict(ds.rows(), classes))
+    Ok(index.filter(|r| wanted.contains(&r.scan)))
+}
+
+/// The metadata oracle fitted on the training scans of `run` (its train.csv, looked up in the
+/// index the run was trained from).
+fn oracle(run: &Path, ds: &CohortDataset, classes: &[Label]) -> Result<Predictions> {
+    let train = training_scans(run)?;
+    Ok(crate::eval::oracle::Oracle::fit(train.rows())?.predict(ds.rows(), classes))
 }

@@ -6,3 +6,5 @@ pub mod logreg;
 pub mod metrics;
 pub mod oracle;
 pub mod predict;
+pub mod probe;
+pub mod probe_job;

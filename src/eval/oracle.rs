@@ -13,23 +13,20 @@ use crate::eval::predict::Predictions;
 /// The features, as the table names them.
 pub const FEATURES: [&str; 7] = ["Hippocampus", "Ventricles", "WholeBrain", "Entorhinal", "Fusiform", "MidTemp", "AGE"];
 
-fn raw(r: &IndexRow) -> [Option<f64>; 7] {
-    [r.hippocampus, r.ventricles, r.whole_brain, r.entorhinal, r.fusiform, r.mid_temp, r.age.map(f64::from)]
-}
-
-/// The features of `r`, a missing one replaced by its training mean.
-fn impute(r: &IndexRow, mean: &[f64]) -> Vec<f64> {
-    raw(r).iter().zip(mean).map(|(v, m)| v.unwrap_or(*m)).collect()
+fn raw(r: &IndexRow) -> Vec<Option<f64>> {
+    vec![r.hippocampus, r.ventricles, r.whole_brain, r.entorhinal, r.fusiform, r.mid_temp, r.age.map(f64::from)]
 }
 
 fn label(r: &IndexRow) -> Option<Label> {
     r.label.as_deref().and_then(Label::parse)
 }
 
-/// A fitted oracle over the three classes.
+/// A logistic regression for the diagnosis and a ridge regression for MMSE on one feature
+/// vector per scan: the oracle's on the table's columns, the linear probe's on a backbone's
+/// frozen image features (`eval::probe`).
 #[derive(Debug, Clone)]
-pub struct Oracle {
-    /// Training means (for imputation) and SDs (for the ridge's standardisation).
+pub struct Tabular {
+    /// Training means (for imputation and standardisation) and SDs.
     mean: Vec<f64>,
     sd: Vec<f64>,
     classifier: LogReg,
@@ -37,69 +34,85 @@ pub struct Oracle {
     mmse: Option<(f64, Vec<f64>)>,
 }
 
-impl Oracle {
-    /// Fit on the rows with a diagnosis (and, for MMSE, those with a score).
-    pub fn fit(train: &[IndexRow]) -> Result<Oracle> {
-        let rows: Vec<&IndexRow> = train.iter().filter(|r| label(r).is_some()).collect();
-        if rows.is_empty() {
+impl Tabular {
+    /// Fit on the rows with a diagnosis (and, for MMSE, those with a score); `features[i]` is
+    /// row `i`'s, a missing value replaced by the training mean. Features are standardised and
+    /// both fits penalise the weights by `l2`.
+    pub fn fit(rows: &[IndexRow], features: &[Vec<Option<f64>>], names: &[&str], l2: f64) -> Result<Tabular> {
+        let picked: Vec<usize> = (0..rows.len()).filter(|&i| label(&rows[i]).is_some()).collect();
+        if picked.is_empty() {
             return Err(Error::config("oracle", "no training scan has a diagnosis"));
         }
-        let (mut mean, mut sd) = (vec![0.0; 7], vec![1.0; 7]);
-        for f in 0..7 {
-            let v: Vec<f64> = rows.iter().filter_map(|r| raw(r)[f]).collect();
+        let d = names.len();
+        let (mut mean, mut sd) = (vec![0.0; d], vec![1.0; d]);
+        for f in 0..d {
+            let v: Vec<f64> = picked.iter().filter_map(|&i| features[i][f]).collect();
             if v.is_empty() {
                 // A column the table lacks: constant, so the fits ignore it.
-                tracing::warn!("oracle: no training scan has a value of {}; it is left out", FEATURES[f]);
+                tracing::warn!("no training scan has a value of {}; it is left out", names[f]);
                 continue;
             }
             mean[f] = v.iter().sum::<f64>() / v.len() as f64;
             let var = v.iter().map(|x| (x - mean[f]).powi(2)).sum::<f64>() / v.len() as f64;
             sd[f] = if var > 0.0 { var.sqrt() } else { 1.0 };
         }
-        let x: Vec<Vec<f64>> = rows.iter().map(|r| impute(r, &mean)).collect();
-        let y: Vec<usize> = rows.iter().filter_map(|r| label(r)).map(Label::index).collect();
-        let classifier = logreg::fit(&x, &y, 3, 1e-2)?;
-        let mut o = Oracle { mean, sd, classifier, mmse: None };
+        let x: Vec<Vec<f64>> = picked.iter().map(|&i| standardise(&features[i], &mean, &sd)).collect();
+        let y: Vec<usize> = picked.iter().filter_map(|&i| label(&rows[i])).map(Label::index).collect();
+        let classifier = logreg::fit(&x, &y, 3, l2)?;
         let scored: Vec<(Vec<f64>, f64)> =
-            rows.iter().zip(&x).filter_map(|(r, x)| r.mmse.map(|m| (o.standardise(x), f64::from(m)))).collect();
-        o.mmse = (!scored.is_empty()).then(|| ridge(&scored, 1.0));
-        Ok(o)
+            picked.iter().zip(&x).filter_map(|(&i, x)| rows[i].mmse.map(|m| (x.clone(), f64::from(m)))).collect();
+        let mmse = (!scored.is_empty()).then(|| ridge(&scored, l2.max(1.0)));
+        Ok(Tabular { mean, sd, classifier, mmse })
     }
 
-    fn features(&self, r: &IndexRow) -> Vec<f64> {
-        impute(r, &self.mean)
-    }
-
-    fn standardise(&self, features: &[f64]) -> Vec<f64> {
-        features.iter().zip(self.mean.iter().zip(&self.sd)).map(|(v, (m, s))| (v - m) / s).collect()
-    }
-
-    /// Predictions for `rows` over `classes` (a subset such as NC, AD renormalises the three
-    /// class probabilities over it).
-    pub fn predict(&self, rows: &[IndexRow], classes: &[Label]) -> Predictions {
+    /// Predictions for `rows` (features `features[i]`) over `classes` (a subset such as NC, AD
+    /// renormalises the three class probabilities over it).
+    pub fn predict(&self, rows: &[IndexRow], features: &[Vec<Option<f64>>], classes: &[Label]) -> Predictions {
         let mut p = Predictions::default();
-        for r in rows {
-            let x = self.features(r);
-            let all = self.classifier.proba_row(&x);
+        for (r, f) in rows.iter().zip(features) {
+            let z = standardise(f, &self.mean, &self.sd);
+            let all = self.classifier.proba_row(&z);
             let picked: Vec<f64> = classes.iter().map(|c| all[c.index()]).collect();
             let total: f64 = picked.iter().sum::<f64>().max(f64::MIN_POSITIVE);
             p.scans.push(r.scan.clone());
             p.subjects.push(r.subject.clone());
             p.labels.push(label(r));
             p.proba.push(picked.iter().map(|v| v / total).collect());
-            p.mmse.push(self.mmse.as_ref().map(|(b, w)| {
-                let z = self.standardise(&x);
-                (b + w.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>()).clamp(0.0, 30.0)
-            }));
+            p.mmse.push(
+                self.mmse
+                    .as_ref()
+                    .map(|(b, w)| (b + w.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>()).clamp(0.0, 30.0)),
+            );
             p.mmse_truth.push(r.mmse.map(f64::from));
         }
         p
     }
 }
 
+/// Standardised features, a missing one at the training mean (0).
+fn standardise(features: &[Option<f64>], mean: &[f64], sd: &[f64]) -> Vec<f64> {
+    features.iter().zip(mean.iter().zip(sd)).map(|(v, (m, s))| (v.unwrap_or(*m) - m) / s).collect()
+}
+
+/// The metadata oracle: [`Tabular`] on the six volume columns and age.
+#[derive(Debug, Clone)]
+pub struct Oracle(Tabular);
+
+impl Oracle {
+    pub fn fit(train: &[IndexRow]) -> Result<Oracle> {
+        let x: Vec<_> = train.iter().map(raw).collect();
+        Ok(Oracle(Tabular::fit(train, &x, &FEATURES, 1e-2)?))
+    }
+
+    pub fn predict(&self, rows: &[IndexRow], classes: &[Label]) -> Predictions {
+        let x: Vec<_> = rows.iter().map(raw).collect();
+        self.0.predict(rows, &x, classes)
+    }
+}
+
 /// Ridge regression with an unpenalised intercept: `(intercept, weights)` minimising
 /// `Σ (y − b − w·x)² + l2·|w|²`, by the normal equations on centred data.
-fn ridge(rows: &[(Vec<f64>, f64)], l2: f64) -> (f64, Vec<f64>) {
+pub fn ridge(rows: &[(Vec<f64>, f64)], l2: f64) -> (f64, Vec<f64>) {
     let (n, d) = (rows.len() as f64, rows[0].0.len());
     let xm: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| r.0[j]).sum::<f64>() / n).collect();
     let ym = rows.iter().map(|r| r.1).sum::<f64>() / n;

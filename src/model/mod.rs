@@ -13,6 +13,7 @@ pub mod method;
 pub mod params;
 pub mod precision;
 pub mod prompts;
+pub mod text_model;
 pub mod tokenizer;
 pub mod vit3d;
 pub mod vocab;

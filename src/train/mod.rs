@@ -9,5 +9,6 @@ pub mod epoch;
 pub mod finetune;
 pub mod plateau;
 pub mod pretrain;
+pub mod pretrain_brains;
 pub mod pretrain_job;
 pub mod step_bench;

@@ -39,7 +39,34 @@ pub struct PretrainConfig {
     pub weight_decay: f64,
     pub warmup: usize,
     pub seed: u64,
+    /// What the backbone is pre-trained on.
+    #[serde(default)]
+    pub corpus: Corpus,
+    /// Brain corpus: heads generated and held in memory (each step draws from them).
+    #[serde(default)]
+    pub corpus_size: usize,
+    /// Brain corpus: held-out heads (their own seed space) for the retrieval accuracy.
+    #[serde(default)]
+    pub held_out: usize,
+    /// Brain corpus: the frozen Hugging Face text tower (`language_model_name_or_path`).
+    #[serde(default)]
+    pub text_model: String,
 }
+
+/// The pre-training domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Corpus {
+    /// Synthetic heads with radiology-style findings (`data::synth::corpus`), against a frozen
+    /// real text tower: adfit's default backbone.
+    #[default]
+    Brains,
+    /// Head phantoms (`data::phantom`), both towers trained from scratch: the small test fixture.
+    Phantoms,
+}
+
+/// The text tower the brain corpus is read by.
+pub const DEFAULT_TEXT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 impl Default for PretrainConfig {
     fn default() -> Self {
@@ -59,6 +86,10 @@ impl Default for PretrainConfig {
             weight_decay: 0.01,
             warmup: Self::warmup_for(3000),
             seed: 0,
+            corpus: Corpus::Brains,
+            corpus_size: 2000,
+            held_out: 256,
+            text_model: DEFAULT_TEXT_MODEL.into(),
         }
     }
 }

@@ -2,18 +2,21 @@
 //! on head phantoms on the chosen backend, and write it as an M3D-CLIP-layout directory with its
 //! log, curves and summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::backend::Job;
 use crate::data::report::ReportTemplate;
+use crate::data::synth::corpus::{self, Head};
 use crate::error::{Error, Result};
-use crate::model::backbones::m3d::save;
+use crate::model::backbones::m3d::{save, tokenizer_path, BackboneConfig, TextWeights};
+use crate::model::text_model;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::vocab;
-use crate::train::pretrain::{self, PretrainConfig, StepLog};
+use crate::train::pretrain::{self, Corpus, PretrainConfig, StepLog};
+use crate::train::pretrain_brains::{self, ImageSide};
 
 /// Pre-train into `out` (which must not hold a backbone yet).
 #[derive(Debug, Clone)]
@@ -38,16 +41,26 @@ impl Job for PretrainJob {
     type Output = PretrainSummary;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<PretrainSummary> {
-        let (out, cfg) = (&self.out, &self.cfg);
+        let out = &self.out;
         if out.join("model.safetensors").exists() {
             return Err(Error::config(
                 "--out",
                 format!("{} already holds a backbone: choose a new --out", out.display()),
             ));
         }
-        cfg.vit().validate()?;
-        let tokens = vocab::build(&pretrain::corpus(&ReportTemplate::default()));
+        self.cfg.vit().validate()?;
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        match self.cfg.corpus {
+            Corpus::Phantoms => self.phantoms::<B>(device),
+            Corpus::Brains => self.brains::<B>(device),
+        }
+    }
+}
+
+impl PretrainJob {
+    fn phantoms<B: AutodiffBackend>(self, device: B::Device) -> Result<PretrainSummary> {
+        let (out, cfg) = (&self.out, &self.cfg);
+        let tokens = vocab::build(&pretrain::corpus(&ReportTemplate::default()));
         let vocab_path = out.join("vocab.txt");
         crate::util::write_bytes_atomic(&vocab_path, vocab::to_text(&tokens).as_bytes())?;
         let tok = TextTokenizer::from_file(&vocab_path, cfg.max_text_len)?;
@@ -62,25 +75,150 @@ impl Job for PretrainJob {
             cfg.steps,
             cfg.batch_size
         );
-        let bar = crate::util::progress_bar(cfg.steps as u64, "pretrain", self.quiet);
-        let mut log: Vec<StepLog> = Vec::with_capacity(cfg.steps);
+        let mut log = StepLogger::new(cfg.steps, self.quiet);
         let started = std::time::Instant::now();
-        let model = pretrain::train(model, cfg, &tok, &device, |s| {
-            log.push(s.clone());
-            let recent = &log[log.len().saturating_sub(50)..];
-            let n = recent.len() as f64;
-            let (loss, acc) = recent.iter().fold((0.0, 0.0), |(l, c), s| (l + s.loss / n, c + s.accuracy / n));
-            bar.set_message(format!("loss {loss:.3}, batch accuracy {acc:.2}"));
-            bar.inc(1);
-            if (s.step + 1) % 100 == 0 {
-                tracing::info!("step {}: loss {loss:.4}, in-batch accuracy {acc:.3} (last {} steps)", s.step + 1, n);
-            }
-        })?;
-        bar.finish_and_clear();
+        let model = pretrain::train(model, cfg, &tok, &device, |s| log.push(s))?;
         let seconds = started.elapsed().as_secs_f64();
+        log.finish(out, cfg.batch_size)?;
         let held_out = pretrain::held_out_accuracy(&model.valid(), cfg, &tok, 8, &device)?;
-        let chance = 1.0 / cfg.batch_size as f64;
+        let summary = PretrainSummary { held_out_accuracy: held_out, chance: 1.0 / cfg.batch_size as f64, seconds };
+        let extra = serde_json::json!({ "domain": "head phantoms (adfit::data::phantom)" });
+        self.write_summary(&summary, extra)?;
+        save(out, &model, &cfg.backbone(tokens.len()), Some(&vocab_path), TextWeights::Embedded)?;
+        Ok(summary)
+    }
 
+    fn brains<B: AutodiffBackend>(self, device: B::Device) -> Result<PretrainSummary> {
+        let (out, cfg) = (&self.out, &self.cfg);
+        let started = std::time::Instant::now();
+        let text_dir = text_model::resolve(&cfg.text_model, Path::new("."))?;
+        let text_cfg = text_model::config(&text_dir)?;
+        let bert = text_model::load::<B::InnerBackend>(&text_dir, &text_cfg, &device)?;
+        let tok = TextTokenizer::from_file(&tokenizer_path(&text_dir)?, cfg.max_text_len)?;
+        tracing::info!(
+            "generating the brain corpus: {} heads + {} held out on {:?}",
+            cfg.corpus_size,
+            cfg.held_out,
+            cfg.grid
+        );
+        let corpus = generate(cfg, false, cfg.corpus_size, self.quiet)?;
+        let held = generate(cfg, true, cfg.held_out, self.quiet)?;
+        let generated = started.elapsed().as_secs_f64();
+        let captions: Vec<String> = corpus.iter().map(|h| h.caption.clone()).collect();
+        let longest =
+            captions.iter().map(|c| tok.encode_one(c).map(|t| t.len())).max_by_key(|r| *r.as_ref().unwrap_or(&0));
+        tracing::info!(
+            "first caption ({} tokens at most): {}",
+            longest.transpose()?.unwrap_or(0),
+            captions.first().map(String::as_str).unwrap_or("")
+        );
+        let text = pretrain_brains::text_states(&bert, &tok, &captions, &device)?;
+        let encoded = started.elapsed().as_secs_f64();
+        tracing::info!(
+            "pre-training the image side against frozen {}: grid {:?}, patch {:?}, width {}, {} blocks, {} steps of {}",
+            cfg.text_model,
+            cfg.grid,
+            cfg.patch,
+            cfg.hidden,
+            cfg.layers,
+            cfg.steps,
+            cfg.batch_size
+        );
+        let side = ImageSide::<B>::init(cfg, text_cfg.hidden_size, &device)?;
+        let mut log = StepLogger::new(cfg.steps, self.quiet);
+        let side = pretrain_brains::train(side, &corpus, text, cfg, &device, |s| log.push(s))?;
+        let seconds = started.elapsed().as_secs_f64();
+        log.finish(out, cfg.batch_size)?;
+        let model = side.valid().with_text(bert);
+        let batch = cfg.batch_size.min(cfg.held_out.max(2));
+        let held_out = pretrain_brains::retrieval_accuracy(&model, &tok, &held, cfg.grid, batch, &device)?;
+        let train_acc = pretrain_brains::retrieval_accuracy(
+            &model,
+            &tok,
+            &corpus[..cfg.held_out.min(corpus.len())],
+            cfg.grid,
+            batch,
+            &device,
+        )?;
+        let summary = PretrainSummary { held_out_accuracy: held_out, chance: 1.0 / batch as f64, seconds };
+        let extra = serde_json::json!({
+            "domain": "brain corpus (adfit::data::synth::corpus): synthetic heads with radiology-style findings, no diagnosis",
+            "text_model": text_cfg_summary(&cfg.text_model, &text_dir),
+            "training_heads_accuracy": train_acc,
+            "seconds_generating": generated,
+            "seconds_encoding_captions": encoded - generated,
+            "seconds_training": seconds - encoded,
+            "example_caption": captions.first(),
+        });
+        self.write_summary(&summary, extra)?;
+        let mut config =
+            BackboneConfig::from_towers(&cfg.vit(), text_cfg.clone(), &cfg.text_model, cfg.max_text_len, cfg.joint_dim);
+        config.text_config = None;
+        save(out, &model, &config, None, TextWeights::External)?;
+        Ok(summary)
+    }
+
+    /// `pretrain.json`: the configuration, what was reached, how long it took, the command.
+    fn write_summary(&self, s: &PretrainSummary, extra: serde_json::Value) -> Result<()> {
+        let mut summary = serde_json::json!({
+            "config": self.cfg,
+            "held_out_accuracy": s.held_out_accuracy,
+            "chance": s.chance,
+            "seconds": s.seconds,
+            "command": self.command,
+        });
+        if let (Some(map), serde_json::Value::Object(more)) = (summary.as_object_mut(), extra) {
+            map.extend(more);
+        }
+        crate::util::write_json(&self.out.join("pretrain.json"), &summary)
+    }
+}
+
+fn text_cfg_summary(name: &str, dir: &Path) -> serde_json::Value {
+    serde_json::json!({ "name": name, "resolved_from": dir.display().to_string(), "frozen": true })
+}
+
+/// `n` heads of the corpus (or of its held-out space), with a progress bar.
+fn generate(cfg: &PretrainConfig, held_out: bool, n: usize, quiet: bool) -> Result<Vec<Head>> {
+    let bar = crate::util::progress_bar(n as u64, if held_out { "held-out heads" } else { "corpus heads" }, quiet);
+    let mut heads = Vec::with_capacity(n);
+    while heads.len() < n {
+        let take = 32.min(n - heads.len());
+        heads.extend(corpus::heads(cfg.grid, cfg.seed, held_out, heads.len() as u64, take)?);
+        bar.inc(take as u64);
+    }
+    bar.finish_and_clear();
+    Ok(heads)
+}
+
+/// Every step's log, a progress bar, and at the end `pretrain_log.csv` and `pretrain_curves.png`.
+struct StepLogger {
+    log: Vec<StepLog>,
+    bar: indicatif::ProgressBar,
+}
+
+impl StepLogger {
+    fn new(steps: usize, quiet: bool) -> Self {
+        StepLogger { log: Vec::with_capacity(steps), bar: crate::util::progress_bar(steps as u64, "pretrain", quiet) }
+    }
+
+    fn push(&mut self, s: &StepLog) {
+        let log = &mut self.log;
+        log.push(s.clone());
+        let recent = &log[log.len().saturating_sub(50)..];
+        let n = recent.len() as f64;
+        let (loss, acc) = recent.iter().fold((0.0, 0.0), |(l, c), s| (l + s.loss / n, c + s.accuracy / n));
+        self.bar.set_message(format!("loss {loss:.3}, batch accuracy {acc:.2}"));
+        self.bar.inc(1);
+        if (s.step + 1) % 100 == 0 {
+            tracing::info!("step {}: loss {loss:.4}, in-batch accuracy {acc:.3} (last {} steps)", s.step + 1, n);
+        }
+    }
+
+    fn finish(self, out: &Path, batch: usize) -> Result<()> {
+        self.bar.finish_and_clear();
+        let log = self.log;
+        let chance = 1.0 / batch as f64;
         let mut csv = String::from("step,lr,loss,accuracy\n");
         for s in &log {
             csv.push_str(&format!("{},{},{},{}\n", s.step, s.lr, s.loss, s.accuracy));
@@ -103,17 +241,6 @@ impl Job for PretrainJob {
                     ],
                 ),
             ],
-        )?;
-        let summary = serde_json::json!({
-            "domain": "head phantoms (adfit::data::phantom)",
-            "config": cfg,
-            "held_out_accuracy": held_out,
-            "chance": chance,
-            "seconds": seconds,
-            "command": self.command,
-        });
-        crate::util::write_json(&out.join("pretrain.json"), &summary)?;
-        save(out, &model, &cfg.backbone(tokens.len()), &vocab_path)?;
-        Ok(PretrainSummary { held_out_accuracy: held_out, chance, seconds })
+        )
     }
 }

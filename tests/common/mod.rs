@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use adfit::model::backbones::m3d::{save, BackboneConfig};
+use adfit::model::backbones::m3d::{save, BackboneConfig, TextWeights};
 use adfit::model::bert::{Bert, BertConfig};
 use adfit::model::clip::ClipBackbone;
 use adfit::model::vit3d::{Vit3d, Vit3dConfig};
@@ -79,7 +79,7 @@ pub fn tiny_backbone(dir: &Path) {
         &device,
     );
     let config = BackboneConfig::from_towers(&vit, text, "tiny-random-bert", 256, 64);
-    save(dir, &model, &config, &vocab()).unwrap();
+    save(dir, &model, &config, Some(&vocab()), TextWeights::Embedded).unwrap();
 }
 
 /// In `d`: a tiny backbone (`backbone/`), the tiny synthetic cohort for `seed` (`demo/`),

@@ -19,6 +19,7 @@ mod atrophy;
 #[cfg(test)]
 mod calibration;
 mod cohort;
+pub mod corpus;
 mod geom;
 mod oasis;
 mod render;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
+use crate::model::text_model;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
 use crate::model::weights::{read_safetensors, RawTensor, WeightStore};
@@ -172,12 +173,23 @@ impl<B: Backend> Backbone<B> {
         if let Some(s) = img_size {
             vit_cfg.img_size = s;
         }
-        let text_cfg = config.text()?;
         let weights = dir.join("model.safetensors");
         let tensors = read_safetensors(&weights)?;
+        let embedded_text = tensors.keys().any(|k| k.starts_with("language_encoder."));
         let mut store = WeightStore::<B>::new(&weights, tensors, KEY_TABLE, device);
         let vit = Vit3d::load(&vit_cfg, &store, "vit.", native, policy)?;
-        let bert = Bert::load(&text_cfg, &mut store, "text.")?;
+        // The text tower: inside model.safetensors, or the Hugging Face model the config names.
+        let (text_cfg, bert, vocab) = if embedded_text {
+            let text_cfg = config.text()?;
+            let bert = Bert::load(&text_cfg, &mut store, "text.")?;
+            (text_cfg, bert, tokenizer_path(dir)?)
+        } else {
+            let text_dir = text_model::resolve(&config.language_model_name_or_path, dir)?;
+            let text_cfg = text_model::config(&text_dir)?;
+            tracing::debug!("text tower {} from {}", config.language_model_name_or_path, text_dir.display());
+            let bert = text_model::load(&text_dir, &text_cfg, device)?;
+            (text_cfg, bert, tokenizer_path(dir).or_else(|_| tokenizer_path(&text_dir))?)
+        };
         let joint = config.joint_dim();
         let model = ClipBackbone {
             vision_proj: store.linear("vision_proj", vit_cfg.hidden_size, joint, true),
@@ -187,7 +199,7 @@ impl<B: Backend> Backbone<B> {
             bert,
         };
         store.finish()?;
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path(dir)?, config.max_text_len)?;
+        let tokenizer = TextTokenizer::from_file(&vocab, config.max_text_len)?;
         Ok(Backbone { dir: dir.into(), config, model, tokenizer })
     }
 }
@@ -203,9 +215,19 @@ fn scalar_param<B: Backend>(store: &WeightStore<B>, name: &str) -> Tensor<B, 1> 
     }
 }
 
+/// What of a backbone goes into its `model.safetensors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextWeights {
+    /// Both towers (M3D-CLIP's layout).
+    Embedded,
+    /// No `language_encoder.*`: the text tower is the Hugging Face model that
+    /// `language_model_name_or_path` names, resolved when loading (`model::text_model`).
+    External,
+}
+
 /// Every tensor of a backbone under M3D-CLIP's key names (PyTorch layouts: Linear `[out, in]`),
 /// the inverse of [`Backbone::load`].
-pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
+pub fn export<B: Backend>(m: &ClipBackbone<B>, text: TextWeights) -> Vec<(String, RawTensor)> {
     let mut out = Vec::new();
     let mut put = |name: String, t: TensorData| {
         let shape = t.shape.to_vec();
@@ -239,6 +261,9 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
         linear(&mut put, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
     }
     ln(&mut put, "vision_encoder.norm", &v.norm);
+    if text == TextWeights::External {
+        return export_tail(out, m);
+    }
     let e = &m.bert.embeddings;
     let te = "language_encoder.embeddings";
     put(format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
@@ -256,8 +281,24 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
         linear(&mut put, &format!("{p}.output.dense"), &l.output);
         ln(&mut put, &format!("{p}.output.LayerNorm"), &l.out_norm);
     }
-    linear(&mut put, "mm_vision_proj", &m.vision_proj);
-    linear(&mut put, "mm_language_proj", &m.text_proj);
+    export_tail(out, m)
+}
+
+/// The projections and the scale, after the towers.
+fn export_tail<B: Backend>(mut out: Vec<(String, RawTensor)>, m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
+    for (name, l) in [("mm_vision_proj", &m.vision_proj), ("mm_language_proj", &m.text_proj)] {
+        let data = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
+        out.push((
+            format!("{name}.weight"),
+            RawTensor {
+                shape: vec![l.weight.dims()[1], l.weight.dims()[0]],
+                data: data(l.weight.val().transpose().into_data()),
+            },
+        ));
+        if let Some(b) = &l.bias {
+            out.push((format!("{name}.bias"), RawTensor { shape: b.dims().to_vec(), data: data(b.val().into_data()) }));
+        }
+    }
     out.push((
         "logit_scale".into(),
         RawTensor { shape: vec![], data: m.logit_scale.val().into_data().to_vec::<f32>().unwrap_or_default() },
@@ -266,17 +307,26 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
 }
 
 /// Write a backbone directory in M3D-CLIP's layout: `config.json`, `model.safetensors` (f32)
-/// and the vocabulary file `vocab` (copied). Each file is written atomically, the weights last.
-pub fn save<B: Backend>(dir: &Path, model: &ClipBackbone<B>, config: &BackboneConfig, vocab: &Path) -> Result<()> {
+/// and the vocabulary file `vocab` (copied; `None` for an external text tower, whose own
+/// tokenizer is used). Each file is written atomically, the weights last.
+pub fn save<B: Backend>(
+    dir: &Path,
+    model: &ClipBackbone<B>,
+    config: &BackboneConfig,
+    vocab: Option<&Path>,
+    text: TextWeights,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = vocab.file_name().unwrap_or_default();
-    let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
-    crate::util::write_bytes_atomic(&dir.join(name), &bytes)?;
-    let text =
+    if let Some(vocab) = vocab {
+        let name = vocab.file_name().unwrap_or_default();
+        let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
+        crate::util::write_bytes_atomic(&dir.join(name), &bytes)?;
+    }
+    let json =
         serde_json::to_string_pretty(config).map_err(|e| Error::Json { path: dir.join("config.json"), source: e })?;
-    crate::util::write_bytes_atomic(&dir.join("config.json"), text.as_bytes())?;
+    crate::util::write_bytes_atomic(&dir.join("config.json"), json.as_bytes())?;
     // The weights last: a folder with model.safetensors is a complete one.
-    write_safetensors(&dir.join("model.safetensors"), &export(model))
+    write_safetensors(&dir.join("model.safetensors"), &export(model, text))
 }
 
 /// Write named f32 tensors as safetensors, atomically.
