@@ -40,7 +40,7 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// With real data, point `preprocess` at your ADNIMERGE.csv (or OASIS-2's
 /// oasis_longitudinal.csv) and a scan list of your NIfTI files. Every command that runs tensors
-/// (embed, finetune, eval, experiment, pretrain, bench-step) takes --device cpu|cuda[:N]|
+/// (embed, finetune, eval, experiment, pretrain, probe, bench-step) takes --device cpu|cuda[:N]|
 /// wgpu[:N]|auto; a GPU backend must be compiled in (cargo build --release --features cuda).
 #[derive(Debug, Parser)]
 #[command(name = "adfit", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
