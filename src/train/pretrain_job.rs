@@ -1,5 +1,6 @@
-//! `adfit pretrain` as a library job: build the vocabulary, pre-train adfit's own small backbone
-//! on head phantoms on the chosen backend, and write it as an M3D-CLIP-layout directory with its
+//! `adfit pretrain` as a library job: pre-train adfit's own small backbone on the chosen backend,
+//! on the brain corpus against a frozen, locally resolved text tower (the default) or on head
+//! phantoms with a vocabulary of their own, and write it as an M3D-CLIP-layout directory with its
 //! log, curves and summary.
 
 use std::path::{Path, PathBuf};
@@ -105,11 +106,10 @@ impl PretrainJob {
         let held = generate(cfg, true, cfg.held_out, self.quiet)?;
         let generated = started.elapsed().as_secs_f64();
         let captions: Vec<String> = corpus.iter().map(|h| h.caption.clone()).collect();
-        let longest =
-            captions.iter().map(|c| tok.encode_one(c).map(|t| t.len())).max_by_key(|r| *r.as_ref().unwrap_or(&0));
+        let lengths = captions.iter().map(|c| tok.encode_one(c).map(|t| t.len())).collect::<Result<Vec<_>>>()?;
         tracing::info!(
             "first caption ({} tokens at most): {}",
-            longest.transpose()?.unwrap_or(0),
+            lengths.iter().max().unwrap_or(&0),
             captions.first().map(String::as_str).unwrap_or("")
         );
         let text = pretrain_brains::text_states(&bert, &tok, &captions, &device)?;
@@ -210,7 +210,7 @@ impl StepLogger {
         let (loss, acc) = recent.iter().fold((0.0, 0.0), |(l, c), s| (l + s.loss / n, c + s.accuracy / n));
         self.bar.set_message(format!("loss {loss:.3}, batch accuracy {acc:.2}"));
         self.bar.inc(1);
-        if (s.step + 1) % 100 == 0 {
+        if (s.step + 1).is_multiple_of(100) {
             tracing::info!("step {}: loss {loss:.4}, in-batch accuracy {acc:.3} (last {} steps)", s.step + 1, n);
         }
     }
