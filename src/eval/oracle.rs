@@ -27,8 +27,7 @@ fn label(r: &IndexRow) -> Option<Label> {
 #[derive(Debug, Clone)]
 pub struct Tabular {
     /// Training means (for imputation and standardisation) and SDs.
-    mean: Vec<f64>,
-    sd: Vec<f64>,
+    scaler: Standardiser,
     classifier: LogReg,
     /// Intercept and weights on standardised features; None when no training row has an MMSE.
     mmse: Option<(f64, Vec<f64>)>,
@@ -43,26 +42,18 @@ impl Tabular {
         if picked.is_empty() {
             return Err(Error::config("oracle", "no training scan has a diagnosis"));
         }
-        let d = names.len();
-        let (mut mean, mut sd) = (vec![0.0; d], vec![1.0; d]);
-        for f in 0..d {
-            let v: Vec<f64> = picked.iter().filter_map(|&i| features[i][f]).collect();
-            if v.is_empty() {
-                // A column the table lacks: constant, so the fits ignore it.
-                tracing::warn!("no training scan has a value of {}; it is left out", names[f]);
-                continue;
-            }
-            mean[f] = v.iter().sum::<f64>() / v.len() as f64;
-            let var = v.iter().map(|x| (x - mean[f]).powi(2)).sum::<f64>() / v.len() as f64;
-            sd[f] = if var > 0.0 { var.sqrt() } else { 1.0 };
+        let (scaler, empty) = Standardiser::fit(picked.iter().map(|&i| features[i].as_slice()), names.len());
+        for f in empty {
+            // A column the table lacks: constant, so the fits ignore it.
+            tracing::warn!("no training scan has a value of {}; it is left out", names[f]);
         }
-        let x: Vec<Vec<f64>> = picked.iter().map(|&i| standardise(&features[i], &mean, &sd)).collect();
+        let x: Vec<Vec<f64>> = picked.iter().map(|&i| scaler.apply(&features[i])).collect();
         let y: Vec<usize> = picked.iter().filter_map(|&i| label(&rows[i])).map(Label::index).collect();
         let classifier = logreg::fit(&x, &y, 3, l2)?;
         let scored: Vec<(Vec<f64>, f64)> =
             picked.iter().zip(&x).filter_map(|(&i, x)| rows[i].mmse.map(|m| (x.clone(), f64::from(m)))).collect();
         let mmse = (!scored.is_empty()).then(|| ridge(&scored, l2.max(1.0)));
-        Ok(Tabular { mean, sd, classifier, mmse })
+        Ok(Tabular { scaler, classifier, mmse })
     }
 
     /// Predictions for `rows` (features `features[i]`) over `classes` (a subset such as NC, AD
@@ -70,7 +61,7 @@ impl Tabular {
     pub fn predict(&self, rows: &[IndexRow], features: &[Vec<Option<f64>>], classes: &[Label]) -> Predictions {
         let mut p = Predictions::default();
         for (r, f) in rows.iter().zip(features) {
-            let z = standardise(f, &self.mean, &self.sd);
+            let z = self.scaler.apply(f);
             let all = self.classifier.proba_row(&z);
             let picked: Vec<f64> = classes.iter().map(|c| all[c.index()]).collect();
             let total: f64 = picked.iter().sum::<f64>().max(f64::MIN_POSITIVE);
@@ -89,9 +80,35 @@ impl Tabular {
     }
 }
 
-/// Standardised features, a missing one at the training mean (0).
-fn standardise(features: &[Option<f64>], mean: &[f64], sd: &[f64]) -> Vec<f64> {
-    features.iter().zip(mean.iter().zip(sd)).map(|(v, (m, s))| (v.unwrap_or(*m) - m) / s).collect()
+/// Per-column training mean and SD (an SD of 0 is stored as 1), missing values left out.
+#[derive(Debug, Clone)]
+pub struct Standardiser {
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+}
+
+impl Standardiser {
+    /// Fit on `rows` of `d` features; also returns the columns with no value at all (mean 0,
+    /// SD 1, so they standardise to 0).
+    pub fn fit<'a>(rows: impl Iterator<Item = &'a [Option<f64>]> + Clone, d: usize) -> (Self, Vec<usize>) {
+        let (mut mean, mut sd, mut empty) = (vec![0.0; d], vec![1.0; d], Vec::new());
+        for f in 0..d {
+            let v: Vec<f64> = rows.clone().filter_map(|r| r[f]).collect();
+            if v.is_empty() {
+                empty.push(f);
+                continue;
+            }
+            mean[f] = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|x| (x - mean[f]).powi(2)).sum::<f64>() / v.len() as f64;
+            sd[f] = if var > 0.0 { var.sqrt() } else { 1.0 };
+        }
+        (Standardiser { mean, sd }, empty)
+    }
+
+    /// Standardised features, a missing one at the training mean (0).
+    pub fn apply(&self, features: &[Option<f64>]) -> Vec<f64> {
+        features.iter().zip(self.mean.iter().zip(&self.sd)).map(|(v, (m, s))| (v.unwrap_or(*m) - m) / s).collect()
+    }
 }
 
 /// The metadata oracle: [`Tabular`] on the six volume columns and age.

@@ -19,9 +19,8 @@ use crate::data::dataset::{CohortBatch, CohortBatcher, CohortDataset};
 use crate::data::label::Label;
 use crate::data::preprocess::IndexRow;
 use crate::error::{Error, Result};
-use crate::eval::logreg::balanced_accuracy;
-use crate::eval::oracle::{ridge, Tabular};
-use crate::eval::predict::Predictions;
+use crate::eval::oracle::{ridge, Standardiser, Tabular};
+use crate::eval::predict::{score, Predictions};
 use crate::model::clip::ClipBackbone;
 
 /// The penalties the probe's cross-validation chooses among.
@@ -72,9 +71,7 @@ pub fn choose_penalty(rows: &[IndexRow], x: &[Vec<Option<f64>>]) -> Result<f64> 
             let (fr, fx) = pick(&fit);
             let Ok(model) = Tabular::fit(&fr, &fx, &names(x), l2) else { continue };
             let (hr, hx) = pick(&held);
-            let p = model.predict(&hr, &hx, &Label::ALL);
-            let truth: Vec<usize> = hr.iter().filter_map(label).collect();
-            scores.push(balanced_accuracy(&truth, &argmax(&p), 3));
+            scores.push(score(&model.predict(&hr, &hx, &Label::ALL), &Label::ALL).0.balanced_accuracy);
         }
         let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
         if mean >= best.0 {
@@ -82,10 +79,6 @@ pub fn choose_penalty(rows: &[IndexRow], x: &[Vec<Option<f64>>]) -> Result<f64> 
         }
     }
     Ok(best.1)
-}
-
-fn argmax(p: &Predictions) -> Vec<usize> {
-    p.proba.iter().map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap_or(0)).collect()
 }
 
 fn names(x: &[Vec<Option<f64>>]) -> Vec<&'static str> {
@@ -120,19 +113,13 @@ pub fn volume_r2(
     test: &[IndexRow],
     test_x: &[Vec<Option<f64>>],
 ) -> Result<VolumeR2> {
-    let dense = |x: &[Vec<Option<f64>>]| -> Vec<Vec<f64>> {
-        x.iter().map(|r| r.iter().map(|v| v.unwrap_or(0.0)).collect()).collect()
-    };
-    let (tx, sx) = (dense(train_x), dense(test_x));
-    let d = tx.first().map_or(0, Vec::len);
-    let n = tx.len().max(1) as f64;
-    let mean: Vec<f64> = (0..d).map(|j| tx.iter().map(|r| r[j]).sum::<f64>() / n).collect();
-    let sd: Vec<f64> =
-        (0..d).map(|j| (tx.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt().max(1e-12)).collect();
-    let z = |r: &[f64]| -> Vec<f64> { r.iter().zip(mean.iter().zip(&sd)).map(|(v, (m, s))| (v - m) / s).collect() };
+    let d = train_x.first().map_or(0, Vec::len);
+    let (scaler, _) = Standardiser::fit(train_x.iter().map(Vec::as_slice), d);
     let r2 = |get: fn(&IndexRow) -> Option<f64>, what: &str| -> Result<f64> {
-        let fit: Vec<(Vec<f64>, f64)> = train.iter().zip(&tx).filter_map(|(r, x)| get(r).map(|y| (z(x), y))).collect();
-        let held: Vec<(Vec<f64>, f64)> = test.iter().zip(&sx).filter_map(|(r, x)| get(r).map(|y| (z(x), y))).collect();
+        let pairs = |rows: &[IndexRow], x: &[Vec<Option<f64>>]| -> Vec<(Vec<f64>, f64)> {
+            rows.iter().zip(x).filter_map(|(r, x)| get(r).map(|y| (scaler.apply(x), y))).collect()
+        };
+        let (fit, held) = (pairs(train, train_x), pairs(test, test_x));
         if fit.len() < 2 || held.len() < 2 {
             return Err(Error::config("probe", format!("too few scans with a {what} volume")));
         }
@@ -178,8 +165,7 @@ mod tests {
         let (train, test) = (&r[..60], &r[60..]);
         let (p, l2) = linear_probe(train, &x[..60], test, &x[60..], &Label::ALL).unwrap();
         assert!(PENALTIES.contains(&l2));
-        let truth: Vec<usize> = test.iter().filter_map(label).collect();
-        assert!(balanced_accuracy(&truth, &argmax(&p), 3) > 0.9);
+        assert!(score(&p, &Label::ALL).0.balanced_accuracy > 0.9);
         let v = volume_r2(train, &x[..60], test, &x[60..]).unwrap();
         assert!(v.hippocampus > 0.95 && v.ventricles > 0.95, "{v:?}");
     }

@@ -12,7 +12,7 @@ use crate::data::dataset::CohortDataset;
 use crate::data::label::Label;
 use crate::data::split::{read_fold, Part};
 use crate::error::{Error, Result};
-use crate::eval::logreg::balanced_accuracy;
+use crate::eval::predict::score;
 use crate::eval::probe::{frozen_features, linear_probe, volume_r2, VolumeR2};
 use crate::model::backbones::Backbone;
 use crate::model::vit3d::PosEmbedPolicy;
@@ -66,14 +66,11 @@ impl Job for ProbeJob {
                 return Err(Error::table(&self.split, format!("fold {fold} has no labelled training or test scans")));
             }
             let (p, penalty) = linear_probe(&train, &train_x, &test, &test_x, &Label::ALL)?;
-            let truth: Vec<usize> = p.labels.iter().map(|l| l.map_or(0, Label::index)).collect();
-            let picked: Vec<usize> =
-                p.proba.iter().map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap_or(0)).collect();
             out.push(FoldProbe {
                 fold,
                 train_scans: train.len(),
                 test_scans: test.len(),
-                balanced_accuracy: balanced_accuracy(&truth, &picked, 3),
+                balanced_accuracy: score(&p, &Label::ALL).0.balanced_accuracy,
                 penalty,
                 r2: volume_r2(&train, &train_x, &test, &test_x)?,
             });

@@ -28,6 +28,12 @@ fn complete(dir: &Path) -> bool {
         && (dir.join("tokenizer.json").is_file() || dir.join("vocab.txt").is_file())
 }
 
+/// The last part of a Hugging Face name (`all-MiniLM-L6-v2` of
+/// `sentence-transformers/all-MiniLM-L6-v2`): the folder name in the asset caches.
+fn short_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
 fn home() -> PathBuf {
     PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
 }
@@ -37,7 +43,7 @@ pub fn candidates(name: &str, backbone_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let as_path = Path::new(name);
     out.push(if as_path.is_absolute() { as_path.to_path_buf() } else { backbone_dir.join(as_path) });
-    let last = name.rsplit('/').next().unwrap_or(name);
+    let last = short_name(name);
     if let Some(dirs) = std::env::var_os("ADFIT_TEXT_MODELS") {
         out.extend(std::env::split_paths(&dirs).map(|d| d.join(last)));
     }
@@ -75,7 +81,7 @@ pub fn resolve(name: &str, backbone_dir: &Path) -> Result<PathBuf> {
             "the text tower {name:?} (language_model_name_or_path) is not in model.safetensors and was found in none of:\n  {}\n{hint}; \
              ADFIT_TEXT_MODELS=<folder holding {}> points adfit elsewhere",
             places.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join("\n  "),
-            name.rsplit('/').next().unwrap_or(name),
+            short_name(name),
         ),
     })
 }
@@ -95,7 +101,6 @@ pub fn load<B: Backend>(dir: &Path, cfg: &BertConfig, device: &B::Device) -> Res
     let weights = dir.join("model.safetensors");
     let tensors = read_safetensors(&weights)?;
     let mut store = WeightStore::<B>::new(&weights, tensors, &[("bert.", "text."), ("", "text.")], device);
-    store.ignore_prefix("text.embeddings.position_ids");
     let bert = Bert::load(cfg, &mut store, "text.")?;
     store.finish()?;
     Ok(bert)

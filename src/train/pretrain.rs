@@ -188,9 +188,10 @@ pub fn init<B: Backend>(cfg: &PretrainConfig, vocab_size: usize, device: &B::Dev
     Ok(model)
 }
 
-fn images<B: Backend>(batch: &[Phantom], grid: [usize; 3], device: &B::Device) -> Tensor<B, 5> {
-    let data: Vec<f32> = batch.iter().flat_map(|p| p.voxels.iter().copied()).collect();
-    Tensor::from_data(TensorData::new(data, [batch.len(), 1, grid[0], grid[1], grid[2]]), device)
+/// Volumes on `grid` as one `[n, 1, D, H, W]` batch.
+pub(crate) fn stack<B: Backend>(volumes: &[impl AsRef<[f32]>], grid: [usize; 3], device: &B::Device) -> Tensor<B, 5> {
+    let data: Vec<f32> = volumes.iter().flat_map(|v| v.as_ref().iter().copied()).collect();
+    Tensor::from_data(TensorData::new(data, [volumes.len(), 1, grid[0], grid[1], grid[2]]), device)
 }
 
 /// Loss and in-batch image→caption accuracy of one batch.
@@ -203,7 +204,8 @@ fn forward<B: Backend>(
 ) -> Result<(Tensor<B, 1>, f64)> {
     let captions: Vec<String> = batch.iter().map(|p| p.caption.clone()).collect();
     let (ids, mask) = tokenize::<B>(tok, &captions, device)?;
-    let logits = model.logits(model.encode_image(images(batch, cfg.grid, device)), model.encode_text(ids, mask));
+    let volumes: Vec<&[f32]> = batch.iter().map(|p| p.voxels.as_slice()).collect();
+    let logits = model.logits(model.encode_image(stack(&volumes, cfg.grid, device)), model.encode_text(ids, mask));
     let picked: Vec<i64> = logits.clone().argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
     // A caption shared by two phantoms in the batch counts as found for either.
     let hits = picked.iter().enumerate().filter(|&(i, &j)| batch[i].caption == batch[j as usize].caption).count();

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::pretrain::{PretrainConfig, StepLog};
+use super::pretrain::{stack, PretrainConfig, StepLog};
 use crate::data::augment::{augment, AugmentConfig};
 use crate::data::synth::corpus::Head;
 use crate::error::{Error, Result};
@@ -94,12 +94,6 @@ pub fn text_states<B: Backend>(
     Ok(Tensor::cat(parts, 0))
 }
 
-fn stack<B: Backend>(volumes: Vec<Vec<f32>>, grid: [usize; 3], device: &B::Device) -> Tensor<B, 5> {
-    let n = volumes.len();
-    let data: Vec<f32> = volumes.concat();
-    Tensor::from_data(TensorData::new(data, [n, 1, grid[0], grid[1], grid[2]]), device)
-}
-
 fn accuracy<B: Backend>(logits: Tensor<B, 2>) -> f64 {
     let picked: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
     picked.iter().enumerate().filter(|&(i, &j)| i as i64 == j).count() as f64 / picked.len().max(1) as f64
@@ -144,7 +138,7 @@ pub fn train<B: AutodiffBackend>(
             device,
         );
         let txt = Tensor::<B, 2>::from_inner(text.clone().select(0, idx));
-        let logits = side.logits(stack(volumes, cfg.grid, device), txt);
+        let logits = side.logits(stack(&volumes, cfg.grid, device), txt);
         let acc = accuracy(logits.clone().inner());
         let loss = clip_loss(logits);
         let value: f64 = loss.clone().into_scalar().elem();
@@ -174,7 +168,7 @@ pub fn retrieval_accuracy<B: Backend>(
     for chunk in heads.chunks_exact(batch.max(2)) {
         let captions: Vec<String> = chunk.iter().map(|h| h.caption.clone()).collect();
         let (ids, mask) = tokenize::<B>(tok, &captions, device)?;
-        let images = stack(chunk.iter().map(|h| h.voxels.clone()).collect(), grid, device);
+        let images = stack(&chunk.iter().map(|h| h.voxels.as_slice()).collect::<Vec<_>>(), grid, device);
         sum += accuracy(model.logits(model.encode_image(images), model.encode_text(ids, mask)));
         n += 1;
     }

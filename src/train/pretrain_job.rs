@@ -143,7 +143,7 @@ impl PretrainJob {
         let summary = PretrainSummary { held_out_accuracy: held_out, chance: 1.0 / batch as f64, seconds };
         let extra = serde_json::json!({
             "domain": "brain corpus (adfit::data::synth::corpus): synthetic heads with radiology-style findings, no diagnosis",
-            "text_model": text_cfg_summary(&cfg.text_model, &text_dir),
+            "text_model": { "name": cfg.text_model, "resolved_from": text_dir.display().to_string(), "frozen": true },
             "training_heads_accuracy": train_acc,
             "seconds_generating": generated,
             "seconds_encoding_captions": encoded - generated,
@@ -172,10 +172,6 @@ impl PretrainJob {
         }
         crate::util::write_json(&self.out.join("pretrain.json"), &summary)
     }
-}
-
-fn text_cfg_summary(name: &str, dir: &Path) -> serde_json::Value {
-    serde_json::json!({ "name": name, "resolved_from": dir.display().to_string(), "frozen": true })
 }
 
 /// `n` heads of the corpus (or of its held-out space), with a progress bar.

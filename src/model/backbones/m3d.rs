@@ -261,44 +261,27 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>, text: TextWeights) -> Vec<(String
         linear(&mut put, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
     }
     ln(&mut put, "vision_encoder.norm", &v.norm);
-    if text == TextWeights::External {
-        return export_tail(out, m);
-    }
-    let e = &m.bert.embeddings;
-    let te = "language_encoder.embeddings";
-    put(format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
-    put(format!("{te}.position_embeddings.weight"), e.position.weight.val().into_data());
-    put(format!("{te}.token_type_embeddings.weight"), e.token_type.weight.val().into_data());
-    ln(&mut put, &format!("{te}.LayerNorm"), &e.norm);
-    for (i, l) in m.bert.layers.iter().enumerate() {
-        let p = format!("language_encoder.encoder.layer.{i}");
-        linear(&mut put, &format!("{p}.attention.self.query"), &l.query);
-        linear(&mut put, &format!("{p}.attention.self.key"), &l.key);
-        linear(&mut put, &format!("{p}.attention.self.value"), &l.value);
-        linear(&mut put, &format!("{p}.attention.output.dense"), &l.attn_out);
-        ln(&mut put, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
-        linear(&mut put, &format!("{p}.intermediate.dense"), &l.intermediate);
-        linear(&mut put, &format!("{p}.output.dense"), &l.output);
-        ln(&mut put, &format!("{p}.output.LayerNorm"), &l.out_norm);
-    }
-    export_tail(out, m)
-}
-
-/// The projections and the scale, after the towers.
-fn export_tail<B: Backend>(mut out: Vec<(String, RawTensor)>, m: &ClipBackbone<B>) -> Vec<(String, RawTensor)> {
-    for (name, l) in [("mm_vision_proj", &m.vision_proj), ("mm_language_proj", &m.text_proj)] {
-        let data = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
-        out.push((
-            format!("{name}.weight"),
-            RawTensor {
-                shape: vec![l.weight.dims()[1], l.weight.dims()[0]],
-                data: data(l.weight.val().transpose().into_data()),
-            },
-        ));
-        if let Some(b) = &l.bias {
-            out.push((format!("{name}.bias"), RawTensor { shape: b.dims().to_vec(), data: data(b.val().into_data()) }));
+    if text == TextWeights::Embedded {
+        let e = &m.bert.embeddings;
+        let te = "language_encoder.embeddings";
+        put(format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
+        put(format!("{te}.position_embeddings.weight"), e.position.weight.val().into_data());
+        put(format!("{te}.token_type_embeddings.weight"), e.token_type.weight.val().into_data());
+        ln(&mut put, &format!("{te}.LayerNorm"), &e.norm);
+        for (i, l) in m.bert.layers.iter().enumerate() {
+            let p = format!("language_encoder.encoder.layer.{i}");
+            linear(&mut put, &format!("{p}.attention.self.query"), &l.query);
+            linear(&mut put, &format!("{p}.attention.self.key"), &l.key);
+            linear(&mut put, &format!("{p}.attention.self.value"), &l.value);
+            linear(&mut put, &format!("{p}.attention.output.dense"), &l.attn_out);
+            ln(&mut put, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
+            linear(&mut put, &format!("{p}.intermediate.dense"), &l.intermediate);
+            linear(&mut put, &format!("{p}.output.dense"), &l.output);
+            ln(&mut put, &format!("{p}.output.LayerNorm"), &l.out_norm);
         }
     }
+    linear(&mut put, "mm_vision_proj", &m.vision_proj);
+    linear(&mut put, "mm_language_proj", &m.text_proj);
     out.push((
         "logit_scale".into(),
         RawTensor { shape: vec![], data: m.logit_scale.val().into_data().to_vec::<f32>().unwrap_or_default() },
