@@ -13,6 +13,7 @@
 //! - [`run_folder`]: the files of a fine-tuned run, and its loader.
 //! - [`settings`]: a run's settings, the source of every run's configuration.
 
+pub mod attribute;
 pub mod backend;
 pub mod cli;
 pub mod data;

@@ -174,6 +174,116 @@ fn synth_preprocess_split_end_to_end() {
 }
 
 #[test]
+fn synth_labels_follow_their_scans_into_the_cache() {
+    use adfit::data::{cache::read_cached, labels, nifti_io::read_nifti, preprocess::read_index};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "--out", "plain", "--preset", "tiny", "--seed", "4"]);
+    let out = ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "4", "--labels"]);
+    assert!(out.contains("labels.json"), "{out}");
+    assert!(d.join("demo/labels.json").is_file() && !d.join("plain/labels.json").exists());
+    // --labels changes no table, scan list or scan, and no scan list names a label map.
+    for f in ["adni/ADNIMERGE.csv", "adni/scans.csv", "adni/scans_by_id.csv", "oasis/scans.csv"] {
+        let text = std::fs::read_to_string(d.join("demo").join(f)).unwrap();
+        assert_eq!(text, std::fs::read_to_string(d.join("plain").join(f)).unwrap(), "{f}");
+        assert!(!text.contains("_labels"), "{f} lists a label map");
+    }
+    let list = std::fs::read_to_string(d.join("demo/adni/scans.csv")).unwrap();
+    let paths: Vec<&str> = list.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    for p in &paths {
+        let stem = p.strip_suffix(".nii.gz").unwrap();
+        assert_eq!(
+            std::fs::read(d.join("demo/adni").join(p)).unwrap(),
+            std::fs::read(d.join("plain/adni").join(p)).unwrap()
+        );
+        assert!(d.join(format!("demo/adni/{stem}_labels.nii.gz")).is_file(), "{stem}");
+        assert!(!d.join(format!("plain/adni/{stem}_labels.nii.gz")).exists());
+    }
+
+    let preprocess = |scans: &str, out: &str| {
+        let args =
+            ["preprocess", "--scans", scans, "--table", "demo/adni/ADNIMERGE.csv", "--out", out, "--shape", "40"];
+        adfit(d, &args)
+    };
+    assert!(preprocess("demo/adni/scans.csv", "cache").status.success());
+    let index = d.join("cache/index.csv");
+    let rows = read_index(&index).unwrap();
+    assert_eq!(rows.len(), paths.len());
+    let (mut counted, mut table) = (0.0, 0.0);
+    for row in &rows {
+        let path = labels::labels_path(&index, row);
+        let map = read_nifti(&path).unwrap();
+        assert_eq!(map.info.datatype.name(), "uint8", "{}", path.display());
+        let cache = read_cached(&d.join("cache").join(&row.cache)).unwrap();
+        let map = labels::read_labels(&index, row).unwrap();
+        assert_eq!(map.shape, [40, 40, 40]);
+        for (a, b) in map.affine.iter().flatten().zip(cache.affine.iter().flatten()) {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{}: {:?} vs {:?}",
+                path.display(),
+                map.affine,
+                cache.affine
+            );
+        }
+        // The brain is where the cache volume is bright.
+        let brain = labels::structure_labels(adfit::data::table::Biomarker::WholeBrain);
+        let mean = |inside: bool| {
+            let v: Vec<f32> = map
+                .data
+                .iter()
+                .zip(&cache.data)
+                .filter(|(l, _)| brain.contains(&(**l as u8)) == inside)
+                .map(|(_, &v)| v)
+                .collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        assert!(mean(true) > 2.0 * mean(false), "{}: brain {} vs the rest {}", row.scan, mean(true), mean(false));
+        if let Some(h) = row.hippocampus {
+            let [x, y, z] = map.voxel_size();
+            let hippo = labels::structure_labels(adfit::data::table::Biomarker::Hippocampus);
+            counted += map.data.iter().filter(|&&l| hippo.contains(&(l as u8))).count() as f64 * x * y * z;
+            table += h;
+        }
+    }
+    eprintln!("hippocampus over all scans: {counted:.0} mm³ from the cache-grid label maps, {table:.0} in the table");
+    assert!(table > 0.0 && (counted / table - 1.0).abs() < 0.15, "{counted} vs {table}");
+
+    // Rerun: all reused. A missing label map alone is remade, the cache volume left as it is.
+    let again = preprocess("demo/adni/scans.csv", "cache");
+    assert!(String::from_utf8_lossy(&again.stdout).contains(&format!("0 scans preprocessed, {} reused", rows.len())));
+    let victim = labels::labels_path(&index, &rows[0]);
+    let before = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let third = preprocess("demo/adni/scans.csv", "cache");
+    assert!(
+        String::from_utf8_lossy(&third.stdout).contains(&format!("1 scans preprocessed, {} reused", rows.len() - 1))
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), before);
+
+    // Without label maps beside the scans: the same cache, and no labels/.
+    assert!(preprocess("plain/adni/scans.csv", "cache_plain").status.success());
+    assert!(!d.join("cache_plain/labels").exists());
+    let plain_index = std::fs::read_to_string(d.join("cache_plain/index.csv")).unwrap();
+    assert_eq!(plain_index, std::fs::read_to_string(&index).unwrap());
+    for row in &rows {
+        let (a, b) = (d.join("cache").join(&row.cache), d.join("cache_plain").join(&row.cache));
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{}", row.cache);
+    }
+
+    // A label map that is not in its scan's grid fails that scan, naming the label file.
+    let (a, b) = (paths[0].strip_suffix(".nii.gz").unwrap(), paths[1].strip_suffix(".nii.gz").unwrap());
+    let wrong = d.join(format!("demo/adni/{a}_labels.nii.gz"));
+    std::fs::copy(d.join(format!("demo/adni/{b}_labels.nii.gz")), &wrong).unwrap();
+    let out = preprocess("demo/adni/scans.csv", "cache_bad");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{a}_labels.nii.gz")) && stderr.contains("grid"), "{stderr}");
+    let failures = std::fs::read_to_string(d.join("cache_bad/failures.csv")).unwrap();
+    assert!(failures.contains(paths[0]), "{failures}");
+}
+
+#[test]
 fn synth_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

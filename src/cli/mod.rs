@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand, each turning arguments into one library call.
 
+mod attribute;
 mod bench;
 mod convert;
 mod embed;
@@ -40,7 +41,7 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// With real data, point `preprocess` at your ADNIMERGE.csv (or OASIS-2's
 /// oasis_longitudinal.csv) and a scan list of your NIfTI files. Every command that runs tensors
-/// (embed, finetune, eval, experiment, pretrain, probe, bench-step) takes --device cpu|cuda[:N]|
+/// (embed, finetune, eval, experiment, pretrain, probe, attribute, bench-step) takes --device cpu|cuda[:N]|
 /// wgpu[:N]|auto; a GPU backend must be compiled in (cargo build --release --features cuda).
 #[derive(Debug, Parser)]
 #[command(name = "adfit", version, about, long_about, verbatim_doc_comment, max_term_width = 100)]
@@ -100,6 +101,10 @@ pub enum Command {
     /// Match scans to table rows, then reorient, crop, resize and normalise every scan into a
     /// cache, with a cohort index (index.csv) for training and evaluation.
     Preprocess(preprocess::PreprocessArgs),
+    /// Explain a fine-tuned run: Integrated Gradients over each report's words and a Grad-ECLIP
+    /// 3D heat map per biomarker sentence (NIfTI + PNG), scored against the synthetic cohort's
+    /// label maps with --labels.
+    Attribute(attribute::AttributeArgs),
 }
 
 /// `--device`, for every command that runs tensors.
@@ -157,6 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(a) => pretrain::run(a, quiet),
         Command::Probe(a) => probe::run(a),
         Command::Preprocess(a) => preprocess::run(a, quiet),
+        Command::Attribute(a) => attribute::run(a, quiet),
     }
 }
 

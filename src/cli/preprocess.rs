@@ -21,6 +21,11 @@ pub struct PreprocessArgs {
     #[arg(long)]
     pub table: PathBuf,
     /// Output folder: volumes/, index.csv, preprocess.json (and failures.csv if any scan failed).
+    /// A scan X.nii(.gz) with a tissue label map X_labels.nii.gz beside it (`adfit synth
+    /// --labels`) also gets that map carried automatically through the scan's own reorientation,
+    /// crop box and a nearest-neighbour resize, into labels/<cache file stem>.nii.gz (uint8, the
+    /// cache volume's grid and affine). A label map whose shape or affine is not its scan's
+    /// fails that scan.
     #[arg(long)]
     pub out: PathBuf,
     /// Output grid D,H,W (or one size for a cube).

@@ -24,6 +24,12 @@ pub struct SynthArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = PresetArg::Default)]
     pub preset: PresetArg,
+    /// Also write each scan's tissue label map beside it, X_labels.nii.gz for X.nii.gz (uint8,
+    /// the scan's grid and affine, nearest-neighbour, no blur or noise), and the legend
+    /// labels.json (label value → structure, and the labels each volume column counts). Scan
+    /// lists never list them; `adfit preprocess` carries them into the cache grid.
+    #[arg(long)]
+    pub labels: bool,
 }
 
 pub fn run(a: SynthArgs, _quiet: bool) -> anyhow::Result<()> {
@@ -37,7 +43,7 @@ pub fn run(a: SynthArgs, _quiet: bool) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    let cfg = SynthConfig::preset(preset, a.seed);
+    let cfg = SynthConfig { write_labels: a.labels, ..SynthConfig::preset(preset, a.seed) };
     let t = std::time::Instant::now();
     let summary = generate(&a.out, &cfg)?;
     tracing::info!("synthetic cohort in {} ({:.1} s)", a.out.display(), t.elapsed().as_secs_f32());
@@ -54,5 +60,8 @@ pub fn run(a: SynthArgs, _quiet: bool) -> anyhow::Result<()> {
     println!("  scans  {}", a.out.join("adni/scans.csv").display());
     println!("  table  {}", a.out.join("oasis/oasis_longitudinal.csv").display());
     println!("  scans  {}", a.out.join("oasis/scans.csv").display());
+    if a.labels {
+        println!("  labels {} (legend; maps beside each scan as *_labels.nii.gz)", a.out.join("labels.json").display());
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod dataset;
 pub mod date;
 pub mod label;
+pub mod labels;
 pub mod nifti_io;
 pub mod nifti_write;
 pub mod normalize;

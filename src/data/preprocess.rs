@@ -6,7 +6,9 @@
 //! today scans must arrive already skull-stripped and registered, as the paper's were] → crop to
 //! the head → trilinear resize → intensity normalisation. Scans run in parallel; a scan whose
 //! cache file is complete is skipped; a failing scan is reported and the others go on; files
-//! appear only when complete.
+//! appear only when complete. A scan `X.nii(.gz)` with a tissue label map `X_labels.nii.gz`
+//! beside it (`adfit synth --labels`) gets that map carried through the same geometry (same
+//! reorientation and crop box, nearest-neighbour resize) to `labels/` (see `labels.rs`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,11 +18,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{cached_shape, write_cached};
+use super::labels;
 use super::nifti_io::read_nifti;
 use super::normalize::{normalize, percentile, NormalizeConfig};
 use super::orient::to_canonical;
 use super::report::ReportTemplate;
-use super::resample::{crop_foreground, resize};
+use super::resample::{crop, foreground_box, resize, resize_nearest, CropBox};
 use super::scanlist::{match_scans, read_scan_list, MatchedScan};
 use super::table::{read_table, Table, TableOptions};
 use super::volume::Volume;
@@ -52,21 +55,59 @@ impl Default for PreprocessConfig {
 }
 
 /// Run the per-scan steps on a loaded volume.
-pub fn process_volume(mut vol: Volume, cfg: &PreprocessConfig, what: &str) -> Result<Volume> {
+pub fn process_volume(vol: Volume, cfg: &PreprocessConfig, what: &str) -> Result<Volume> {
+    Ok(process_with_geometry(vol, cfg, what)?.0)
+}
+
+/// The geometry steps [`process_volume`] took on one scan, so that they can be replayed on another
+/// volume of the scan's voxel grid (its label map) and leave the two aligned voxel for voxel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Geometry {
+    /// Reoriented to RAS+.
+    pub canonical: bool,
+    /// The foreground box the image's crop chose, in (reoriented) voxels; `None` when not cropped.
+    pub crop: Option<CropBox>,
+    /// The grid it was resized to.
+    pub shape: [usize; 3],
+}
+
+impl Geometry {
+    /// Replay the steps on `vol`, which must have the scan's shape and affine before processing,
+    /// resizing by nearest neighbour and not normalising: label values stay labels. The crop uses
+    /// the image's box, never one found in `vol`, whose own foreground is another.
+    pub fn replay_nearest(&self, mut vol: Volume) -> Result<Volume> {
+        if self.canonical {
+            vol = to_canonical(vol);
+        }
+        if let Some(b) = &self.crop {
+            vol = crop(&vol, b)?;
+        }
+        if vol.shape != self.shape {
+            vol = resize_nearest(&vol, self.shape)?;
+        }
+        Ok(vol)
+    }
+}
+
+/// [`process_volume`], also returning the geometry steps it took.
+pub fn process_with_geometry(mut vol: Volume, cfg: &PreprocessConfig, what: &str) -> Result<(Volume, Geometry)> {
     // Non-finite voxels would poison the percentile and the resize: apply the policy first.
     super::normalize::check_finite(&mut vol, cfg.normalize.non_finite, what)?;
     if cfg.canonical {
         vol = to_canonical(vol);
     }
+    let mut crop_box = None;
     if let Some(frac) = cfg.crop_fraction {
         let threshold = frac * percentile(&vol.data, 99.0);
-        vol = crop_foreground(&vol, threshold).map_err(|e| Error::volume(what, e.to_string()))?;
+        let b = foreground_box(&vol, threshold).map_err(|e| Error::volume(what, e.to_string()))?;
+        vol = crop(&vol, &b)?;
+        crop_box = Some(b);
     }
     if vol.shape != cfg.shape {
         vol = resize(&vol, cfg.shape)?;
     }
     normalize(&mut vol, &cfg.normalize, what)?;
-    Ok(vol)
+    Ok((vol, Geometry { canonical: cfg.canonical, crop: crop_box, shape: cfg.shape }))
 }
 
 /// One row of `index.csv`: what later commands need to know about a cached scan.
@@ -269,12 +310,27 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
         let cache = cache_name(&id);
         let cache_path = job.out.join(&cache);
         let fail = |e: Error| Failure { scan: m.scan.rel_path.clone(), reason: e.to_string() };
-        if cached_shape(&cache_path).ok() == Some(job.config.shape) {
+        // A scan with a label sibling gets its label map carried along: cheap next to the scan.
+        let labels_src = Some(labels::sibling_path(&m.scan.path)).filter(|p| p.is_file());
+        let labels_out = job.out.join(labels::cache_labels_rel(&cache));
+        let cache_done = cached_shape(&cache_path).ok() == Some(job.config.shape);
+        if cache_done && (labels_src.is_none() || labels_out.is_file()) {
             reused.fetch_add(1, Ordering::Relaxed);
         } else {
             let vol = read_nifti(&m.scan.path).map_err(fail)?.volume;
-            let vol = process_volume(vol, &job.config, &m.scan.rel_path).map_err(fail)?;
-            write_cached(&cache_path, &vol).map_err(fail)?;
+            // Checked before any file is written, so a bad label map leaves no half-done scan.
+            let label_map =
+                labels_src.map(|p| labels::read_sibling(&p, &vol, &m.scan.rel_path)).transpose().map_err(fail)?;
+            let (vol, geometry) = process_with_geometry(vol, &job.config, &m.scan.rel_path).map_err(fail)?;
+            if let Some(map) = label_map {
+                let map = geometry.replay_nearest(map).map_err(fail)?;
+                // Its affine is the cache volume's by construction; stated, not relied on.
+                let map = Volume { affine: vol.affine, ..map };
+                labels::write_label_map(&labels_out, &map).map_err(fail)?;
+            }
+            if !cache_done {
+                write_cached(&cache_path, &vol).map_err(fail)?;
+            }
         }
         progress(&m.scan.rel_path);
         let r = &m.row;
@@ -344,5 +400,69 @@ mod tests {
         assert_eq!(scan_id("./x.hdr"), "x");
         assert_eq!(scan_id("y.img.gz"), "y");
         assert_eq!(cache_name("images/a b"), "volumes/images_a_b.vol");
+    }
+
+    /// A label map replayed through the image's geometry lands on the cache grid, with the
+    /// image's crop box (not one of its own) and its structures where the image shows them.
+    #[test]
+    fn label_maps_follow_the_image_geometry() {
+        // An LPS scan: a dim head with a bright block in it. Labels: head 1, block 2, and a stray
+        // 5 outside the head, which a crop box found in the labels would keep.
+        let mut affine = crate::data::volume::identity();
+        (affine[0][0], affine[1][1], affine[2][2]) = (-2.0, -2.0, 2.5);
+        (affine[0][3], affine[1][3], affine[2][3]) = (20.0, 18.0, -20.0);
+        let head = |i: usize, j: usize, k: usize| (3..17).contains(&i) && (2..15).contains(&j) && (4..14).contains(&k);
+        let block = |i: usize, j: usize, k: usize| (5..9).contains(&i) && (6..10).contains(&j) && (6..10).contains(&k);
+        let label = |i, j, k| -> f32 {
+            if block(i, j, k) {
+                2.0
+            } else if head(i, j, k) {
+                1.0
+            } else if (i, j, k) == (0, 0, 0) {
+                5.0
+            } else {
+                0.0
+            }
+        };
+        let image =
+            Volume::from_fn([20, 18, 16], affine, |i, j, k| if head(i, j, k) { label(i, j, k) * 100.0 } else { 0.0 });
+        let labels = Volume::from_fn([20, 18, 16], affine, label);
+        let cfg = PreprocessConfig { shape: [12, 12, 12], ..Default::default() };
+        let (vol, geometry) = process_with_geometry(image.clone(), &cfg, "test").unwrap();
+        assert_eq!(vol, process_volume(image, &cfg, "test").unwrap());
+        // LPS → RAS flips the first two axes: the head's box counts from the other end.
+        assert_eq!(geometry.crop, Some(CropBox { lo: [3, 3, 4], hi: [16, 15, 13] }));
+        let carried = geometry.replay_nearest(labels.clone()).unwrap();
+        assert_eq!((carried.shape, carried.affine), (vol.shape, vol.affine));
+        assert!(!carried.data.contains(&5.0), "the stray label was cropped away with the image's box");
+
+        let mean_over = |l: f32| {
+            let v: Vec<f32> = carried.data.iter().zip(&vol.data).filter(|(c, _)| **c == l).map(|(_, &v)| v).collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        assert!(mean_over(2.0) > 0.7 && mean_over(1.0) < 0.2, "{} {}", mean_over(2.0), mean_over(1.0));
+        // The block's centre keeps its world position (within one cache voxel).
+        let centre = |v: &Volume| {
+            let (mut n, mut acc) = (0.0, [0.0; 3]);
+            for i in 0..v.shape[0] {
+                for j in 0..v.shape[1] {
+                    for k in 0..v.shape[2] {
+                        if v.get(i, j, k) == 2.0 {
+                            n += 1.0;
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                let w = &v.affine[r];
+                                *a += w[0] * i as f64 + w[1] * j as f64 + w[2] * k as f64 + w[3];
+                            }
+                        }
+                    }
+                }
+            }
+            acc.map(|a| a / n)
+        };
+        let (before, after) = (centre(&labels), centre(&carried));
+        let voxel = carried.voxel_size();
+        for r in 0..3 {
+            assert!((before[r] - after[r]).abs() <= voxel[r], "{before:?} → {after:?}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Geometry changes that keep the world position of every voxel: trilinear resize (PyTorch's
-//! `interpolate(mode="trilinear", align_corners=False)`, which MONAI's `Resize` uses) and crop to
-//! the foreground bounding box (MONAI's `CropForeground`).
+//! `interpolate(mode="trilinear", align_corners=False)`, which MONAI's `Resize` uses), its
+//! nearest-neighbour counterpart for label maps, and crop to the foreground bounding box (MONAI's
+//! `CropForeground`), split into finding the box and cutting it so that a label map can be cut
+//! with the box its image chose.
 
 use super::volume::{matmul, Affine, Volume};
 use crate::error::{Error, Result};
@@ -54,14 +56,44 @@ pub fn resize(vol: &Volume, shape: [usize; 3]) -> Result<Volume> {
         cur[axis] = shape[axis];
     }
     let data = data.unwrap_or_else(|| vol.data.clone());
+    Ok(Volume { shape, data, affine: resized_affine(&vol.affine, vol.shape, shape) })
+}
 
+/// The affine of a volume resized from `from` to `to` voxels under the `align_corners=False`
+/// convention (voxel centres at `(o + 0.5) · n_in / n_out − 0.5` input voxels).
+fn resized_affine(affine: &Affine, from: [usize; 3], to: [usize; 3]) -> Affine {
     let mut step = super::volume::identity();
     for a in 0..3 {
-        let s = vol.shape[a] as f64 / shape[a] as f64;
+        let s = from[a] as f64 / to[a] as f64;
         step[a][a] = s;
         step[a][3] = 0.5 * s - 0.5;
     }
-    Ok(Volume { shape, data, affine: matmul(&vol.affine, &step) })
+    matmul(affine, &step)
+}
+
+/// Nearest-neighbour resize to `shape` (PyTorch's `interpolate(mode="nearest-exact")`): each
+/// output voxel takes the input voxel its centre falls in, so values are copied, never mixed
+/// (what a label map needs). The grid and affine are exactly those of [`resize`] to `shape`.
+pub fn resize_nearest(vol: &Volume, shape: [usize; 3]) -> Result<Volume> {
+    if shape.contains(&0) || vol.shape.contains(&0) {
+        return Err(Error::volume(
+            "resize",
+            format!("cannot resize {:?} to {:?}: sizes must be ≥ 1", vol.shape, shape),
+        ));
+    }
+    let source = |a: usize| -> Vec<usize> {
+        let scale = vol.shape[a] as f64 / shape[a] as f64;
+        (0..shape[a]).map(|o| (((o as f64 + 0.5) * scale).floor() as usize).min(vol.shape[a] - 1)).collect()
+    };
+    let (si, sj, sk) = (source(0), source(1), source(2));
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for &i in &si {
+        for &j in &sj {
+            let row = (i * vol.shape[1] + j) * vol.shape[2];
+            data.extend(sk.iter().map(|&k| vol.data[row + k]));
+        }
+    }
+    Ok(Volume { shape, data, affine: resized_affine(&vol.affine, vol.shape, shape) })
 }
 
 /// Linear interpolation along one axis of a C-ordered block, in parallel over the outer axes.
@@ -92,10 +124,23 @@ fn resize_axis(data: &[f32], shape: [usize; 3], axis: usize, n_out: usize) -> Ve
     out
 }
 
-/// Crop to the bounding box of voxels above `threshold` (MONAI `CropForeground` with its default
-/// `x > 0` selection and no margin), keeping world positions. A volume with no voxel above the
-/// threshold is an error: there is no brain to crop to.
-pub fn crop_foreground(vol: &Volume, threshold: f32) -> Result<Volume> {
+/// A box of voxels, `lo[a]..=hi[a]` along each axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    pub lo: [usize; 3],
+    pub hi: [usize; 3],
+}
+
+impl CropBox {
+    pub fn shape(&self) -> [usize; 3] {
+        std::array::from_fn(|a| self.hi[a] - self.lo[a] + 1)
+    }
+}
+
+/// The bounding box of voxels above `threshold` (MONAI `CropForeground` with its default `x > 0`
+/// selection and no margin). A volume with no voxel above the threshold is an error: there is no
+/// brain to crop to.
+pub fn foreground_box(vol: &Volume, threshold: f32) -> Result<CropBox> {
     let [n0, n1, n2] = vol.shape;
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
@@ -118,7 +163,17 @@ pub fn crop_foreground(vol: &Volume, threshold: f32) -> Result<Volume> {
             format!("no voxel is above {threshold}: the volume has no foreground"),
         ));
     }
-    let shape = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
+    Ok(CropBox { lo, hi })
+}
+
+/// Cut `b` out of `vol`, keeping world positions.
+pub fn crop(vol: &Volume, b: &CropBox) -> Result<Volume> {
+    let [_, n1, n2] = vol.shape;
+    if (0..3).any(|a| b.lo[a] > b.hi[a] || b.hi[a] >= vol.shape[a]) {
+        return Err(Error::volume("crop", format!("box {b:?} does not fit a volume of shape {:?}", vol.shape)));
+    }
+    let (lo, hi) = (b.lo, b.hi);
+    let shape = b.shape();
     let mut data = Vec::with_capacity(shape.iter().product());
     for i in lo[0]..=hi[0] {
         for j in lo[1]..=hi[1] {
@@ -131,6 +186,11 @@ pub fn crop_foreground(vol: &Volume, threshold: f32) -> Result<Volume> {
         affine[r][3] += (0..3).map(|c| vol.affine[r][c] * lo[c] as f64).sum::<f64>();
     }
     Ok(Volume { shape, data, affine })
+}
+
+/// Crop to the bounding box of voxels above `threshold` ([`foreground_box`], then [`crop`]).
+pub fn crop_foreground(vol: &Volume, threshold: f32) -> Result<Volume> {
+    crop(vol, &foreground_box(vol, threshold)?)
 }
 
 #[cfg(test)]
@@ -175,5 +235,33 @@ mod tests {
         assert_eq!([c.affine[0][3], c.affine[1][3], c.affine[2][3]], [1.0, 3.0, 2.0]);
         let empty = Volume::from_fn([2, 2, 2], identity(), |_, _, _| 0.0);
         assert!(crop_foreground(&empty, 0.0).is_err());
+        // The box found on one volume cuts another of the same grid at the same place.
+        let b = foreground_box(&v, 0.0).unwrap();
+        assert_eq!(b, CropBox { lo: [1, 3, 2], hi: [2, 3, 4] });
+        let other = Volume::from_fn([5, 5, 5], identity(), |i, j, k| (i * 100 + j * 10 + k) as f32);
+        let o = crop(&other, &b).unwrap();
+        assert_eq!((o.shape, o.affine), (c.shape, c.affine));
+        assert_eq!(o.get(1, 0, 2), 234.0);
+        assert!(crop(&other, &CropBox { lo: [0; 3], hi: [5, 0, 0] }).is_err());
+    }
+
+    #[test]
+    fn nearest_resize_copies_values_on_the_trilinear_grid() {
+        let mut aff = identity();
+        aff[0][0] = -2.0;
+        aff[1][3] = 7.0;
+        let v = Volume::from_fn([4, 3, 5], aff, |i, j, k| (i * 100 + j * 10 + k) as f32);
+        for shape in [[8, 3, 5], [2, 6, 3], [4, 3, 5], [7, 1, 9]] {
+            let n = resize_nearest(&v, shape).unwrap();
+            assert_eq!(n.affine, resize(&v, shape).unwrap().affine, "{shape:?}");
+            assert_eq!(n.shape, shape);
+            assert!(n.data.iter().all(|x| v.data.contains(x)), "{shape:?}");
+        }
+        // Doubling repeats each voxel twice; halving keeps the voxel each output centre falls in.
+        let up = resize_nearest(&v, [8, 3, 5]).unwrap();
+        assert_eq!((0..8).map(|i| up.get(i, 1, 2)).collect::<Vec<_>>(), [12., 12., 112., 112., 212., 212., 312., 312.]);
+        let down = resize_nearest(&v, [2, 3, 5]).unwrap();
+        assert_eq!([down.get(0, 0, 0), down.get(1, 0, 0)], [100.0, 300.0]);
+        assert_eq!(resize_nearest(&v, [4, 3, 5]).unwrap(), v);
     }
 }

@@ -10,32 +10,10 @@
 
 use super::atrophy::Anatomy;
 use super::geom::{rotation, Ellipsoid, Lattice, Vec3};
+use crate::data::labels::structure;
 
-/// Tissue labels of the phantom's label map.
-pub(crate) mod tissue {
-    pub const BG: u8 = 0;
-    pub const SCALP: u8 = 1;
-    pub const SKULL: u8 = 2;
-    /// Extra-cerebral CSF, between brain and skull.
-    pub const CSF: u8 = 3;
-    /// CSF in the sulci of the cortical ribbon.
-    pub const SULCAL: u8 = 4;
-    pub const GM: u8 = 5;
-    pub const WM: u8 = 6;
-    pub const DEEP_GM: u8 = 7;
-    pub const CEREBELLUM: u8 = 8;
-    pub const VENT_R: u8 = 9;
-    pub const VENT_L: u8 = 10;
-    pub const HIPPO_R: u8 = 11;
-    pub const HIPPO_L: u8 = 12;
-    pub const ENTO_R: u8 = 13;
-    pub const ENTO_L: u8 = 14;
-    pub const FUSI_R: u8 = 15;
-    pub const FUSI_L: u8 = 16;
-    pub const MTG_R: u8 = 17;
-    pub const MTG_L: u8 = 18;
-    pub const COUNT: usize = 19;
-}
+/// Tissue labels of the phantom's label map (defined with their names in `data/labels.rs`).
+pub(crate) use crate::data::labels::tissue;
 use tissue::*;
 
 /// Semi-axes of the template's intracranial space (mm): 4/3·π·67·87·61 ≈ 1.49 L, the mean
@@ -319,15 +297,15 @@ pub(crate) fn measure(map: &LabelMap) -> Measures {
     }
     let v = map.lattice.h.powi(3);
     let sum = |ls: &[u8]| ls.iter().map(|&l| counts[l as usize]).sum::<u64>() as f64 * v;
-    let brain = [GM, WM, DEEP_GM, CEREBELLUM, HIPPO_R, HIPPO_L, ENTO_R, ENTO_L, FUSI_R, FUSI_L, MTG_R, MTG_L];
+    // The label sets `labels::structure_labels` gives the attribution scores: one definition.
     Measures {
-        ventricles: sum(&[VENT_R, VENT_L]),
-        hippocampus: sum(&[HIPPO_R, HIPPO_L]),
-        whole_brain: sum(&brain),
-        entorhinal: sum(&[ENTO_R, ENTO_L]),
-        fusiform: sum(&[FUSI_R, FUSI_L]),
-        mid_temp: sum(&[MTG_R, MTG_L]),
-        icv: sum(&brain) + sum(&[CSF, SULCAL, VENT_R, VENT_L]),
+        ventricles: sum(&structure::VENTRICLES),
+        hippocampus: sum(&structure::HIPPOCAMPUS),
+        whole_brain: sum(&structure::BRAIN),
+        entorhinal: sum(&structure::ENTORHINAL),
+        fusiform: sum(&structure::FUSIFORM),
+        mid_temp: sum(&structure::MID_TEMP),
+        icv: sum(&structure::BRAIN) + sum(&structure::FLUID),
     }
 }
 

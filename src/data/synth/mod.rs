@@ -39,6 +39,7 @@ use serde::Serialize;
 pub use scanner::{Contrast, Orientation, ScannerProfile};
 
 use crate::data::label::Label;
+use crate::data::labels;
 use crate::data::nifti_io::{write_nifti, OutType};
 use crate::error::{Error, Result};
 
@@ -82,6 +83,11 @@ pub struct SynthConfig {
     /// Write the NIfTI volumes. Off, the label maps are still drawn and measured (the tables
     /// are identical), only faster: for tests of the tables.
     pub write_images: bool,
+    /// Also write each scan's tissue label map beside it (`X_labels.nii.gz`, uint8, the scan's
+    /// grid and affine; see `data/labels.rs`) and the legend `labels.json`. Needs the images.
+    /// Left out of `cohort.json` when off, so a cohort without labels keeps its bytes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub write_labels: bool,
 }
 
 impl SynthConfig {
@@ -98,6 +104,7 @@ impl SynthConfig {
                 oasis_scanner: ScannerProfile::oasis((4.6, 4.8), (4.9, 5.1)),
                 effect: 1.0,
                 write_images: true,
+                write_labels: false,
             },
             // Voxels of ~2 mm (not the 1 mm of real T1s) keep the whole cohort under ~400 MB and
             // its generation under a minute; models downstream resample to 64-128³ anyway.
@@ -111,6 +118,7 @@ impl SynthConfig {
                 oasis_scanner: ScannerProfile::oasis((2.1, 2.3), (2.5, 2.7)),
                 effect: 1.0,
                 write_images: true,
+                write_labels: false,
             },
         }
     }
@@ -123,6 +131,9 @@ impl SynthConfig {
         }
         if !(0.0..=3.0).contains(&self.effect) {
             return bad("effect", "must be between 0 and 3");
+        }
+        if self.write_labels && !self.write_images {
+            return bad("write_labels", "needs write_images: label maps are drawn in each scan's grid");
         }
         if self.adni.subjects == 0 || self.adni.min_visits == 0 || self.adni.min_visits > self.adni.max_visits {
             return bad("adni", "needs at least one subject and 1 <= min_visits <= max_visits");
@@ -168,7 +179,7 @@ pub struct SynthSummary {
     pub oasis_scans: usize,
     /// OASIS subjects by `Group`: Nondemented, Demented, Converted.
     pub oasis_subjects_by_group: [usize; 3],
-    /// Total size of the images and tables written (`cohort.json` aside).
+    /// Total size of the images, label maps and tables written (`cohort.json` aside).
     pub bytes_written: u64,
 }
 
@@ -195,10 +206,16 @@ fn run_scan(scan: &cohort::Scan, dir: &Path, cfg: &SynthConfig) -> Result<(anato
     if !cfg.write_images {
         return Ok((measures, 0));
     }
-    let volume = render::render(&map, &scan.acquisition);
+    let grid = render::ScanGrid::new(&map, &scan.acquisition);
+    let volume = render::render_on(&map, &scan.acquisition, &grid);
     let path = dir.join(&scan.file);
     write_nifti(&path, &volume, OutType::Int16)?;
-    let bytes = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+    let mut bytes = file_size(&path)?;
+    if cfg.write_labels {
+        let label_path = labels::sibling_path(&path);
+        labels::write_label_map(&label_path, &render::render_labels(&map, &grid))?;
+        bytes += file_size(&label_path)?;
+    }
     Ok((measures, bytes))
 }
 
@@ -214,7 +231,9 @@ fn file_size(path: &Path) -> Result<u64> {
 
 /// Generate the cohort under `out`: `adni/` (ADNIMERGE.csv, scans.csv, scans_by_id.csv,
 /// images/), `oasis/` (oasis_longitudinal.csv, scans.csv, images/) and `cohort.json` (the
-/// configuration and the summary). Files are written atomically; existing ones are replaced.
+/// configuration and the summary); with `write_labels`, also `images/X_labels.nii.gz` beside
+/// each scan and the legend `labels.json` (never in a scan list). Files are written atomically;
+/// existing ones are replaced.
 pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     cfg.validate()?;
     let started = Instant::now();
@@ -236,6 +255,11 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     }
     for f in ["oasis_longitudinal.csv", "scans.csv"] {
         bytes += file_size(&oasis_dir.join(f))?;
+    }
+    if cfg.write_labels {
+        let legend = out.join("labels.json");
+        crate::util::write_json(&legend, &labels::legend_json())?;
+        bytes += file_size(&legend)?;
     }
 
     let mut by_label = [0usize; 3];

@@ -161,6 +161,72 @@ fn tiny_tables_and_images_have_the_real_formats() {
     assert_eq!(json["config"]["seed"], 1);
 }
 
+/// `--labels` adds a label map beside each scan and the legend, listed in no scan list, and
+/// changes no other byte.
+#[test]
+fn label_maps_sit_beside_the_scans() {
+    let cfg = SynthConfig::preset(Preset::Tiny, 5);
+    let (plain, labelled) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = generate(plain.path(), &cfg).unwrap();
+    let sl = generate(labelled.path(), &SynthConfig { write_labels: true, ..cfg.clone() }).unwrap();
+    assert!(sl.bytes_written > s.bytes_written);
+    assert_eq!(SynthSummary { bytes_written: 0, ..sl }, SynthSummary { bytes_written: 0, ..s.clone() });
+    let (files, with_labels) = (files_under(plain.path()), files_under(labelled.path()));
+    let is_label_map = |f: &PathBuf| f.to_string_lossy().ends_with("_labels.nii.gz");
+    assert!(!files.iter().any(is_label_map));
+    let (maps, rest): (Vec<_>, Vec<_>) = with_labels.iter().cloned().partition(is_label_map);
+    assert_eq!(maps.len(), s.adni_scans + s.oasis_scans);
+    let mut expected = [files.as_slice(), &[PathBuf::from("labels.json")]].concat();
+    expected.sort();
+    assert_eq!(rest, expected);
+    for f in files.iter().filter(|f| f.as_os_str() != "cohort.json") {
+        let same = std::fs::read(plain.path().join(f)).unwrap() == std::fs::read(labelled.path().join(f)).unwrap();
+        assert!(same, "{} differs with --labels", f.display());
+    }
+    for cohort in ["adni", "oasis"] {
+        let (_, scans) = read_table(&labelled.path().join(cohort).join("scans.csv"));
+        assert!(scans.iter().all(|r| !r["path"].contains("_labels")));
+        for r in scans.iter().take(3) {
+            let scan = labelled.path().join(cohort).join(&r["path"]);
+            let image = read_nifti(&scan).unwrap().volume;
+            let map = read_nifti(&crate::data::labels::sibling_path(&scan)).unwrap();
+            assert_eq!(map.info.datatype.name(), "uint8");
+            assert_eq!((map.volume.shape, map.volume.affine), (image.shape, image.affine));
+            assert!(map.volume.data.contains(&(crate::data::labels::tissue::HIPPO_L as f32)));
+        }
+    }
+    let legend: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(labelled.path().join("labels.json")).unwrap()).unwrap();
+    assert_eq!(legend["labels"].as_array().unwrap().len(), crate::data::labels::tissue::COUNT);
+    assert!(cfg.validate().is_ok());
+    assert!(SynthConfig { write_images: false, write_labels: true, ..cfg }.validate().is_err());
+}
+
+/// Each biomarker's labels, counted on a label map, give exactly the volume the table reports.
+#[test]
+fn structure_labels_count_the_table_volumes() {
+    use crate::data::labels::structure_labels;
+    use crate::data::table::Biomarker;
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let t = Traits::draw(&mut rng, ICV_TEMPLATE);
+    let map = paint(&Anatomy::at(&t, 1.5, 77.0, 1.0, &mut rng), 2.0, true);
+    let m = measure(&map);
+    let v = map.lattice.h.powi(3);
+    for (b, table) in [
+        (Biomarker::Hippocampus, m.hippocampus),
+        (Biomarker::Ventricles, m.ventricles),
+        (Biomarker::WholeBrain, m.whole_brain),
+        (Biomarker::Entorhinal, m.entorhinal),
+        (Biomarker::Fusiform, m.fusiform),
+        (Biomarker::MidTemp, m.mid_temp),
+        (Biomarker::Icv, m.icv),
+    ] {
+        let ls = structure_labels(b);
+        let counted = map.labels.iter().filter(|l| ls.contains(l)).count() as f64 * v;
+        assert!(counted > 0.0 && (counted - table).abs() <= 1e-9 * table, "{b:?}: {counted} vs {table}");
+    }
+}
+
 /// The same 12 heads at rising severity: hippocampus and whole brain shrink, ventricles grow.
 #[test]
 fn atrophy_follows_severity() {
