@@ -155,3 +155,52 @@ fn attribute_names_what_is_wrong() {
     let err = fails(d, &[&run[..], &["--scans", &first, "--labels"]].concat());
     assert!(err.contains("labels") && err.contains("synth --labels"), "{err}");
 }
+
+/// The attribution column of tokens.csv and the scores of completeness.csv.
+#[cfg(feature = "wgpu")]
+fn numbers(dir: &Path) -> (Vec<f64>, Vec<f64>) {
+    let column = |file: &str, col: usize| -> Vec<f64> {
+        let mut reader = csv::Reader::from_path(dir.join(file)).unwrap();
+        reader.records().map(|r| r.unwrap()[col].parse().unwrap()).collect()
+    };
+    (column("tokens.csv", 5), column("completeness.csv", 2))
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn attribute_on_wgpu_agrees_with_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
+    let first = index.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    let args = |out: &'static str, device: &'static str| -> Vec<String> {
+        [
+            "attribute", "--backbone", "backbone", "--run", "run", "--index", "cache/index.csv", "--scans", &first,
+            "--steps", "16", "--labels", "--out", out, "--device", device,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cpu: Vec<String> = args("cpu", "cpu");
+    ok(d, &cpu.iter().map(String::as_str).collect::<Vec<_>>());
+    let gpu: Vec<String> = args("gpu", "wgpu");
+    let out = common::adfit(d, &gpu.iter().map(String::as_str).collect::<Vec<_>>());
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(std::env::var_os("CI").is_none(), "attribute on wgpu failed: {err}");
+        eprintln!("\n!!!!! wgpu attribute test NOT RUN: {err} !!!!!\n");
+        return;
+    }
+    let (a, s) = numbers(&d.join("cpu"));
+    let (b, t) = numbers(&d.join("gpu"));
+    assert_eq!((a.len(), s.len()), (b.len(), t.len()));
+    let scale = a.iter().fold(0f64, |m, x| m.max(x.abs()));
+    for (x, y) in a.iter().zip(&b).chain(s.iter().zip(&t)) {
+        assert!((x - y).abs() <= 1e-3 * scale.max(1.0), "cpu {x} vs wgpu {y}");
+    }
+    let scan = std::fs::read_dir(d.join("gpu/maps")).unwrap().next().unwrap().unwrap().path();
+    assert!(scan.join("ventricular-size.nii.gz").exists() && scan.join("overview.png").exists());
+    assert!(std::fs::read_to_string(d.join("gpu/pointing.csv")).unwrap().contains(",Ventricular size,grad-eclip,"));
+}
