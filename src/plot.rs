@@ -195,7 +195,7 @@ pub fn heat_overlay(path: &Path, title: &str, scan: &Volume, rows: &[HeatRow], z
     let size = |a: usize| scan.shape[a] as i32 * zoom;
     let widths: Vec<i32> = panels.iter().map(|p| size(p.1)).collect();
     let height = panels.iter().map(|p| size(p.2)).max().unwrap_or(1);
-    let (pad, top, head, bar) = (10i32, 30i32, 18i32, 76i32);
+    let (pad, top, head, bar) = (10i32, 30i32, 34i32, 76i32);
     let row_h = head + height + pad;
     let w = pad + widths.iter().map(|w| w + pad).sum::<i32>() + bar;
     let h = top + row_h * rows.len().max(1) as i32;
@@ -211,9 +211,10 @@ pub fn heat_overlay(path: &Path, title: &str, scan: &Volume, rows: &[HeatRow], z
             let y0 = top + r as i32 * row_h;
             let h_hi = range(&row.heat.data).1.max(1e-12);
             let mut x0 = pad;
+            text(row.label.clone(), pad, y0 + 2, 13)?;
             for (p, pw) in panels.iter().zip(&widths) {
                 let (name, ax_w, ax_h, fixed) = *p;
-                text(format!("{} · {name} {}", row.label, row.at[fixed]), x0, y0 + 2, 12)?;
+                text(format!("{name} {}", row.at[fixed]), x0, y0 + 19, 11)?;
                 let py0 = y0 + head;
                 for py in 0..size(ax_h) {
                     for px in 0..*pw {

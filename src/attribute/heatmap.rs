@@ -100,18 +100,22 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
         .collect()
 }
 
-/// `|∂s/∂x|` per voxel, one map per text: the plain gradient saliency baseline.
+/// `|∂s/∂x|` per voxel, one map per text: the plain gradient saliency baseline. One text per
+/// backward pass, so memory is that of one scan's training step.
 ///
 /// # Shapes
 /// - volume: `[1, 1, D, H, W]`, w: `[texts, embed]` → per text, D·H·W values in C order
 pub fn gradient_saliency<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w: Tensor<B, 2>) -> Vec<Vec<f32>> {
-    let s = w.dims()[0];
-    let [_, _, d, h, wd] = volume.dims();
-    let x = volume.detach().repeat_dim(0, s).require_grad();
-    let image = model.encode_image(x.clone()).v;
-    let grads = paired_scores(model, image, w.detach()).sum().backward();
-    let g = f32s(x.grad(&grads).expect("the input is tracked").abs());
-    g.chunks(d * h * wd).map(<[f32]>::to_vec).collect()
+    let [s, _] = w.dims();
+    let w = w.detach();
+    (0..s)
+        .map(|i| {
+            let x = volume.clone().detach().require_grad();
+            let image = model.encode_image(x.clone()).v;
+            let grads = paired_scores(model, image, w.clone().narrow(0, i, 1)).sum().backward();
+            f32s(x.grad(&grads).expect("the input is tracked").abs())
+        })
+        .collect()
 }
 
 /// A map over the token grid resized to the volume's grid (trilinear; patch centres fall on the
