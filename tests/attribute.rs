@@ -111,6 +111,14 @@ fn attribute_explains_a_run_and_scores_its_maps() {
     }
     let md = std::fs::read_to_string(a.join("summary.md")).unwrap();
     assert!(md.contains("Pointing game") && md.contains("| Hippocampal volume |"), "{md}");
+
+    // Only the sentences asked for, and no maps written.
+    let only = ["--sentences", "hippocampus,ventricles", "--no-maps", "--out", "only"];
+    ok(d, &[&base[..], &only].concat());
+    let pointing = std::fs::read_to_string(d.join("only/pointing.csv")).unwrap();
+    let named: std::collections::BTreeSet<&str> = pointing.lines().skip(1).map(|l| l.split(',').nth(2).unwrap()).collect();
+    assert_eq!(named.into_iter().collect::<Vec<_>>(), ["Hippocampal volume", "Ventricular size"]);
+    assert!(!d.join("only/maps").exists());
 }
 
 #[test]

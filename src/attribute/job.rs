@@ -54,6 +54,8 @@ pub struct AttributeJob {
     pub labels: bool,
     /// Write each map as NIfTI and PNG (the tables are always written).
     pub maps: bool,
+    /// Only the sentences of these biomarkers get heat maps (all when empty).
+    pub sentences: Vec<Biomarker>,
     /// Seed of the random maps the pointing game compares with.
     pub seed: u64,
     /// Warn when IG's completeness error of a scan is above this (relative).
@@ -117,6 +119,10 @@ fn choose(job: &AttributeJob) -> Result<CohortDataset> {
             ds.filter(|r| parts.get(&r.subject) == Some(part))
         }
     };
+    let silent: Vec<&str> = ds.rows().iter().filter(|r| r.report.is_empty()).map(|r| r.scan.as_str()).collect();
+    if !silent.is_empty() {
+        tracing::warn!("{} chosen scans have no report (no diagnosis at their visit) and are skipped: {}", silent.len(), silent.join(", "));
+    }
     let ds = ds.filter(|r| !r.report.is_empty());
     let ds = match job.limit {
         Some(n) => {
@@ -157,6 +163,15 @@ impl Job for Explain<'_> {
                 format!("run {} does not load on backbone {}: {e}", job.run.display(), job.backbone.display()),
             )
         })?;
+        let same = |p: &Path| std::fs::canonicalize(p).ok();
+        if same(&f.config.backbone) != same(&job.backbone) {
+            tracing::warn!(
+                "run {} was fine-tuned on backbone {}, not {}: its weights load, but check that this is the same backbone",
+                job.run.display(),
+                f.config.backbone.display(),
+                job.backbone.display()
+            );
+        }
         let template = f.config.settings.template()?;
         let special = |t: &str| {
             f.tokenizer.token_to_id(t).map(i64::from).ok_or_else(|| Error::Tokenizer {
@@ -189,7 +204,10 @@ impl Job for Explain<'_> {
                     job.ig.steps
                 );
             }
-            let spans = attribute_spans(&f.tokenizer, &ids, &template)?;
+            let mut spans = attribute_spans(&f.tokenizer, &ids, &template)?;
+            if !job.sentences.is_empty() {
+                spans.retain(|s| job.sentences.contains(&s.biomarker));
+            }
             let sentences = if spans.is_empty() {
                 tracing::warn!("scan {}: no biomarker sentence of the run's template is in its report", row.scan);
                 Vec::new()

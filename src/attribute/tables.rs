@@ -244,7 +244,7 @@ fn summary_markdown(
             let cells: Vec<String> = METHODS
                 .iter()
                 .flat_map(|m| match row.iter().find(|p| p.method == *m) {
-                    Some(p) => [format!("{:.3}", p.energy), format!("{:.2}", p.peak_hit_rate)],
+                    Some(p) => [format!("{:.4}", p.energy), format!("{:.2}", p.peak_hit_rate)],
                     None => ["-".into(), "-".into()],
                 })
                 .collect();

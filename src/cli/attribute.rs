@@ -69,6 +69,10 @@ pub struct AttributeArgs {
     /// (energy-based pointing game and peak hit, beside a plain gradient map and a random map).
     #[arg(long)]
     pub labels: bool,
+    /// Heat maps only for these biomarkers' sentences, e.g. hippocampus,ventricles (default: every
+    /// sentence of the report).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub sentences: Vec<crate::data::table::Biomarker>,
     /// Do not write the per-scan NIfTI and PNG heat maps (tables only).
     #[arg(long)]
     pub no_maps: bool,
@@ -105,6 +109,7 @@ pub fn run(a: AttributeArgs, quiet: bool) -> anyhow::Result<()> {
         top_k: a.top_k,
         labels: a.labels,
         maps: !a.no_maps,
+        sentences: a.sentences,
         seed: a.seed,
         completeness_tolerance: a.tolerance,
         quiet,
