@@ -184,7 +184,10 @@ pub struct HeatRow<'a> {
 /// per voxel (0: fit about 256 pixels per panel).
 pub fn heat_overlay(path: &Path, title: &str, scan: &Volume, rows: &[HeatRow], zoom: usize) -> Result<()> {
     if let Some(r) = rows.iter().find(|r| r.heat.shape != scan.shape) {
-        return Err(draw_err(path, format!("the scan {:?} and the map {:?} differ in shape", scan.shape, r.heat.shape)));
+        return Err(draw_err(
+            path,
+            format!("the scan {:?} and the map {:?} differ in shape", scan.shape, r.heat.shape),
+        ));
     }
     let [n0, n1, n2] = scan.shape;
     let zoom = if zoom == 0 { (256 / n0.max(n1).max(n2)).max(1) } else { zoom } as i32;

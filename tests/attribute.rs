@@ -30,8 +30,21 @@ fn setup(d: &Path) {
     ok(
         d,
         &[
-            "finetune", "--backbone", "backbone", "--index", "cache/index.csv", "--split", "split.csv", "--fold", "0",
-            "--out", "run", "--epochs", "1", "--batch-size", "4",
+            "finetune",
+            "--backbone",
+            "backbone",
+            "--index",
+            "cache/index.csv",
+            "--split",
+            "split.csv",
+            "--fold",
+            "0",
+            "--out",
+            "run",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
         ],
     );
 }
@@ -53,8 +66,22 @@ fn attribute_explains_a_run_and_scores_its_maps() {
     let d = tmp.path();
     setup(d);
     let base = [
-        "attribute", "--backbone", "backbone", "--run", "run", "--index", "cache/index.csv", "--split", "split.csv",
-        "--fold", "0", "--limit", "2", "--steps", "40", "--labels",
+        "attribute",
+        "--backbone",
+        "backbone",
+        "--run",
+        "run",
+        "--index",
+        "cache/index.csv",
+        "--split",
+        "split.csv",
+        "--fold",
+        "0",
+        "--limit",
+        "2",
+        "--steps",
+        "40",
+        "--labels",
     ];
     let out = ok(d, &[&base[..], &["--out", "attr"]].concat());
     assert!(out.contains("2 scans explained"), "{out}");
@@ -116,7 +143,8 @@ fn attribute_explains_a_run_and_scores_its_maps() {
     let only = ["--sentences", "hippocampus,ventricles", "--no-maps", "--out", "only"];
     ok(d, &[&base[..], &only].concat());
     let pointing = std::fs::read_to_string(d.join("only/pointing.csv")).unwrap();
-    let named: std::collections::BTreeSet<&str> = pointing.lines().skip(1).map(|l| l.split(',').nth(2).unwrap()).collect();
+    let named: std::collections::BTreeSet<&str> =
+        pointing.lines().skip(1).map(|l| l.split(',').nth(2).unwrap()).collect();
     assert_eq!(named.into_iter().collect::<Vec<_>>(), ["Hippocampal volume", "Ventricular size"]);
     assert!(!d.join("only/maps").exists());
 }
@@ -134,7 +162,8 @@ fn attribute_names_what_is_wrong() {
     // A backbone of another shape than the run's.
     let other = d.join("other");
     let device = Default::default();
-    let vit = adfit::model::vit3d::Vit3dConfig { hidden_size: 32, num_heads: 2, ..adfit::model::vit3d::Vit3dConfig::tiny() };
+    let vit =
+        adfit::model::vit3d::Vit3dConfig { hidden_size: 32, num_heads: 2, ..adfit::model::vit3d::Vit3dConfig::tiny() };
     let text = adfit::model::bert::BertConfig::tiny();
     let model = adfit::model::clip::ClipBackbone::<adfit::backend::Cpu>::from_towers(
         adfit::model::vit3d::Vit3d::init(&vit, &device).unwrap(),
@@ -184,8 +213,22 @@ fn attribute_on_wgpu_agrees_with_the_cpu() {
     let first = index.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
     let args = |out: &'static str, device: &'static str| -> Vec<String> {
         [
-            "attribute", "--backbone", "backbone", "--run", "run", "--index", "cache/index.csv", "--scans", &first,
-            "--steps", "16", "--labels", "--out", out, "--device", device,
+            "attribute",
+            "--backbone",
+            "backbone",
+            "--run",
+            "run",
+            "--index",
+            "cache/index.csv",
+            "--scans",
+            &first,
+            "--steps",
+            "16",
+            "--labels",
+            "--out",
+            out,
+            "--device",
+            device,
         ]
         .iter()
         .map(|s| s.to_string())

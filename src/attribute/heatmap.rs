@@ -34,9 +34,8 @@ fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// - v, w: `[n, embed]` (L2-normalised) → `[n]`
 fn paired_scores<B: Backend>(model: &AdClip<B>, v: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 1> {
     let [n, _] = v.dims();
-    let rows: Vec<_> = (0..n)
-        .map(|i| model.logits(v.clone().narrow(0, i, 1), w.clone().narrow(0, i, 1)).reshape([1]))
-        .collect();
+    let rows: Vec<_> =
+        (0..n).map(|i| model.logits(v.clone().narrow(0, i, 1), w.clone().narrow(0, i, 1)).reshape([1])).collect();
     Tensor::cat(rows, 0)
 }
 
@@ -48,20 +47,23 @@ fn paired_scores<B: Backend>(model: &AdClip<B>, v: Tensor<B, 2>, w: Tensor<B, 2>
 pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let vit = &model.backbone.vit;
     let layers = vit.blocks.len();
-    let (_, hidden) =
-        prompted_vision(vit, volume, model.mmse_token.as_ref(), model.visual_prompts.as_ref(), true);
+    let (_, hidden) = prompted_vision(vit, volume, model.mmse_token.as_ref(), model.visual_prompts.as_ref(), true);
     let [_, n, d] = hidden[layers - 1].dims();
     let s = w.dims()[0];
     let x_in = hidden[layers - 1].clone().detach().repeat_dim(0, s);
     let block = &vit.blocks[layers - 1];
     let heads = block.attn.heads;
     let hd = d / heads;
-    let qkv = block.attn.qkv.forward(block.norm1.forward(x_in.clone())).reshape([s, n, 3, heads, hd]).permute([
-        2, 0, 3, 1, 4,
-    ]);
+    let qkv = block
+        .attn
+        .qkv
+        .forward(block.norm1.forward(x_in.clone()))
+        .reshape([s, n, 3, heads, hd])
+        .permute([2, 0, 3, 1, 4]);
     let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([s, heads, n, hd]).detach();
     let (q, k, v) = (part(0), part(1), part(2));
-    let o = merge_heads(attention(q.clone(), k.clone(), v.clone(), (hd as f64).powf(-0.5), None)).detach().require_grad();
+    let o =
+        merge_heads(attention(q.clone(), k.clone(), v.clone(), (hd as f64).powf(-0.5), None)).detach().require_grad();
     let y = x_in + block.attn.out_proj.forward(o.clone());
     let y = y.clone() + block.mlp.forward(block.norm2.forward(y));
     let last = to_dtype(vit.norm.forward(y), model.f_v.weight.val().dtype());
@@ -105,7 +107,11 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
 ///
 /// # Shapes
 /// - volume: `[1, 1, D, H, W]`, w: `[texts, embed]` → per text, D·H·W values in C order
-pub fn gradient_saliency<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w: Tensor<B, 2>) -> Vec<Vec<f32>> {
+pub fn gradient_saliency<B: AutodiffBackend>(
+    model: &AdClip<B>,
+    volume: Tensor<B, 5>,
+    w: Tensor<B, 2>,
+) -> Vec<Vec<f32>> {
     let [s, _] = w.dims();
     let w = w.detach();
     (0..s)

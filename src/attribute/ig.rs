@@ -75,7 +75,12 @@ impl TokenAttribution {
 /// # Shapes
 /// - v: `[1, embed]` (L2-normalised image embedding), embedded: `[n, tokens, hidden]`,
 ///   mask: `[n, tokens]` → `[n]`
-pub fn text_scores<B: Backend>(model: &AdClip<B>, v: Tensor<B, 2>, embedded: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+pub fn text_scores<B: Backend>(
+    model: &AdClip<B>,
+    v: Tensor<B, 2>,
+    embedded: Tensor<B, 3>,
+    mask: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     let w = l2norm(model.f_t.forward(model.text_features_from_embeddings(embedded, mask)));
     let [n, _] = w.dims();
     let rows: Vec<_> = (0..n).map(|i| model.logits(v.clone(), w.clone().narrow(0, i, 1)).reshape([1])).collect();
@@ -140,9 +145,11 @@ pub fn integrated_gradients<B: AutodiffBackend>(
     }
     let mean_grad = grad_sum.expect("at least one step");
     let diff32 = crate::model::precision::to_dtype(diff.inner(), burn::tensor::DType::F32).reshape([t, h]);
-    let attributions: Vec<f64> = (diff32 * mean_grad).sum_dim(1).into_data().convert::<f64>().to_vec().unwrap_or_default();
+    let attributions: Vec<f64> =
+        (diff32 * mean_grad).sum_dim(1).into_data().convert::<f64>().to_vec().unwrap_or_default();
     let score_of = |e: Tensor<B, 3>| -> f64 {
-        text_scores(model, v.clone(), e, mask.clone()).into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default()[0]
+        text_scores(model, v.clone(), e, mask.clone()).into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default()
+            [0]
     };
     TokenAttribution { attributions, score: score_of(x), baseline_score: score_of(x0) }
 }
@@ -221,7 +228,8 @@ mod tests {
             64,
             &device,
         );
-        let cfg = MethodConfig { embed_dim: 64, mmse_hidden: 32, text_prompts: 4, visual_prompts: 3, ..Default::default() };
+        let cfg =
+            MethodConfig { embed_dim: 64, mmse_hidden: 32, text_prompts: 4, visual_prompts: 3, ..Default::default() };
         let mut model = AdClip::new(backbone, &cfg, &device);
         // A non-zero cross-attention output, so the attention is on the path too.
         let mha = model.cross_attention.text_to_image.as_mut().unwrap();

@@ -121,7 +121,11 @@ fn choose(job: &AttributeJob) -> Result<CohortDataset> {
     };
     let silent: Vec<&str> = ds.rows().iter().filter(|r| r.report.is_empty()).map(|r| r.scan.as_str()).collect();
     if !silent.is_empty() {
-        tracing::warn!("{} chosen scans have no report (no diagnosis at their visit) and are skipped: {}", silent.len(), silent.join(", "));
+        tracing::warn!(
+            "{} chosen scans have no report (no diagnosis at their visit) and are skipped: {}",
+            silent.len(),
+            silent.join(", ")
+        );
     }
     let ds = ds.filter(|r| !r.report.is_empty());
     let ds = match job.limit {
@@ -212,49 +216,16 @@ impl Job for Explain<'_> {
                 tracing::warn!("scan {}: no biomarker sentence of the run's template is in its report", row.scan);
                 Vec::new()
             } else {
-                let labels = if job.labels { Some(read_label_map(&job.index, row, &volume)?) } else { None };
-                let texts = sentence_embeddings(&f.model, &ids, &spans, &device);
-                let eclip = grad_eclip(&f.model, x.clone(), texts.clone());
-                let grads = if labels.is_some() { Some(gradient_saliency(&f.model, x, texts)) } else { None };
-                let dir = maps_dir(&job.out, &row.scan);
-                let mut out = Vec::new();
-                let mut shown = Vec::new();
-                for (i, span) in spans.into_iter().enumerate() {
-                    let map = to_voxels(&eclip[i], token_grid, &volume)?;
-                    let inside = labels.as_ref().map(|l| structure_mask(l, span.biomarker));
-                    let scores = match (&inside, &grads) {
-                        (Some(inside), Some(g)) => {
-                            let seed = job.seed ^ ((n as u64) << 8) ^ i as u64;
-                            let random = to_voxels(&random_tokens(eclip[i].len(), seed), token_grid, &volume)?;
-                            Some(score_maps(inside, [&map.data, &g[i], &random.data]))
-                        }
-                        _ => None,
-                    };
-                    if job.maps {
-                        write_map(&dir, &row.scan, &span, &volume, &map, inside.as_deref())?;
-                    }
-                    shown.push((span.name.clone(), map, inside));
-                    out.push((span, scores));
-                }
-                if job.maps {
-                    let rows: Vec<HeatRow> = shown
-                        .iter()
-                        .map(|(name, map, inside)| HeatRow {
-                            label: name.clone(),
-                            heat: map,
-                            at: peak(map),
-                            structure: inside.as_deref(),
-                        })
-                        .collect();
-                    let title = format!("{} ({}): Grad-ECLIP per sentence", row.scan, row.label.as_deref().unwrap_or("-"));
-                    heat_overlay(&dir.join("overview.png"), &title, &volume, &rows, 2)?;
-                }
-                out
+                let scan = ScanInput { row, index: n, x, volume: &volume, ids: &ids, token_grid };
+                heat_maps(job, &f.model, scan, spans, &device)?
             };
             scans.push(ScanAttribution {
                 scan: row.scan.clone(),
                 label: row.label.as_deref().and_then(Label::parse),
-                tokens: ids.iter().map(|&i| f.tokenizer.id_to_token(i as u32).unwrap_or_else(|| "[UNK]".into())).collect(),
+                tokens: ids
+                    .iter()
+                    .map(|&i| f.tokenizer.id_to_token(i as u32).unwrap_or_else(|| "[UNK]".into()))
+                    .collect(),
                 ig,
                 sentences,
             });
@@ -263,6 +234,68 @@ impl Job for Explain<'_> {
         bar.finish_and_clear();
         Ok(AttributeReport { scans, settings: job.ig })
     }
+}
+
+/// One scan as the heat maps need it.
+struct ScanInput<'a, B: Backend> {
+    row: &'a IndexRow,
+    /// Its position among the chosen scans (seeds its random maps).
+    index: usize,
+    /// `[1, 1, D, H, W]`
+    x: Tensor<B, 5>,
+    volume: &'a Volume,
+    ids: &'a [i64],
+    token_grid: [usize; 3],
+}
+
+/// The Grad-ECLIP map of each sentence (written unless `--no-maps`, with the scan's overview),
+/// scored against the label map with `--labels`.
+fn heat_maps<B: AutodiffBackend>(
+    job: &AttributeJob,
+    model: &crate::model::method::AdClip<B>,
+    scan: ScanInput<B>,
+    spans: Vec<Span>,
+    device: &B::Device,
+) -> Result<Vec<(Span, Option<Vec<MethodScore>>)>> {
+    let ScanInput { row, index, x, volume, ids, token_grid } = scan;
+    let labels = if job.labels { Some(read_label_map(&job.index, row, volume)?) } else { None };
+    let texts = sentence_embeddings(model, ids, &spans, device);
+    let eclip = grad_eclip(model, x.clone(), texts.clone());
+    let grads = if labels.is_some() { Some(gradient_saliency(model, x, texts)) } else { None };
+    let dir = maps_dir(&job.out, &row.scan);
+    let mut out = Vec::new();
+    let mut shown = Vec::new();
+    for (i, span) in spans.into_iter().enumerate() {
+        let map = to_voxels(&eclip[i], token_grid, volume)?;
+        let inside = labels.as_ref().map(|l| structure_mask(l, span.biomarker));
+        let scores = match (&inside, &grads) {
+            (Some(inside), Some(g)) => {
+                let seed = job.seed ^ ((index as u64) << 8) ^ i as u64;
+                let random = to_voxels(&random_tokens(eclip[i].len(), seed), token_grid, volume)?;
+                Some(score_maps(inside, [&map.data, &g[i], &random.data]))
+            }
+            _ => None,
+        };
+        if job.maps {
+            write_map(&dir, &row.scan, &span, volume, &map, inside.as_deref())?;
+        }
+        shown.push((span.name.clone(), map, inside));
+        out.push((span, scores));
+    }
+    if job.maps {
+        let rows: Vec<HeatRow> = shown
+            .iter()
+            .map(|(name, map, inside)| HeatRow {
+                label: name.clone(),
+                heat: map,
+                at: peak(map),
+                structure: inside.as_deref(),
+            })
+            .collect();
+        let title = format!("{} ({}): Grad-ECLIP per sentence", row.scan, row.label.as_deref().unwrap_or("-"));
+        heat_overlay(&dir.join("overview.png"), &title, volume, &rows, 2)?;
+    }
+    Ok(out)
 }
 
 /// One text embedding per sentence: the report with every other sentence masked out.
@@ -317,7 +350,14 @@ fn peak(map: &Volume) -> [usize; 3] {
 
 /// `<slug>.nii.gz` (the cache volume's grid and affine) and `<slug>.png` (slices through the
 /// map's peak over the scan, the structure outlined when known).
-fn write_map(dir: &Path, scan: &str, span: &Span, volume: &Volume, map: &Volume, inside: Option<&[bool]>) -> Result<()> {
+fn write_map(
+    dir: &Path,
+    scan: &str,
+    span: &Span,
+    volume: &Volume,
+    map: &Volume,
+    inside: Option<&[bool]>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = slug(&span.name);
     write_nifti(&dir.join(format!("{name}.nii.gz")), map, OutType::Float32)?;

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::ig::words;
-use super::job::{scan_words, words_by_class, AttributeJob, AttributeReport, METHODS};
 use super::ig::IgSettings;
+use super::job::{scan_words, words_by_class, AttributeJob, AttributeReport, METHODS};
 use crate::error::Result;
 use crate::util::write_atomic;
 
@@ -135,7 +135,15 @@ pub fn write(job: &AttributeJob, report: &AttributeReport) -> Result<()> {
             .take(k)
             .enumerate()
             .map(|(r, (word, a, n))| {
-                vec!["class".into(), class.clone(), class.clone(), (r + 1).to_string(), word.clone(), format!("{a:.6e}"), n.to_string()]
+                vec![
+                    "class".into(),
+                    class.clone(),
+                    class.clone(),
+                    (r + 1).to_string(),
+                    word.clone(),
+                    format!("{a:.6e}"),
+                    n.to_string(),
+                ]
             })
             .collect::<Vec<_>>()
     });
