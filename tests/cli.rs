@@ -16,7 +16,7 @@ fn fixture(name: &str) -> PathBuf {
 fn help_lists_the_subcommands() {
     let dir = tempfile::tempdir().unwrap();
     let help = ok(dir.path(), &["--help"]);
-    for cmd in ["inspect", "convert", "synth", "split", "preprocess"] {
+    for cmd in ["inspect", "convert", "synth", "split", "preprocess", "attribute"] {
         assert!(help.contains(cmd), "--help lacks {cmd}:\n{help}");
     }
     let sub = ok(dir.path(), &["preprocess", "--help"]);
@@ -325,4 +325,23 @@ fn params_reports_trainable_groups() {
     ))
     .unwrap();
     assert!(off["trainable"].as_u64().unwrap() < v["trainable"].as_u64().unwrap());
+}
+
+#[test]
+fn a_table_or_scan_list_without_rows_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "2"]);
+    let header = |file: &str| std::fs::read_to_string(d.join(file)).unwrap().lines().next().unwrap().to_string();
+    // Windows line endings too: the header alone, then nothing.
+    std::fs::write(d.join("demo/adni/empty_table.csv"), format!("{}\r\n", header("demo/adni/ADNIMERGE.csv"))).unwrap();
+    std::fs::write(d.join("demo/adni/empty_scans.csv"), format!("{}\n", header("demo/adni/scans.csv"))).unwrap();
+    let run = |scans: &str, table: &str| {
+        fails(d, &["preprocess", "--scans", scans, "--table", table, "--out", "cache", "--shape", "16,32,32"])
+    };
+    let err = run("demo/adni/scans.csv", "demo/adni/empty_table.csv");
+    assert!(err.contains("empty_table.csv") && err.contains("no rows"), "{err}");
+    let err = run("demo/adni/empty_scans.csv", "demo/adni/ADNIMERGE.csv");
+    assert!(err.contains("empty_scans.csv") && err.contains("no scans"), "{err}");
+    assert!(!d.join("cache").exists(), "nothing is written");
 }

@@ -304,6 +304,12 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
             format!("truncated: header promises {want} bytes of voxel data, found {}", raw.len()),
         ));
     }
+    if is_gz(&lay.data) {
+        // A gzip member's CRC-32 and length sit after its data: read to the end of the stream
+        // so that flate2 checks them, and a corrupted file is an error rather than bad voxels.
+        std::io::copy(&mut data_reader, &mut std::io::sink())
+            .map_err(|e| Error::nifti(&lay.data, format!("corrupt gzip stream (CRC or length check failed): {e}")))?;
+    }
     let swap = header.endianness != nifti::Endianness::native();
     let (data, stats) = decode(&raw, datatype, swap, scl_slope, scl_inter, shape);
     Ok(NiftiVolume {
@@ -575,6 +581,24 @@ mod tests {
             for c in 0..4 {
                 assert!((back.volume.affine[r][c] - vol.affine[r][c]).abs() < 1e-5, "qform [{r}][{c}]");
             }
+        }
+    }
+
+    #[test]
+    fn a_gzip_stream_with_a_wrong_crc_or_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = Volume::from_fn([3, 4, 5], super::super::volume::identity(), |i, j, k| (i + j + k) as f32);
+        let p = dir.path().join("v.nii.gz");
+        write_nifti(&p, &vol, OutType::Float32).unwrap();
+        assert!(read_nifti(&p).is_ok());
+        let good = std::fs::read(&p).unwrap();
+        // The last 8 bytes of a gzip member: CRC-32, then the length mod 2³².
+        for at in [good.len() - 8, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5a;
+            std::fs::write(&p, &bad).unwrap();
+            let err = read_nifti(&p).unwrap_err().to_string();
+            assert!(err.contains("v.nii.gz") && err.contains("corrupt gzip"), "{err}");
         }
     }
 

@@ -262,7 +262,13 @@ fn cache_name(id: &str) -> String {
 /// Run a preprocessing job. `progress` is told after each scan.
 pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<PreprocessSummary> {
     let table: Table = read_table(&job.table, &job.table_options)?;
+    if table.rows.is_empty() && table.skipped.is_empty() {
+        return Err(Error::table(&job.table, "has a header but no rows: there are no visits to match scans to"));
+    }
     let scans = read_scan_list(&job.scan_list)?;
+    if scans.is_empty() {
+        return Err(Error::table(&job.scan_list, "has a header but no scans: there is nothing to preprocess"));
+    }
     let mut seen = HashSet::new();
     for s in &scans {
         if !seen.insert(cache_name(&scan_id(&s.rel_path))) {
