@@ -154,15 +154,9 @@ pub fn read_trainable<B: Backend>(
 
 /// The training scans' ids (`train.csv`).
 pub fn write_train_list(run: &Path, train: &CohortDataset) -> Result<()> {
-    let path = run.join(TRAIN_LIST);
-    crate::util::write_atomic(&path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        csv.write_record(["scan", "subject", "label"]).map_err(std::io::Error::other)?;
-        for r in train.rows() {
-            csv.write_record([&r.scan, &r.subject, r.label.as_deref().unwrap_or("")]).map_err(std::io::Error::other)?;
-        }
-        csv.flush()
-    })
+    let rows =
+        train.rows().iter().map(|r| vec![r.scan.clone(), r.subject.clone(), r.label.clone().unwrap_or_default()]);
+    crate::util::write_csv(&run.join(TRAIN_LIST), &["scan", "subject", "label"], rows)
 }
 
 pub fn read_train_list(run: &Path) -> Result<HashSet<String>> {

@@ -1,4 +1,4 @@
-//! Small helpers shared by every module: atomic file writes, JSON files, progress bars.
+//! Small helpers shared by every module: atomic file writes, CSV and JSON files, progress bars.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -38,6 +38,18 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
 /// `write_atomic` for a byte string.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
+}
+
+/// A CSV file of `header` and `rows`, written atomically.
+pub fn write_csv(path: &Path, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<()> {
+    write_atomic(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(header).map_err(std::io::Error::other)?;
+        for r in rows {
+            csv.write_record(&r).map_err(std::io::Error::other)?;
+        }
+        csv.flush()
+    })
 }
 
 /// A JSON file as `T`; errors name the file.

@@ -2,7 +2,7 @@
 //! fine-tuned for one epoch on a tiny random backbone.
 
 mod common;
-use common::{fails, ok, read_json, tiny_backbone};
+use common::{fails, ok, read_json};
 
 use std::path::Path;
 
@@ -10,23 +10,7 @@ use adfit::data::nifti_io::read_nifti;
 
 /// Backbone, cohort with label maps, split and a one-epoch run in `d`.
 fn setup(d: &Path) {
-    tiny_backbone(&d.join("backbone"));
-    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", "4", "--labels"]);
-    ok(
-        d,
-        &[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            "cache",
-            "--shape",
-            "16,32,32",
-        ],
-    );
-    ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
+    common::setup_with(d, "4", &["--labels"]);
     ok(
         d,
         &[
@@ -47,6 +31,12 @@ fn setup(d: &Path) {
             "4",
         ],
     );
+}
+
+/// The first scan id of the cohort index.
+fn first_scan(d: &Path) -> String {
+    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
+    index.lines().nth(1).unwrap().split(',').next().unwrap().to_string()
 }
 
 fn png_has_ink(path: &Path) -> bool {
@@ -160,28 +150,10 @@ fn attribute_names_what_is_wrong() {
     assert!(err.contains("no-such-scan") && err.contains("index.csv"), "{err}");
 
     // A backbone of another shape than the run's.
-    let other = d.join("other");
-    let device = Default::default();
     let vit =
         adfit::model::vit3d::Vit3dConfig { hidden_size: 32, num_heads: 2, ..adfit::model::vit3d::Vit3dConfig::tiny() };
-    let text = adfit::model::bert::BertConfig::tiny();
-    let model = adfit::model::clip::ClipBackbone::<adfit::backend::Cpu>::from_towers(
-        adfit::model::vit3d::Vit3d::init(&vit, &device).unwrap(),
-        adfit::model::bert::Bert::init(&text, &device).unwrap(),
-        64,
-        &device,
-    );
-    let config = adfit::model::backbones::m3d::BackboneConfig::from_towers(&vit, text, "tiny", 256, 64);
-    adfit::model::backbones::m3d::save(
-        &other,
-        &model,
-        &config,
-        Some(&common::vocab()),
-        adfit::model::backbones::m3d::TextWeights::Embedded,
-    )
-    .unwrap();
-    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
-    let first = index.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    common::tiny_backbone_with(&d.join("other"), &vit);
+    let first = first_scan(d);
     let mut mismatch = run.to_vec();
     mismatch[2] = "other";
     let err = fails(d, &[&mismatch[..], &["--scans", &first]].concat());
@@ -209,8 +181,7 @@ fn attribute_on_wgpu_agrees_with_the_cpu() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
-    let first = index.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
+    let first = first_scan(d);
     let args = |out: &'static str, device: &'static str| -> Vec<String> {
         [
             "attribute",

@@ -28,17 +28,6 @@ fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     to_dtype(t, DType::F32).into_data().convert::<f32>().to_vec().unwrap_or_default()
 }
 
-/// The matching score of row i of `v` with row i of `w`, for every i.
-///
-/// # Shapes
-/// - v, w: `[n, embed]` (L2-normalised) → `[n]`
-fn paired_scores<B: Backend>(model: &AdClip<B>, v: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 1> {
-    let [n, _] = v.dims();
-    let rows: Vec<_> =
-        (0..n).map(|i| model.logits(v.clone().narrow(0, i, 1), w.clone().narrow(0, i, 1)).reshape([1])).collect();
-    Tensor::cat(rows, 0)
-}
-
 /// Grad-ECLIP maps over the patch grid, one per text.
 ///
 /// # Shapes
@@ -69,7 +58,7 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
     let last = to_dtype(vit.norm.forward(y), model.f_v.weight.val().dtype());
     let cls = last.narrow(1, 0, 1).reshape([s, d]);
     let image = l2norm(model.f_v.forward(cls));
-    let grads = paired_scores(model, image, w.detach()).sum().backward();
+    let grads = model.logits_paired(image, w.detach()).sum().backward();
     let g = o.grad(&grads).expect("the attention output is tracked");
     // Patch tokens sit after [CLS], [MMSE] and the prompts.
     let prefix = 1 + usize::from(model.mmse_token.is_some()) + model.visual_prompts.as_ref().map_or(0, |p| p.len());
@@ -118,7 +107,7 @@ pub fn gradient_saliency<B: AutodiffBackend>(
         .map(|i| {
             let x = volume.clone().detach().require_grad();
             let image = model.encode_image(x.clone()).v;
-            let grads = paired_scores(model, image, w.clone().narrow(0, i, 1)).sum().backward();
+            let grads = model.logits_paired(image, w.clone().narrow(0, i, 1)).sum().backward();
             f32s(x.grad(&grads).expect("the input is tracked").abs())
         })
         .collect()

@@ -82,9 +82,8 @@ pub fn text_scores<B: Backend>(
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
     let w = l2norm(model.f_t.forward(model.text_features_from_embeddings(embedded, mask)));
-    let [n, _] = w.dims();
-    let rows: Vec<_> = (0..n).map(|i| model.logits(v.clone(), w.clone().narrow(0, i, 1)).reshape([1])).collect();
-    Tensor::cat(rows, 0)
+    let [n, d] = w.dims();
+    model.logits_paired(v.expand([n, d]), w)
 }
 
 /// The baseline's token ids for `ids` ([CLS] first and [SEP] last kept), or `None` for the zero
@@ -205,10 +204,8 @@ pub fn words(tokens: &[String]) -> Vec<(String, Vec<usize>)> {
 mod tests {
     use super::*;
     use crate::backend::Cpu;
-    use crate::model::bert::{Bert, BertConfig};
     use crate::model::clip::ClipBackbone;
     use crate::model::method::MethodConfig;
-    use crate::model::vit3d::{Vit3d, Vit3dConfig};
     use burn::backend::Autodiff;
 
     type AD = Autodiff<Cpu>;
@@ -221,13 +218,7 @@ mod tests {
         let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
         let device = Default::default();
         <AD as Backend>::seed(&device, 3);
-        let text = BertConfig { vocab_size: 50, max_position_embeddings: 32, ..BertConfig::tiny() };
-        let backbone = ClipBackbone::<AD>::from_towers(
-            Vit3d::init(&Vit3dConfig::tiny(), &device).unwrap(),
-            Bert::init(&text, &device).unwrap(),
-            64,
-            &device,
-        );
+        let backbone = ClipBackbone::<AD>::tiny(&device);
         let cfg =
             MethodConfig { embed_dim: 64, mmse_hidden: 32, text_prompts: 4, visual_prompts: 3, ..Default::default() };
         let mut model = AdClip::new(backbone, &cfg, &device);

@@ -10,18 +10,7 @@ use super::ig::words;
 use super::ig::IgSettings;
 use super::job::{scan_words, words_by_class, AttributeJob, AttributeReport, METHODS};
 use crate::error::Result;
-use crate::util::write_atomic;
-
-fn csv_rows(path: &std::path::Path, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<()> {
-    write_atomic(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        csv.write_record(header).map_err(std::io::Error::other)?;
-        for r in rows {
-            csv.write_record(&r).map_err(std::io::Error::other)?;
-        }
-        csv.flush()
-    })
-}
+use crate::util::{write_atomic, write_csv};
 
 /// Mean energy and peak-hit rate of one method on one biomarker.
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +68,7 @@ struct Summary<'a> {
 pub fn write(job: &AttributeJob, report: &AttributeReport) -> Result<()> {
     let out = &job.out;
     let label = |s: &super::job::ScanAttribution| s.label.map(|l| l.as_str().to_string()).unwrap_or_default();
-    csv_rows(
+    write_csv(
         &out.join("tokens.csv"),
         &["scan", "label", "position", "token", "word", "attribution"],
         report.scans.iter().flat_map(|s| {
@@ -103,7 +92,7 @@ pub fn write(job: &AttributeJob, report: &AttributeReport) -> Result<()> {
                 .collect::<Vec<_>>()
         }),
     )?;
-    csv_rows(
+    write_csv(
         &out.join("completeness.csv"),
         &["scan", "label", "score", "baseline_score", "attribution_sum", "relative_error"],
         report.scans.iter().map(|s| {
@@ -147,14 +136,14 @@ pub fn write(job: &AttributeJob, report: &AttributeReport) -> Result<()> {
             })
             .collect::<Vec<_>>()
     });
-    csv_rows(
+    write_csv(
         &out.join("top_words.csv"),
         &["level", "key", "label", "rank", "word", "attribution", "scans"],
         per_class.chain(per_scan),
     )?;
     let pointing = pointing_summary(report);
     if job.labels {
-        csv_rows(
+        write_csv(
             &out.join("pointing.csv"),
             &["scan", "label", "biomarker", "method", "energy", "peak_hit"],
             report.scans.iter().flat_map(|s| {

@@ -9,7 +9,6 @@ use super::eval::PartArg;
 use super::DeviceArg;
 use crate::attribute::ig::{Baseline, IgSettings};
 use crate::attribute::{attribute, AttributeJob, ScanChoice};
-use crate::data::split::Part;
 
 /// Outputs in --out: tokens.csv (scan, label, position, token, word, attribution),
 /// top_words.csv (top-k words per scan and per class), completeness.csv (IG's Σ attribution
@@ -85,14 +84,7 @@ pub struct AttributeArgs {
 
 pub fn run(a: AttributeArgs, quiet: bool) -> anyhow::Result<()> {
     let scans = match (a.split, a.fold) {
-        (Some(split), Some(fold)) => {
-            let part = match a.part {
-                PartArg::Train => Part::Train,
-                PartArg::Val => Part::Val,
-                PartArg::Test => Part::Test,
-            };
-            ScanChoice::Split { split, fold, part }
-        }
+        (Some(split), Some(fold)) => ScanChoice::Split { split, fold, part: a.part.into() },
         _ => ScanChoice::Ids(a.scans),
     };
     if a.steps == 0 {

@@ -72,6 +72,16 @@ pub enum PartArg {
     Test,
 }
 
+impl From<PartArg> for Part {
+    fn from(p: PartArg) -> Part {
+        match p {
+            PartArg::Train => Part::Train,
+            PartArg::Val => Part::Val,
+            PartArg::Test => Part::Test,
+        }
+    }
+}
+
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let classes: Vec<Label> = a
         .classes
@@ -87,12 +97,14 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         (None, Some(backbone)) => EvalModel::ZeroShot { backbone, pos_embed: a.pos_embed, precision: a.precision },
         (_, None) => anyhow::bail!("--backbone is required unless --oracle is given"),
     };
-    let part = match a.part {
-        PartArg::Train => Part::Train,
-        PartArg::Val => Part::Val,
-        PartArg::Test => Part::Test,
+    let job = EvalJob {
+        model,
+        index: a.index,
+        split: a.split.zip(a.fold),
+        part: a.part.into(),
+        classes,
+        batch_size: a.batch_size,
     };
-    let job = EvalJob { model, index: a.index, split: a.split.zip(a.fold), part, classes, batch_size: a.batch_size };
     let report = evaluate(job, a.device.device)?;
     report.write(&a.out)?;
     let (scan, subject) = (&report.metrics.scan.classification, &report.metrics.subject_baseline.classification);

@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod date;
 pub mod label;
 pub mod labels;
+pub mod nifti_affine;
 pub mod nifti_io;
 pub mod nifti_write;
 pub mod normalize;

@@ -38,6 +38,21 @@ impl<B: Backend> ClipBackbone<B> {
         }
     }
 
+    /// A tiny random backbone for unit tests: `Vit3dConfig::tiny()` (16×32×32 volumes), a
+    /// one-layer BERT of width 32 over 50 token ids and 32 positions, a joint space of 64.
+    #[cfg(test)]
+    pub(crate) fn tiny(device: &B::Device) -> Self {
+        use super::bert::BertConfig;
+        use super::vit3d::Vit3dConfig;
+        let text = BertConfig { vocab_size: 50, max_position_embeddings: 32, ..BertConfig::tiny() };
+        Self::from_towers(
+            Vit3d::init(&Vit3dConfig::tiny(), device).expect("the tiny ViT is valid"),
+            Bert::init(&text, device).expect("the tiny BERT is valid"),
+            64,
+            device,
+        )
+    }
+
     /// Image embeddings: [CLS] of the final norm → `mm_vision_proj` → L2.
     ///
     /// # Shapes

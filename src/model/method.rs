@@ -380,6 +380,18 @@ impl<B: Backend> AdClip<B> {
         Tensor::cat(rows, 0)
     }
 
+    /// The score of row i of `v` against row i of `w` alone, for every i (attribution explains
+    /// one image–text pair at a time, as inference scores them).
+    ///
+    /// # Shapes
+    /// - v, w: `[n, embed]` → `[n]`
+    pub fn logits_paired(&self, v: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 1> {
+        let [n, _] = v.dims();
+        let rows: Vec<_> =
+            (0..n).map(|i| self.logits(v.clone().narrow(0, i, 1), w.clone().narrow(0, i, 1)).reshape([1])).collect();
+        Tensor::cat(rows, 0)
+    }
+
     /// Cross-attention over the batch, then `cos(v̂_i, ŵ_j) · scale` (training: the images and
     /// reports of a batch attend to each other).
     ///
@@ -420,8 +432,6 @@ pub struct Loss<B: Backend> {
 mod tests {
     use super::*;
     use crate::backend::Cpu;
-    use crate::model::bert::{Bert, BertConfig};
-    use crate::model::vit3d::{Vit3d, Vit3dConfig};
     use burn::backend::Autodiff;
 
     type AD = Autodiff<Cpu>;
@@ -432,13 +442,7 @@ mod tests {
     #[test]
     fn seeded_initialisation_matches_building_in_place() {
         let device = Default::default();
-        let text = BertConfig { vocab_size: 50, max_position_embeddings: 32, ..BertConfig::tiny() };
-        let backbone = ClipBackbone::<AD>::from_towers(
-            Vit3d::init(&Vit3dConfig::tiny(), &device).unwrap(),
-            Bert::init(&text, &device).unwrap(),
-            64,
-            &device,
-        );
+        let backbone = ClipBackbone::<AD>::tiny(&device);
         backbone.visit(&mut Materialise); // as a loaded backbone is
         let cfg = MethodConfig { embed_dim: 64, mmse_hidden: 32, ..Default::default() };
         <AD as Backend>::seed(&device, 11);

@@ -69,24 +69,33 @@ pub fn vocab() -> PathBuf {
 
 /// A tiny random backbone in M3D-CLIP's layout (ViT 16×32×32-ready, 1-layer BERT of width 32).
 pub fn tiny_backbone(dir: &Path) {
+    tiny_backbone_with(dir, &Vit3dConfig::tiny());
+}
+
+/// As [`tiny_backbone`], with the ViT of `vit`.
+pub fn tiny_backbone_with(dir: &Path, vit: &Vit3dConfig) {
     let device = Default::default();
-    let vit = Vit3dConfig::tiny();
     let text = BertConfig::tiny();
     let model = ClipBackbone::<adfit::backend::Cpu>::from_towers(
-        Vit3d::init(&vit, &device).unwrap(),
+        Vit3d::init(vit, &device).unwrap(),
         Bert::init(&text, &device).unwrap(),
         64,
         &device,
     );
-    let config = BackboneConfig::from_towers(&vit, text, "tiny-random-bert", 256, 64);
+    let config = BackboneConfig::from_towers(vit, text, "tiny-random-bert", 256, 64);
     save(dir, &model, &config, Some(&vocab()), TextWeights::Embedded).unwrap();
 }
 
 /// In `d`: a tiny backbone (`backbone/`), the tiny synthetic cohort for `seed` (`demo/`),
 /// preprocessed to 16×32×32 (`cache/`), and a 3-fold split (`split.csv`).
 pub fn setup(d: &Path, seed: &str) {
+    setup_with(d, seed, &[]);
+}
+
+/// As [`setup`], with more `synth` flags (e.g. `--labels`).
+pub fn setup_with(d: &Path, seed: &str, synth_flags: &[&str]) {
     tiny_backbone(&d.join("backbone"));
-    ok(d, &["synth", "--out", "demo", "--preset", "tiny", "--seed", seed]);
+    ok(d, &[&["synth", "--out", "demo", "--preset", "tiny", "--seed", seed][..], synth_flags].concat());
     ok(
         d,
         &[
