@@ -55,6 +55,14 @@ pub enum Error {
     #[error("--device {device}: {reason}")]
     Device { device: String, reason: String },
 
+    /// An input larger than adfit reads (`--max-input`), or data this machine cannot hold.
+    #[error("{path}: {reason}")]
+    Limit { path: PathBuf, reason: String },
+
+    /// An output folder another adfit process is writing.
+    #[error("{path}: {reason}")]
+    Busy { path: PathBuf, reason: String },
+
     #[error("{path}: {source}")]
     Json {
         path: PathBuf,

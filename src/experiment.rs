@@ -201,6 +201,7 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 impl Experiment {
     /// Run (or reuse) every run and evaluation, write results.md and results.csv under `out`.
     pub fn run(&self) -> Result<ExperimentResult> {
+        let _lock = crate::lock::OutputLock::acquire(&self.out)?;
         let mut outcomes = Vec::new();
         for &variant in &self.variants {
             for &(fold, seed) in &self.runs {

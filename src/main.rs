@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    adfit::panic_context::install_hook();
     let cli = adfit::cli::Cli::parse();
     adfit::cli::init_logging(&cli.global);
     match adfit::cli::run(cli) {

@@ -161,10 +161,10 @@ pub fn write_train_list(run: &Path, train: &CohortDataset) -> Result<()> {
 
 pub fn read_train_list(run: &Path) -> Result<HashSet<String>> {
     let path = run.join(TRAIN_LIST);
-    let mut reader = csv::Reader::from_path(&path).map_err(|e| Error::table(&path, e.to_string()))?;
+    let input = crate::data::csv_input::CsvInput::open(&path)?;
     let mut scans = HashSet::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| Error::table(&path, e.to_string()))?;
+    for record in input.reader().records() {
+        let record = record.map_err(|e| Error::row(&path, input.error_line(&e), "-", e.to_string()))?;
         scans.insert(record.get(0).unwrap_or_default().to_string());
     }
     Ok(scans)

@@ -108,7 +108,7 @@ impl Default for RunSettings {
 impl RunSettings {
     /// Settings from a JSON run config; unknown fields and bad values are refused by name.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::limits::read_text(path)?;
         let s: RunSettings = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })?;
         s.validate().map_err(|e| match e {
             Error::Config { field, reason } => Error::Config { field: format!("{}: {field}", path.display()), reason },

@@ -54,7 +54,7 @@ pub fn write_csv(path: &Path, header: &[&str], rows: impl Iterator<Item = Vec<St
 
 /// A JSON file as `T`; errors name the file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::limits::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })
 }
 

@@ -144,7 +144,7 @@ fn choose(job: &AttributeJob) -> Result<CohortDataset> {
 /// Run `job` on `device`; maps are written as each scan finishes, the tables at the end.
 pub fn attribute(job: AttributeJob, device: DeviceSpec) -> Result<AttributeReport> {
     let ds = choose(&job)?;
-    std::fs::create_dir_all(&job.out).map_err(|e| Error::io(&job.out, e))?;
+    let _lock = crate::lock::OutputLock::acquire(&job.out)?;
     let report = crate::backend::dispatch(device, Explain { job: &job, ds: &ds })?;
     super::tables::write(&job, &report)?;
     Ok(report)

@@ -60,6 +60,11 @@ pub struct GlobalArgs {
     /// Only warnings and errors; no progress bars.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The most adfit reads from one input file (decompressed for .gz): 4G by default, or
+    /// ADFIT_MAX_INPUT. A header or gzip stream asking for more is refused with an error that
+    /// names the file, instead of exhausting memory.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = crate::limits::parse_size)]
+    pub max_input: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +153,9 @@ pub fn init_logging(global: &GlobalArgs) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.global.quiet;
+    if let Some(bytes) = cli.global.max_input {
+        crate::limits::set_max_input_bytes(bytes);
+    }
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),

@@ -6,12 +6,15 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::data::normalize::{NonFinite, Normalize, NormalizeConfig};
-use crate::data::preprocess::{run as run_job, PreprocessConfig, PreprocessJob};
+use crate::data::preprocess::{run as run_job, Allowance, PreprocessConfig, PreprocessJob};
 use crate::data::report::ReportTemplate;
 use crate::data::scanlist::DEFAULT_MAX_DAYS;
 use crate::data::table::{ConvertedPolicy, TableOptions};
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "Exit status: 0 all scans usable (or the unmatched within --allow-unmatched); \
+1 an error, a failed scan, or too many unmatched scans (index.csv still lists the usable ones, \
+failures.csv the rest); 101 an internal error (a bug; the message names the input).")]
 pub struct PreprocessArgs {
     /// Scan list: CSV with `path` (relative to the list's folder) and either `image_id`
     /// (ADNIMERGE IMAGEUID / OASIS MRI ID) or `subject` + `date` (nearest EXAMDATE).
@@ -60,6 +63,11 @@ pub struct PreprocessArgs {
     /// Report template (JSON; see configs/report.json) for the training text in index.csv.
     #[arg(long)]
     pub report_template: Option<PathBuf>,
+    /// Scans without a matching visit in the table that still count as a success: a number
+    /// (e.g. 3) or a percentage of the scan list (e.g. 5%). They are reported and listed in
+    /// failures.csv either way. Unscheduled scans are common in real ADNI downloads.
+    #[arg(long, value_parser = Allowance::parse, default_value = "0")]
+    pub allow_unmatched: Allowance,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -115,11 +123,33 @@ pub fn run(a: PreprocessArgs, quiet: bool) -> anyhow::Result<()> {
         println!("{} bad table rows skipped", summary.skipped_rows);
     }
     println!("cohort index: {}", summary.index.display());
-    let problems = summary.failed.len() + summary.unmatched.len();
-    if problems > 0 {
+    let failures = a.out.join("failures.csv");
+    if !summary.failed.is_empty() {
         bail!(
-            "{problems} scan(s) could not be used; reasons in {} (the index lists the others)",
-            a.out.join("failures.csv").display()
+            "{} scan(s) failed and {} had no visit in the table; reasons in {} (the index lists the others)",
+            summary.failed.len(),
+            summary.unmatched.len(),
+            failures.display()
+        );
+    }
+    if !summary.unmatched.is_empty() {
+        if !a.allow_unmatched.allows(summary.unmatched.len(), summary.total()) {
+            bail!(
+                "{} of {} scan(s) had no visit in the table, more than --allow-unmatched {}; reasons in {} \
+                 (the index lists the others)",
+                summary.unmatched.len(),
+                summary.total(),
+                match a.allow_unmatched {
+                    Allowance::Count(n) => n.to_string(),
+                    Allowance::Percent(p) => format!("{p}%"),
+                },
+                failures.display()
+            );
+        }
+        tracing::warn!(
+            "{} scan(s) had no visit in the table and were left out (allowed by --allow-unmatched); see {}",
+            summary.unmatched.len(),
+            failures.display()
         );
     }
     Ok(())

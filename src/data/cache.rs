@@ -50,7 +50,8 @@ fn parse_header(path: &Path, header: &[u8; HEADER]) -> Result<([usize; 3], [[f64
     }
     let u32_at = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
     let shape = [u32_at(8) as usize, u32_at(12) as usize, u32_at(16) as usize];
-    let n: u64 = shape.iter().map(|&s| s as u64).product();
+    // Checked: a corrupt header's sizes can overflow a product.
+    let n = shape.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64)).unwrap_or(u64::MAX);
     if n == 0 || n > MAX_VOXELS || u32_at(20) != 0 {
         return Err(Error::volume(path.display().to_string(), format!("corrupt cache header (shape {shape:?})")));
     }
@@ -72,12 +73,22 @@ pub fn cached_shape(path: &Path) -> Result<[usize; 3]> {
     let mut header = [0u8; HEADER];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
     let (shape, _) = parse_header(path, &header)?;
+    check_length(path, &f, shape)?;
+    Ok(shape)
+}
+
+/// The file must hold exactly the voxels its header announces (checked before any allocation).
+fn check_length(path: &Path, f: &std::fs::File, shape: [usize; 3]) -> Result<()> {
     let want = HEADER as u64 + 4 * shape.iter().map(|&s| s as u64).product::<u64>();
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     if len != want {
-        return Err(Error::volume(path.display().to_string(), format!("cache file is {len} bytes, expected {want}")));
+        let what = if len < want { "truncated cache file" } else { "cache file too long" };
+        return Err(Error::volume(
+            path.display().to_string(),
+            format!("{what}: {len} bytes, its header asks for {want}; delete it and rerun `adfit preprocess`"),
+        ));
     }
-    Ok(shape)
+    Ok(())
 }
 
 /// Read a cached volume.
@@ -86,8 +97,9 @@ pub fn read_cached(path: &Path) -> Result<Volume> {
     let mut header = [0u8; HEADER];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
     let (shape, affine) = parse_header(path, &header)?;
+    check_length(path, &f, shape)?;
     let n = shape.iter().product::<usize>();
-    let mut data = vec![0f32; n];
+    let mut data = crate::limits::try_zeroed::<f32>(n, path)?;
     f.read_exact(bytemuck::cast_slice_mut(&mut data))
         .map_err(|e| Error::volume(path.display().to_string(), format!("truncated cache file: {e}")))?;
     if cfg!(target_endian = "big") {
@@ -116,7 +128,8 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 4]).unwrap();
         assert!(cached_shape(&p).is_err());
-        assert!(read_cached(&p).unwrap_err().to_string().contains("truncated"));
+        let err = read_cached(&p).unwrap_err().to_string();
+        assert!(err.contains("truncated") && err.contains("a.vol"), "{err}");
         std::fs::write(&p, [0u8; 300]).unwrap();
         assert!(read_cached(&p).unwrap_err().to_string().contains("bad magic"));
     }

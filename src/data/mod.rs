@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod cache;
+pub mod csv_input;
 pub mod dataset;
 pub mod date;
 pub mod label;

@@ -198,6 +198,7 @@ fn open(path: &Path) -> Result<Box<dyn Read>> {
 
 /// Read a NIfTI-1 volume and scale it (`scl_slope`, `scl_inter`) as nibabel's `get_fdata` does.
 pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
+    let _context = crate::panic_context::input(format!("NIfTI {}", path.display()));
     let lay = layout(path);
     let mut reader = open(&lay.header)?;
     let header = NiftiHeader::from_reader(&mut reader).map_err(|e| match e {
@@ -286,11 +287,12 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
             }
         }
     }
-    let mut raw = Vec::new();
-    (&mut data_reader)
-        .take(want)
-        .read_to_end(&mut raw)
-        .map_err(|e| Error::nifti(&lay.data, format!("cannot read voxel data: {e}")))?;
+    // Decompression stops at what the header justifies, and never passes the input cap.
+    crate::limits::check(&lay.data, "the voxel data its header asks for", want)?;
+    let raw = crate::limits::read_bounded(&mut data_reader, want, &lay.data, "voxel data").map_err(|e| match e {
+        Error::Io { source, .. } => Error::nifti(&lay.data, format!("cannot read voxel data: {source}")),
+        other => other,
+    })?;
     if (raw.len() as u64) < want {
         return Err(Error::nifti(
             &lay.data,
@@ -300,11 +302,16 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
     if is_gz(&lay.data) {
         // A gzip member's CRC-32 and length sit after its data: read to the end of the stream
         // so that flate2 checks them, and a corrupted file is an error rather than bad voxels.
-        std::io::copy(&mut data_reader, &mut std::io::sink())
+        // What follows the voxels is inflated to nowhere, and only up to the input cap.
+        let room = crate::limits::max_input_bytes().saturating_sub(want);
+        let trailing = std::io::copy(&mut (&mut data_reader).take(room.saturating_add(1)), &mut std::io::sink())
             .map_err(|e| Error::nifti(&lay.data, format!("corrupt gzip stream (CRC or length check failed): {e}")))?;
+        if trailing > room {
+            return Err(crate::limits::too_large(&lay.data, "the decompressed file", want + trailing));
+        }
     }
     let swap = header.endianness != nifti::Endianness::native();
-    let (data, stats) = decode(&raw, datatype, swap, scl_slope, scl_inter, shape);
+    let (data, stats) = decode(&raw, datatype, swap, scl_slope, scl_inter, shape, &lay.data)?;
     Ok(NiftiVolume {
         volume: Volume { shape, data, affine },
         info: NiftiInfo {
@@ -370,7 +377,15 @@ fn scaling(h: &NiftiHeader) -> std::result::Result<Option<(f64, f64)>, String> {
 /// Three tight passes, each monomorphised per datatype and byte order: decode in file order
 /// (sum, min, max on the way), a second decode for the variance in f64 (so float64 data keep
 /// their precision in the statistics), and a cache-blocked Fortran → C transpose.
-fn decode(raw: &[u8], dt: DataType, swap: bool, slope: f64, inter: f64, shape: [usize; 3]) -> (Vec<f32>, Stats) {
+fn decode(
+    raw: &[u8],
+    dt: DataType,
+    swap: bool,
+    slope: f64,
+    inter: f64,
+    shape: [usize; 3],
+    path: &Path,
+) -> Result<(Vec<f32>, Stats)> {
     // Expands `$e` once per (datatype, byte order) with `$read` bound to a decoder closure, so
     // each inner loop is monomorphised and inlined.
     macro_rules! with_reader {
@@ -398,7 +413,7 @@ fn decode(raw: &[u8], dt: DataType, swap: bool, slope: f64, inter: f64, shape: [
         };
     }
     let n = raw.len() / dt.size();
-    let mut file_order = vec![0f32; n];
+    let mut file_order = crate::limits::try_zeroed::<f32>(n, path)?;
     let (sum, min, max) = with_reader!(size, read => {
         let (mut sum, mut min, mut max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
         for (dst, b) in file_order.iter_mut().zip(raw.chunks_exact(size)) {
@@ -414,8 +429,9 @@ fn decode(raw: &[u8], dt: DataType, swap: bool, slope: f64, inter: f64, shape: [
     let var = with_reader!(size, read => {
         raw.chunks_exact(size).map(|b| (read(b) * slope + inter - mean).powi(2)).sum::<f64>()
     }) / n.max(1) as f64;
-    let data = fortran_to_c(&file_order, shape);
-    (data, Stats { min, max, mean, std: var.sqrt(), sum })
+    let mut data = crate::limits::try_zeroed::<f32>(n, path)?;
+    fortran_to_c(&file_order, shape, &mut data);
+    Ok((data, Stats { min, max, mean, std: var.sqrt(), sum }))
 }
 
 fn eight(b: &[u8], swap: bool) -> [u8; 8] {
@@ -428,10 +444,9 @@ fn eight(b: &[u8], swap: bool) -> [u8; 8] {
 
 /// `src[i + n0·(j + n1·k)]` → `dst[(i·n1 + j)·n2 + k]`, in 32×32 tiles of the (i, k) plane so
 /// both sides stay in cache; slabs of 32 `i` values run in parallel.
-fn fortran_to_c(src: &[f32], [n0, n1, n2]: [usize; 3]) -> Vec<f32> {
+fn fortran_to_c(src: &[f32], [n0, n1, n2]: [usize; 3], dst: &mut [f32]) {
     use rayon::prelude::*;
     const T: usize = 32;
-    let mut dst = vec![0f32; src.len()];
     dst.par_chunks_mut(T * n1 * n2).enumerate().for_each(|(block, slab)| {
         let i0 = block * T;
         for k0 in (0..n2).step_by(T) {
@@ -445,7 +460,6 @@ fn fortran_to_c(src: &[f32], [n0, n1, n2]: [usize; 3]) -> Vec<f32> {
             }
         }
     });
-    dst
 }
 
 #[cfg(test)]

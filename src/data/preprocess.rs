@@ -188,14 +188,14 @@ impl IndexRow {
 
 /// Read `index.csv`; errors name the line.
 pub fn read_index(path: &Path) -> Result<Vec<IndexRow>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = csv::Reader::from_reader(std::io::BufReader::new(file));
+    let input = super::csv_input::CsvInput::open(path)?;
+    let mut reader = input.reader();
     reader
         .deserialize::<IndexRow>()
         .enumerate()
         .map(|(i, r)| {
             r.map_err(|e| {
-                let line = e.position().map(|p| p.line()).unwrap_or(i as u64 + 2);
+                let line = e.position().map(|_| input.error_line(&e)).unwrap_or(i as u64 + 2);
                 Error::row(path, line, "-", format!("not a cohort index row: {e}"))
             })
         })
@@ -242,6 +242,49 @@ pub struct PreprocessSummary {
     pub index: PathBuf,
 }
 
+/// How many scans without a table visit a run may have and still count as a success: real ADNI
+/// downloads hold unscheduled scans that no ADNIMERGE row describes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Allowance {
+    /// At most this many scans.
+    Count(usize),
+    /// At most this percentage of the scan list.
+    Percent(f64),
+}
+
+impl Allowance {
+    /// `3` (scans) or `5%` (of the scan list).
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let bad = || format!("{s:?} is neither a count (e.g. 3) nor a percentage (e.g. 5%)");
+        match t.strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(format!("{s:?}: a percentage lies in 0..100"));
+                }
+                Ok(Allowance::Percent(p))
+            }
+            None => t.parse().map(Allowance::Count).map_err(|_| bad()),
+        }
+    }
+
+    /// Whether `unmatched` of `total` scans is within the allowance.
+    pub fn allows(self, unmatched: usize, total: usize) -> bool {
+        match self {
+            Allowance::Count(n) => unmatched <= n,
+            Allowance::Percent(p) => unmatched as f64 <= p / 100.0 * total as f64 + 1e-9,
+        }
+    }
+}
+
+impl PreprocessSummary {
+    /// Scans in the scan list.
+    pub fn total(&self) -> usize {
+        self.processed + self.reused + self.failed.len() + self.unmatched.len()
+    }
+}
+
 /// The scan id of a scan-list path: the path without `.nii`, `.nii.gz`, `.hdr`, `.img`.
 pub fn scan_id(rel: &str) -> String {
     let mut s = rel.replace('\\', "/");
@@ -261,6 +304,7 @@ fn cache_name(id: &str) -> String {
 
 /// Run a preprocessing job. `progress` is told after each scan.
 pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<PreprocessSummary> {
+    let _lock = crate::lock::OutputLock::acquire(&job.out)?;
     let table: Table = read_table(&job.table, &job.table_options)?;
     if table.rows.is_empty() && table.skipped.is_empty() {
         return Err(Error::table(&job.table, "has a header but no rows: there are no visits to match scans to"));
@@ -292,7 +336,7 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
     std::fs::create_dir_all(job.out.join("volumes")).map_err(|e| Error::io(&job.out, e))?;
     let cfg_path = job.out.join("preprocess.json");
     if cfg_path.exists() {
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let text = crate::limits::read_text(&cfg_path)?;
         let old: PreprocessConfig =
             serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), source: e })?;
         if old != job.config {
@@ -316,6 +360,7 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
         let cache = cache_name(&id);
         let cache_path = job.out.join(&cache);
         let fail = |e: Error| Failure { scan: m.scan.rel_path.clone(), reason: e.to_string() };
+        let _context = crate::panic_context::input(format!("scan {}", m.scan.path.display()));
         // A scan with a label sibling gets its label map carried along: cheap next to the scan.
         let labels_src = Some(labels::sibling_path(&m.scan.path)).filter(|p| p.is_file());
         let labels_out = job.out.join(labels::cache_labels_rel(&cache));
@@ -399,6 +444,16 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowances_count_scans_or_percent_of_the_list() {
+        assert_eq!(Allowance::parse("3"), Ok(Allowance::Count(3)));
+        assert_eq!(Allowance::parse(" 5 %"), Ok(Allowance::Percent(5.0)));
+        assert!(Allowance::parse("-1").is_err() && Allowance::parse("120%").is_err() && Allowance::parse("x").is_err());
+        assert!(Allowance::Count(2).allows(2, 10) && !Allowance::Count(2).allows(3, 10));
+        assert!(Allowance::Percent(10.0).allows(1, 10) && !Allowance::Percent(10.0).allows(2, 10));
+        assert!(Allowance::Count(0).allows(0, 10));
+    }
 
     #[test]
     fn scan_ids_drop_extensions() {

@@ -92,7 +92,7 @@ impl Default for ReportTemplate {
 impl ReportTemplate {
     /// Load a template from JSON; fields left out keep their defaults.
     pub fn from_json(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::limits::read_text(path)?;
         let t: ReportTemplate =
             serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })?;
         t.validate()?;

@@ -34,8 +34,9 @@ pub struct ScanEntry {
 
 /// Read a scan list. Errors name the list, line and column.
 pub fn read_scan_list(path: &Path) -> Result<Vec<ScanEntry>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = csv::Reader::from_reader(std::io::BufReader::new(file));
+    let _context = crate::panic_context::input(format!("scan list {}", path.display()));
+    let input = super::csv_input::CsvInput::open(path)?;
+    let mut reader = input.reader();
     let headers =
         reader.headers().map_err(|e| Error::table(path, format!("cannot read the header line: {e}")))?.clone();
     let find = |name: &str| headers.iter().position(|h| h.trim() == name);
@@ -50,11 +51,8 @@ pub fn read_scan_list(path: &Path) -> Result<Vec<ScanEntry>> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            Error::row(path, line, "-", format!("malformed CSV: {e}"))
-        })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let record = record.map_err(|e| Error::row(path, input.error_line(&e), "-", format!("malformed CSV: {e}")))?;
+        let line = input.line(record.position());
         let cell = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let rel = cell(Some(path_col)).ok_or_else(|| Error::row(path, line, "path", "is blank"))?;
         let key = if let Some(id) = cell(id_col) {

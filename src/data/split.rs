@@ -166,12 +166,12 @@ pub fn write_split(path: &Path, split: &Split) -> Result<()> {
 /// Read a split file and refuse it if any subject leaks between parts of a fold, or sits in the
 /// test set of two folds.
 pub fn read_split(path: &Path) -> Result<Split> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = csv::Reader::from_reader(std::io::BufReader::new(file));
+    let input = super::csv_input::CsvInput::open(path)?;
+    let mut reader = input.reader();
     let mut rows = Vec::new();
     for (i, rec) in reader.deserialize::<Assignment>().enumerate() {
         let row = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(i as u64 + 2);
+            let line = e.position().map(|_| input.error_line(&e)).unwrap_or(i as u64 + 2);
             Error::row(path, line, "-", format!("not a split row (fold,subject,part,stratum): {e}"))
         })?;
         rows.push(row);

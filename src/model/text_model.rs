@@ -89,7 +89,7 @@ pub fn resolve(name: &str, backbone_dir: &Path) -> Result<PathBuf> {
 /// The text model's own `config.json` (HF BertConfig fields).
 pub fn config(dir: &Path) -> Result<BertConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::limits::read_text(&path)?;
     let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
     cfg.validate()?;
     Ok(cfg)

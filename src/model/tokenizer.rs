@@ -52,8 +52,11 @@ impl TextTokenizer {
         let err = |reason: String| Error::Tokenizer { path: path.into(), reason };
         let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let mut inner = if is_json {
-            Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?
+            Tokenizer::from_bytes(crate::limits::read_file(path)?).map_err(|e| err(e.to_string()))?
         } else {
+            // The vocabulary is read whole by the tokenizers crate: bound it first.
+            let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+            crate::limits::check(path, "a vocabulary", len)?;
             let file = path.to_str().ok_or_else(|| err("path is not UTF-8".into()))?;
             let wp = WordPiece::from_file(file).unk_token("[UNK]".into()).build().map_err(|e| err(e.to_string()))?;
             let mut t = Tokenizer::new(wp);

@@ -27,7 +27,8 @@ pub struct RawTensor {
 
 /// Read every tensor of a safetensors file as f32 (F32, F16, BF16 and F64 are converted).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let _context = crate::panic_context::input(format!("safetensors {}", path.display()));
+    let bytes = crate::limits::read_file(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Weights { path: path.into(), reason: format!("not a safetensors file: {e}") })?;
     let mut out = BTreeMap::new();
@@ -61,7 +62,7 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
 
 /// The string metadata (`__metadata__`) of a safetensors file's header; empty when it has none.
 pub fn read_safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::limits::read_file(path)?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::Weights { path: path.into(), reason: format!("not a safetensors file: {e}") })?;
     Ok(meta.metadata().clone().unwrap_or_default())
@@ -71,6 +72,8 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<std::collections::HashMa
 /// dtype including bfloat16, as M3D-CLIP's `pretrained_ViT.bin`) as f32.
 pub fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     let err = |reason: String| Error::Weights { path: path.into(), reason };
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    crate::limits::check(path, "a checkpoint", len)?;
     let reader =
         burn_store::pytorch::PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch file: {e}")))?;
     let mut out = BTreeMap::new();

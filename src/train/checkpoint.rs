@@ -16,7 +16,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -43,8 +43,10 @@ fn param_ids<B: AutodiffBackend, M: Module<B>>(m: &M) -> Vec<ParamId> {
     v.0
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+/// The optimiser state goes through bytes (MessagePack), so that it is written atomically and
+/// read under the input cap with every length prefix checked against the bytes really there.
+fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
+    NamedMpkBytesRecorder::<FullPrecisionSettings>::default()
 }
 
 /// Write `checkpoint-{epoch}` under `run`, then point `checkpoint.json` at it and drop older ones.
@@ -65,9 +67,10 @@ pub fn save<B: AutodiffBackend, S: Serialize>(
         param_ids(model).into_iter().enumerate().map(|(i, id)| (id, i as u64)).collect();
     let record: OptimRecord<B> =
         optim.to_record().into_iter().filter_map(|(id, r)| position.get(&id).map(|&p| (ParamId::from(p), r))).collect();
-    recorder()
-        .record(record, dir.join("optimizer"))
-        .map_err(|e| Error::Weights { path: dir.join("optimizer.mpk"), reason: e.to_string() })?;
+    let optimizer = dir.join("optimizer.mpk");
+    let bytes = Recorder::<B>::record(&recorder(), record, ())
+        .map_err(|e| Error::Weights { path: optimizer.clone(), reason: e.to_string() })?;
+    crate::util::write_bytes_atomic(&optimizer, &bytes)?;
     let json =
         serde_json::to_string_pretty(state).map_err(|e| Error::Json { path: dir.join("state.json"), source: e })?;
     crate::util::write_bytes_atomic(&dir.join("state.json"), json.as_bytes())?;
@@ -88,7 +91,7 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     if !pointer.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&pointer).map_err(|e| Error::io(&pointer, e))?;
+    let text = crate::limits::read_text(&pointer)?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::Json { path: pointer.clone(), source: e })?;
     let name = v["latest"].as_str().ok_or_else(|| Error::config("checkpoint.json", "has no `latest`"))?;
@@ -105,14 +108,17 @@ pub fn load<B: AutodiffBackend, S: DeserializeOwned>(
 ) -> Result<(AdClip<B>, Optim<B>, S)> {
     let (model, _) = read_trainable(&dir.join("trainable.safetensors"), model, method, device)?;
     let ids = param_ids(&model);
-    let record: OptimRecord<B> = recorder()
-        .load(dir.join("optimizer"), device)
-        .map_err(|e| Error::Weights { path: dir.join("optimizer.mpk"), reason: e.to_string() })?;
+    let optimizer = dir.join("optimizer.mpk");
+    let bytes = crate::limits::read_file(&optimizer)?;
+    let record: OptimRecord<B> = recorder().load(bytes, device).map_err(|e| Error::Weights {
+        path: optimizer.clone(),
+        reason: format!("not a readable optimiser state (truncated or corrupt): {e}"),
+    })?;
     let record: OptimRecord<B> =
         record.into_iter().filter_map(|(p, r)| ids.get(p.val() as usize).map(|&id| (id, r))).collect();
     let optim = optim.load_record(record);
     let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::limits::read_text(&path)?;
     let state = serde_json::from_str(&text).map_err(|e| Error::Json { path, source: e })?;
     Ok((model, optim, state))
 }

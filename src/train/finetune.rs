@@ -124,6 +124,8 @@ impl Job for FinetuneJob {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TestMetrics> {
         let (a, s) = (&self.paths, &self.settings);
+        let _lock = crate::lock::OutputLock::acquire(&a.out)?;
+        let _context = crate::panic_context::input(format!("run {}", a.out.display()));
         let template = s.template()?;
         let FoldData { train, val, test } = fold_data(a, s, &template)?;
         let img_size = train.grid()?;

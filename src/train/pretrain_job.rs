@@ -51,6 +51,7 @@ impl Job for PretrainJob {
         }
         self.cfg.vit().validate()?;
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let _lock = crate::lock::OutputLock::acquire(out)?;
         match self.cfg.corpus {
             Corpus::Phantoms => self.phantoms::<B>(device),
             Corpus::Brains => self.brains::<B>(device),

@@ -152,8 +152,9 @@ pub struct Table {
 
 /// Read a clinical table, detecting its format from the header.
 pub fn read_table(path: &Path, opts: &TableOptions) -> Result<Table> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(std::io::BufReader::new(file));
+    let _context = crate::panic_context::input(format!("table {}", path.display()));
+    let input = crate::data::csv_input::CsvInput::open(path)?;
+    let mut reader = input.reader();
     let headers =
         reader.headers().map_err(|e| Error::table(path, format!("cannot read the header line: {e}")))?.clone();
     let cols = Columns::new(path, &headers)?;
@@ -177,10 +178,9 @@ pub fn read_table(path: &Path, opts: &TableOptions) -> Result<Table> {
     let mut seen: HashMap<(String, String), u64> = HashMap::new();
     let mut record = csv::StringRecord::new();
     loop {
-        let more = reader.read_record(&mut record).map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            Error::row(path, line, "-", format!("malformed CSV: {e}"))
-        });
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|e| Error::row(path, input.error_line(&e), "-", format!("malformed CSV: {e}")));
         let more = match more {
             Ok(m) => m,
             Err(e) if opts.skip_bad_rows => {
@@ -192,7 +192,7 @@ pub fn read_table(path: &Path, opts: &TableOptions) -> Result<Table> {
         if !more {
             break;
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = input.line(record.position());
         if record.iter().all(|c| c.trim().is_empty()) {
             continue;
         }

@@ -151,7 +151,7 @@ pub fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
 
 pub fn read_config(dir: &Path) -> Result<BackboneConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::limits::read_text(&path)?;
     let cfg: BackboneConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
     if cfg.pos_embed != "perceptron" {
         return Err(Error::config(
@@ -302,7 +302,7 @@ pub fn save<B: Backend>(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if let Some(vocab) = vocab {
         let name = vocab.file_name().unwrap_or_default();
-        let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
+        let bytes = crate::limits::read_file(vocab)?;
         crate::util::write_bytes_atomic(&dir.join(name), &bytes)?;
     }
     let json =

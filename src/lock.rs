@@ -1,0 +1,72 @@
+//! One writer per output folder: a job takes an exclusive lock on `<folder>/.adfit.lock` for as
+//! long as it writes there, and a second process aiming at the same folder is refused with the
+//! holder's pid and command. The lock is the operating system's (`flock`), so it ends with the
+//! process that held it: a killed run never leaves the folder stuck. The small file stays behind
+//! and means nothing once its process is gone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The lock file's name inside an output folder.
+pub const LOCK_FILE: &str = ".adfit.lock";
+
+/// Held while a job writes its output folder; released on drop or when the process dies.
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl OutputLock {
+    /// Lock `dir` (created if missing) for this process, or say who holds it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { "another adfit process".to_string() } else { holder.to_string() };
+                return Err(Error::Busy {
+                    path: dir.into(),
+                    reason: format!(
+                        "another adfit process is writing this folder ({holder}); wait for it to finish or \
+                         choose another output folder"
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let args: Vec<String> = std::env::args().collect();
+        let note = format!("pid {}: {}\n", std::process::id(), args.join(" "));
+        let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(note.as_bytes()));
+        Ok(OutputLock { _file: file, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = OutputLock::acquire(dir.path()).unwrap();
+        let err = OutputLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another adfit process") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(first);
+        OutputLock::acquire(dir.path()).unwrap();
+    }
+}
