@@ -52,8 +52,42 @@ impl OutputLock {
         let args: Vec<String> = std::env::args().collect();
         let note = format!("pid {}: {}\n", std::process::id(), args.join(" "));
         let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(note.as_bytes()));
+        let removed = remove_stale_temporaries(dir);
+        if removed > 0 {
+            tracing::info!("removed {removed} temporary file(s) left by an interrupted run in {}", dir.display());
+        }
         Ok(OutputLock { _file: file, path })
     }
+}
+
+/// The pid in a temporary name `.NAME.tmp-PID` ([`crate::util::write_atomic`]).
+fn temp_pid(name: &str) -> Option<u32> {
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    pid.parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() || !Path::new("/proc/self").exists()
+}
+
+/// Delete, under `dir`, the temporaries of processes that no longer run (a killed run's
+/// half-written files never reached their final names; these are what is left of them).
+fn remove_stale_temporaries(dir: &Path) -> usize {
+    let mut removed = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(e.path());
+            } else if temp_pid(&name).is_some_and(|pid| !alive(pid)) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -68,5 +102,24 @@ mod tests {
         assert!(err.contains("another adfit process") && err.contains(&format!("pid {}", std::process::id())), "{err}");
         drop(first);
         OutputLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_dead_processs_temporaries_are_removed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("volumes");
+        std::fs::create_dir_all(&sub).unwrap();
+        // pid 2^22 + 1 is above Linux's pid_max: never alive.
+        let dead = sub.join(".a.vol.tmp-4194305");
+        let live = sub.join(format!(".b.vol.tmp-{}", std::process::id()));
+        for p in [&dead, &live] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let keep = sub.join("c.vol");
+        std::fs::write(&keep, b"whole").unwrap();
+        let _lock = OutputLock::acquire(dir.path()).unwrap();
+        assert!(!dead.exists() && live.exists() && keep.exists());
+        assert_eq!(temp_pid(".x.csv.tmp-12"), Some(12));
+        assert_eq!(temp_pid("x.csv"), None);
     }
 }

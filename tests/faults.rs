@@ -33,6 +33,23 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// Hidden files under `dir` other than the lock file: a killed run's temporaries.
+fn walk_hidden(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if name.starts_with('.') && name != ".adfit.lock" {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// Run `args` and SIGKILL it after `after`; true when it was still running.
 fn kill_after(d: &Path, args: &[&str], after: Duration) -> bool {
     let mut child = Command::new(env!("CARGO_BIN_EXE_adfit"))
@@ -78,6 +95,8 @@ fn kill_and_rerun(d: &Path, args: &dyn Fn(&str) -> Vec<String>, resume: &[&str],
             }
         }
         run(&out, resume);
+        let leftovers: Vec<_> = walk_hidden(&d.join(&out));
+        assert!(leftovers.is_empty(), "{out}: temporaries left after the rerun: {leftovers:?}");
         let again: BTreeMap<_, _> = files(&d.join(&out)).into_iter().filter(|(p, _)| stable(p)).collect();
         assert_eq!(
             again.keys().collect::<Vec<_>>(),
@@ -446,4 +465,33 @@ fn a_truncated_checkpoint_or_cache_file_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     let name = vol.file_name().unwrap().to_string_lossy().to_string();
     assert!(!out.status.success() && err.contains(&name) && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn an_index_without_scans_is_an_error_for_the_commands_that_need_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("index.csv"),
+        "scan,subject,visit,date,label,mmse,age,sex,hippocampus,ventricles,whole_brain,entorhinal,fusiform,\
+         mid_temp,icv,report,cache,source,table_line\r\n",
+    )
+    .unwrap();
+    let err = fails(d, &["split", "--index", "index.csv", "--out", "split.csv"]);
+    assert!(err.contains("index.csv") && err.contains("no scans"), "{err}");
+    assert!(!d.join("split.csv").exists());
+}
+
+#[test]
+fn a_config_claiming_a_huge_model_is_refused_before_any_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    common::tiny_backbone(&d.join("b"));
+    let path = d.join("b/config.json");
+    let mut cfg: serde_json::Value = common::read_json(&path);
+    // 100,000 wide: placeholders for its missing keys alone would take hundreds of GB.
+    cfg["hidden_size"] = serde_json::json!(100_000);
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let err = fails(d, &["embed", "--backbone", "b", "--text", "A photo of AD.", "--out", "e.json"]);
+    assert!(err.contains("config.json") && err.contains("does not belong to these weights"), "{err}");
 }

@@ -44,6 +44,9 @@ pub fn run(a: SplitArgs) -> anyhow::Result<()> {
     }
     let (Some(index), Some(out)) = (&a.index, &a.out) else { bail!("--index and --out are required") };
     let mut rows = read_index(index)?;
+    if rows.is_empty() {
+        bail!("{}: has a header but no scans: there is nothing to split", index.display());
+    }
     rows.sort_by(|x, y| (&x.subject, x.date.is_none(), &x.date).cmp(&(&y.subject, y.date.is_none(), &y.date)));
     let subjects = strata(rows.iter().map(|r| (r.subject.as_str(), r.label.as_deref().and_then(Label::parse))));
     let cfg = SplitConfig { folds: a.folds, val_fraction: a.val_fraction, seed: a.seed };

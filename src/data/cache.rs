@@ -93,6 +93,7 @@ fn check_length(path: &Path, f: &std::fs::File, shape: [usize; 3]) -> Result<()>
 
 /// Read a cached volume.
 pub fn read_cached(path: &Path) -> Result<Volume> {
+    let _context = crate::panic_context::input(format!("cache volume {}", path.display()));
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut header = [0u8; HEADER];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;

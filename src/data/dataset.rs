@@ -43,6 +43,12 @@ impl CohortDataset {
     /// All rows of `index.csv`; cache paths are resolved against its folder.
     pub fn open(index: &Path) -> Result<Self> {
         let rows = read_index(index)?;
+        if rows.is_empty() {
+            return Err(Error::table(
+                index,
+                "has a header but no scans: preprocess wrote no usable scan (see failures.csv)",
+            ));
+        }
         let root = index.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok(Self::from_rows(root, rows))
     }

@@ -304,7 +304,6 @@ fn cache_name(id: &str) -> String {
 
 /// Run a preprocessing job. `progress` is told after each scan.
 pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<PreprocessSummary> {
-    let _lock = crate::lock::OutputLock::acquire(&job.out)?;
     let table: Table = read_table(&job.table, &job.table_options)?;
     if table.rows.is_empty() && table.skipped.is_empty() {
         return Err(Error::table(&job.table, "has a header but no rows: there are no visits to match scans to"));
@@ -333,6 +332,8 @@ pub fn run(job: &PreprocessJob, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
         })
         .collect();
 
+    // Inputs are read and checked: only now is the output folder created, and locked.
+    let _lock = crate::lock::OutputLock::acquire(&job.out)?;
     std::fs::create_dir_all(job.out.join("volumes")).map_err(|e| Error::io(&job.out, e))?;
     let cfg_path = job.out.join("preprocess.json");
     if cfg_path.exists() {

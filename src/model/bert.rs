@@ -78,6 +78,14 @@ impl BertConfig {
         }
     }
 
+    /// About how many parameters this configuration describes (f64, so nothing overflows).
+    pub fn params_estimate(&self) -> f64 {
+        let f = |v: usize| v as f64;
+        let (h, i) = (f(self.hidden_size), f(self.intermediate_size));
+        let embeddings = (f(self.vocab_size) + f(self.max_position_embeddings) + f(self.type_vocab_size)) * h;
+        embeddings + f(self.num_hidden_layers) * (4.0 * h * h + 2.0 * h * i + 9.0 * h + i)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.hidden_act != "gelu" {
             return Err(Error::config(

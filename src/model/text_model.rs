@@ -101,6 +101,7 @@ pub fn load<B: Backend>(dir: &Path, cfg: &BertConfig, device: &B::Device) -> Res
     let weights = dir.join("model.safetensors");
     let tensors = read_safetensors(&weights)?;
     let mut store = WeightStore::<B>::new(&weights, tensors, &[("bert.", "text."), ("", "text.")], device);
+    store.check_claim(&dir.join("config.json"), cfg.params_estimate())?;
     let bert = Bert::load(cfg, &mut store, "text.")?;
     store.finish()?;
     Ok(bert)

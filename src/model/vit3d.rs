@@ -64,6 +64,16 @@ impl Vit3dConfig {
         }
     }
 
+    /// About how many parameters this configuration describes (f64: a corrupt configuration's
+    /// sizes must not overflow).
+    pub fn params_estimate(&self) -> f64 {
+        let f = |v: usize| v as f64;
+        let (h, m) = (f(self.hidden_size), f(self.mlp_dim));
+        let tokens: f64 = (0..3).map(|a| f(self.img_size[a]) / f(self.patch_size[a].max(1))).product();
+        let patch_dim: f64 = self.patch_size.iter().map(|&p| f(p)).product::<f64>() * f(self.in_channels);
+        f(self.num_layers) * (4.0 * h * h + 2.0 * h * m + 6.0 * h + m) + tokens * h + patch_dim * h + 4.0 * h
+    }
+
     /// The token grid (D, H, W), or an error naming the axis the patch does not divide.
     pub fn grid(&self) -> Result<[usize; 3]> {
         let mut g = [0; 3];

@@ -126,6 +126,24 @@ pub struct WeightStore<B: Backend> {
 }
 
 impl<B: Backend> WeightStore<B> {
+    /// Refuse a configuration that describes far more parameters than the checkpoint holds,
+    /// before anything is built from it: a model's placeholders for missing keys are sized from the
+    /// configuration, and a corrupt or foreign `config` must not make us allocate gigabytes.
+    pub fn check_claim(&self, config: &Path, claimed_params: f64) -> Result<()> {
+        let held: f64 = self.tensors.values().map(|t| t.data.len() as f64).sum();
+        if !claimed_params.is_finite() || claimed_params > 2.0 * held + (1u64 << 20) as f64 {
+            return Err(Error::Weights {
+                path: config.into(),
+                reason: format!(
+                    "describes a model of {claimed_params:.3e} parameters but {} holds {held:.3e}: this \
+                     configuration does not belong to these weights",
+                    self.source.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// `remap` is the layout's prefix table: a checkpoint key starting with `from` is renamed to
     /// start with `to`. Keys that no rule matches keep their name (and will be reported as
     /// unexpected if nothing takes them).

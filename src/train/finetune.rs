@@ -124,7 +124,6 @@ impl Job for FinetuneJob {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TestMetrics> {
         let (a, s) = (&self.paths, &self.settings);
-        let _lock = crate::lock::OutputLock::acquire(&a.out)?;
         let _context = crate::panic_context::input(format!("run {}", a.out.display()));
         let template = s.template()?;
         let FoldData { train, val, test } = fold_data(a, s, &template)?;
@@ -137,6 +136,7 @@ impl Job for FinetuneJob {
                 format!("{} already holds a run: add --resume to continue it, or choose a new --out", a.out.display()),
             ));
         }
+        let _lock = crate::lock::OutputLock::acquire(&a.out)?;
 
         let backbone = Backbone::<B>::load(&a.backbone, Some(img_size), s.pos_embed, &device)?;
         let method = s.method(backbone.model.vit.hidden_size())?;

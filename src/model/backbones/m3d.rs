@@ -177,6 +177,8 @@ impl<B: Backend> Backbone<B> {
         let tensors = read_safetensors(&weights)?;
         let embedded_text = tensors.keys().any(|k| k.starts_with("language_encoder."));
         let mut store = WeightStore::<B>::new(&weights, tensors, KEY_TABLE, device);
+        let text_claim = if embedded_text { config.text()?.params_estimate() } else { 0.0 };
+        store.check_claim(&dir.join("config.json"), vit_cfg.params_estimate() + text_claim)?;
         let vit = Vit3d::load(&vit_cfg, &store, "vit.", native, policy)?;
         // The text tower: inside model.safetensors, or the Hugging Face model the config names.
         let (text_cfg, bert, vocab) = if embedded_text {
