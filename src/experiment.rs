@@ -32,6 +32,10 @@ pub enum Variant {
     ClassPrompts,
     /// adfit's addition: f_v and f_t start from the backbone's projections.
     BackboneProjections,
+    /// The paper's table 2: LoRA (rank, alpha from the run config) in place of the visual prompts.
+    Lora,
+    /// The paper's table 2: bottleneck adapters in place of the visual prompts.
+    Adapter,
 }
 
 impl Variant {
@@ -51,6 +55,14 @@ impl Variant {
             Variant::NoCrossAttention => s.cross_attention = CrossAttentionKind::Off,
             Variant::ClassPrompts => s.class_prompt_weight = 1.0,
             Variant::BackboneProjections => s.projections = crate::settings::Projections::Backbone,
+            Variant::Lora => {
+                s.visual_prompts = 0;
+                s.adaptation.kind = crate::model::adapt::AdaptKind::Lora;
+            }
+            Variant::Adapter => {
+                s.visual_prompts = 0;
+                s.adaptation.kind = crate::model::adapt::AdaptKind::Adapter;
+            }
         }
         s
     }

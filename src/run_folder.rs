@@ -185,6 +185,8 @@ pub fn load<B: Backend>(run: &Path, backbone: &Path, img_size: [usize; 3], devic
     let frozen = crate::model::precision::cast_frozen(b.model, config.settings.precision)?;
     let model = AdClip::new(frozen, &config.method, device);
     let (model, scale) = read_trainable(&run.join(BEST), model, &config.method, device)?;
+    // LoRA updates fold into the frozen weights for inference (same outputs, fewer matmuls).
+    let model = model.merge_lora();
     let scale = scale.unwrap_or(config.mmse_scale);
     Ok(FineTuned { model, tokenizer: b.tokenizer, config, scale })
 }

@@ -2,6 +2,7 @@
 //! overridden field by field from the command line. The resolved settings are what a run
 //! folder's `config.json` records and what `--resume` compares.
 
+use crate::model::adapt::AdaptConfig;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,9 @@ pub struct RunSettings {
     pub pos_embed: PosEmbedPolicy,
     /// Element type of the frozen ViT and BERT (the trainable parts stay f32).
     pub precision: Precision,
+    /// LoRA or bottleneck adapters in the ViT's blocks (`kind`: none, lora, adapter), with
+    /// `lora_rank`, `lora_alpha`, `lora_mlp`, `adapter_reduction`.
+    pub adaptation: AdaptConfig,
 }
 
 impl Default for RunSettings {
@@ -101,6 +105,7 @@ impl Default for RunSettings {
             projections: Projections::Fresh,
             pos_embed: PosEmbedPolicy::Reinterpret,
             precision: Precision::Fp32,
+            adaptation: AdaptConfig::default(),
         }
     }
 }
@@ -146,6 +151,13 @@ impl RunSettings {
         if self.cross_attention_heads == 0 {
             return Err(Error::config("cross_attention_heads", "must be at least 1"));
         }
+        let a = &self.adaptation;
+        if a.lora_rank == 0 || a.adapter_reduction == 0 {
+            return Err(Error::config("adaptation", "lora_rank and adapter_reduction must be at least 1"));
+        }
+        if !positive(a.lora_alpha) {
+            return Err(Error::config("adaptation.lora_alpha", format!("{} is not a positive number", a.lora_alpha)));
+        }
         Ok(())
     }
 }
@@ -181,6 +193,7 @@ impl RunSettings {
             mmse_hidden: embed_dim / 2,
             scale_init: self.scale_init,
             train_cls: self.train_cls,
+            adaptation: self.adaptation,
             lambda: self.lambda,
         })
     }

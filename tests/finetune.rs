@@ -381,3 +381,83 @@ fn a_run_config_file_sets_the_run_and_flags_override_it() {
     assert!(e.contains("bad.json") && e.contains("learning_rate"), "{e}");
     assert!(!d.join("run2").exists(), "a refused run leaves no folder");
 }
+
+/// LoRA and adapters in place of the visual prompts: each trains, its checkpoint resumes to the
+/// bit, and `eval` reads the run back (LoRA merged into the frozen weights for inference).
+#[test]
+fn lora_and_adapter_runs_resume_bit_identically_and_evaluate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d, "6");
+    for kind in ["lora", "adapter"] {
+        let args = |out: &str, epochs: &str| -> Vec<String> {
+            [
+                "finetune",
+                "--backbone",
+                "backbone",
+                "--index",
+                "cache/index.csv",
+                "--split",
+                "split.csv",
+                "--fold",
+                "0",
+                "--epochs",
+                epochs,
+                "--batch-size",
+                "4",
+                "--seed",
+                "5",
+                "--no-visual-prompts",
+                "--adaptation",
+                kind,
+                "--lora-rank",
+                "4",
+                "--out",
+                out,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let run = |a: Vec<String>| ok(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        let (full, part) = (format!("{kind}-full"), format!("{kind}-part"));
+        run(args(&full, "2"));
+        run(args(&part, "1"));
+        let mut resume = args(&part, "2");
+        resume.push("--resume".into());
+        run(resume);
+        for file in ["checkpoint-1/trainable.safetensors", "best.safetensors", "metrics.csv"] {
+            let same =
+                std::fs::read(d.join(&full).join(file)).unwrap() == std::fs::read(d.join(&part).join(file)).unwrap();
+            assert!(same, "{kind}: {file} differs after a resume");
+        }
+        let names = adfit::model::weights::read_safetensors(&d.join(&full).join("best.safetensors")).unwrap();
+        assert!(names.keys().any(|k| k.contains("adapt.0.")), "{kind}: {:?}", names.keys());
+        assert!(!names.keys().any(|k| k.ends_with("visual_prompts")), "{kind}: prompts are off");
+        let ev = format!("{kind}-eval");
+        ok(
+            d,
+            &[
+                "eval",
+                "--backbone",
+                "backbone",
+                "--run",
+                &full,
+                "--index",
+                "cache/index.csv",
+                "--split",
+                "split.csv",
+                "--fold",
+                "0",
+                "--out",
+                &ev,
+            ],
+        );
+        let test: serde_json::Value = read_json(d.join(&full).join("test_metrics.json"));
+        let evaluated: serde_json::Value = read_json(d.join(&ev).join("metrics.json"));
+        // The merged model (eval) predicts the test fold as the trained one did (finetune).
+        assert_eq!(evaluated["scan"]["classification"]["confusion"], test["classification"]["confusion"], "{kind}");
+        let bacc = |v: &serde_json::Value| v["classification"]["balanced_accuracy"].as_f64();
+        println!("{kind}: test balanced accuracy {:?} (finetune) = {:?} (eval)", bacc(&test), bacc(&evaluated["scan"]));
+    }
+}

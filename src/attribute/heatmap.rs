@@ -36,25 +36,39 @@ fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let vit = &model.backbone.vit;
     let layers = vit.blocks.len();
-    let (_, hidden) = prompted_vision(vit, volume, model.mmse_token.as_ref(), model.visual_prompts.as_ref(), true);
+    let ad = model.adaptation.get(layers - 1);
+    let (_, hidden) =
+        prompted_vision(vit, volume, model.mmse_token.as_ref(), model.visual_prompts.as_ref(), &model.adaptation, true);
     let [_, n, d] = hidden[layers - 1].dims();
     let s = w.dims()[0];
     let x_in = hidden[layers - 1].clone().detach().repeat_dim(0, s);
     let block = &vit.blocks[layers - 1];
     let heads = block.attn.heads;
     let hd = d / heads;
-    let qkv = block
-        .attn
-        .qkv
-        .forward(block.norm1.forward(x_in.clone()))
+    // The block as `BlockAdaptation::forward` runs it (LoRA updates, adapters) when adapted.
+    let lora = |l: &burn::nn::Linear<B>, u: Option<&crate::model::adapt::Lora<B>>, h: Tensor<B, 3>| match u {
+        Some(u) => l.forward(h.clone()) + u.delta(h),
+        None => l.forward(h),
+    };
+    let qkv = lora(&block.attn.qkv, ad.and_then(|a| a.qkv.as_ref()), block.norm1.forward(x_in.clone()))
         .reshape([s, n, 3, heads, hd])
         .permute([2, 0, 3, 1, 4]);
     let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([s, heads, n, hd]).detach();
     let (q, k, v) = (part(0), part(1), part(2));
     let o =
         merge_heads(attention(q.clone(), k.clone(), v.clone(), (hd as f64).powf(-0.5), None)).detach().require_grad();
-    let y = x_in + block.attn.out_proj.forward(o.clone());
-    let y = y.clone() + block.mlp.forward(block.norm2.forward(y));
+    let mut a = lora(&block.attn.out_proj, ad.and_then(|a| a.out_proj.as_ref()), o.clone());
+    if let Some(bn) = ad.and_then(|a| a.after_attn.as_ref()) {
+        a = bn.forward(a);
+    }
+    let y = x_in + a;
+    let h = block.norm2.forward(y.clone());
+    let h = lora(&block.mlp.linear1, ad.and_then(|a| a.mlp1.as_ref()), h);
+    let mut m = lora(&block.mlp.linear2, ad.and_then(|a| a.mlp2.as_ref()), burn::tensor::activation::gelu(h));
+    if let Some(bn) = ad.and_then(|a| a.after_mlp.as_ref()) {
+        m = bn.forward(m);
+    }
+    let y = y + m;
     let last = to_dtype(vit.norm.forward(y), model.f_v.weight.val().dtype());
     let cls = last.narrow(1, 0, 1).reshape([s, d]);
     let image = l2norm(model.f_v.forward(cls));

@@ -123,6 +123,23 @@ pub struct Overrides {
     /// Element type of the frozen ViT and BERT; prompts, heads and AdamW stay f32.
     #[arg(long, value_enum, help_heading = "Overrides of the run config")]
     pub precision: Option<Precision>,
+    /// Adapt the frozen ViT's blocks with LoRA (on qkv and out_proj) or bottleneck adapters
+    /// (after attention and MLP), beside the visual prompts; the paper's LoRA and adapter rows
+    /// replace the prompts (add --no-visual-prompts, or use `experiment --variants lora,adapter`).
+    #[arg(long, value_enum, help_heading = "Adaptation")]
+    pub adaptation: Option<crate::model::adapt::AdaptKind>,
+    /// LoRA rank (default 8).
+    #[arg(long, help_heading = "Adaptation")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha: updates are scaled by alpha / rank (default 16).
+    #[arg(long, help_heading = "Adaptation")]
+    pub lora_alpha: Option<f64>,
+    /// LoRA on the MLP's two linear maps too.
+    #[arg(long, help_heading = "Adaptation")]
+    pub lora_mlp: bool,
+    /// Adapter bottleneck width = hidden / this (default 8).
+    #[arg(long, help_heading = "Adaptation")]
+    pub adapter_reduction: Option<usize>,
 }
 
 impl Overrides {
@@ -168,6 +185,12 @@ impl Overrides {
         s.cross_attention = self.cross_attention.unwrap_or(s.cross_attention);
         s.pos_embed = self.pos_embed.unwrap_or(s.pos_embed);
         s.precision = self.precision.unwrap_or(s.precision);
+        let a = &mut s.adaptation;
+        a.kind = self.adaptation.unwrap_or(a.kind);
+        a.lora_rank = self.lora_rank.unwrap_or(a.lora_rank);
+        a.lora_alpha = self.lora_alpha.unwrap_or(a.lora_alpha);
+        a.lora_mlp |= self.lora_mlp;
+        a.adapter_reduction = self.adapter_reduction.unwrap_or(a.adapter_reduction);
         s
     }
 }

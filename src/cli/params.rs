@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::model::adapt::{AdaptConfig, AdaptKind};
 use crate::model::backbones::Backbone;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
@@ -41,6 +42,17 @@ pub struct ParamsArgs {
     pub no_mmse: bool,
     #[arg(long, value_enum, default_value_t = CrossAttentionKind::MultiHead)]
     pub cross_attention: CrossAttentionKind,
+    /// LoRA or bottleneck adapters in the ViT's blocks (add --visual-prompts 0 for the paper's
+    /// LoRA and adapter rows, which replace the prompts).
+    #[arg(long, value_enum, default_value_t = AdaptKind::None)]
+    pub adaptation: AdaptKind,
+    #[arg(long, default_value_t = 8)]
+    pub lora_rank: usize,
+    /// LoRA on the MLP too.
+    #[arg(long)]
+    pub lora_mlp: bool,
+    #[arg(long, default_value_t = 8)]
+    pub adapter_reduction: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +86,13 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
         text_prompts: a.text_prompts,
         mmse_token: !a.no_mmse,
         cross_attention: a.cross_attention,
+        adaptation: AdaptConfig {
+            kind: a.adaptation,
+            lora_rank: a.lora_rank,
+            lora_mlp: a.lora_mlp,
+            adapter_reduction: a.adapter_reduction,
+            ..AdaptConfig::default()
+        },
         ..RunSettings::default()
     };
     let cfg = settings.method(backbone.vit.hidden_size())?;

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
+use super::adapt::{AdaptConfig, AdaptKind, BlockAdaptation};
 use super::bert::{pool, Pooling};
 use super::clip::ClipBackbone;
 use super::cross_attention::{CrossAttention, CrossAttentionKind};
@@ -58,6 +59,9 @@ pub struct MethodConfig {
     pub scale_init: ScaleInit,
     /// Train the backbone's CLS token along with the prompts (DEFT does).
     pub train_cls: bool,
+    /// LoRA or bottleneck adapters in the ViT's blocks (off by default: the paper's method).
+    #[serde(default)]
+    pub adaptation: AdaptConfig,
     /// Weight of the MMSE loss.
     pub lambda: f64,
 }
@@ -75,6 +79,7 @@ impl Default for MethodConfig {
             mmse_hidden: 384,
             scale_init: ScaleInit::Paper,
             train_cls: true,
+            adaptation: AdaptConfig::default(),
             lambda: 0.5,
         }
     }
@@ -94,6 +99,8 @@ pub struct AdClip<B: Backend> {
     /// Frozen (only its CLS token may train).
     pub backbone: ClipBackbone<B>,
     pub visual_prompts: Option<VisualPrompts<B>>,
+    /// One per ViT block with LoRA or adapters on; empty otherwise.
+    pub adaptation: Vec<BlockAdaptation<B>>,
     /// `[1, 1, hidden]`
     pub mmse_token: Option<Param<Tensor<B, 3>>>,
     pub mmse_head: Option<MmseHead<B>>,
@@ -127,6 +134,7 @@ impl<B: Backend> AdClip<B> {
         let ht = backbone.bert.hidden_size();
         let layers = backbone.vit.blocks.len();
         let patch_dim = backbone.vit.patch_embed.weight.dims()[0];
+        let mlp = backbone.vit.blocks.first().map_or(1, |b| b.mlp.linear1.weight.dims()[1]);
         let mut backbone = backbone.no_grad();
         if cfg.train_cls {
             backbone.vit.cls_token = backbone.vit.cls_token.set_require_grad(true);
@@ -135,6 +143,10 @@ impl<B: Backend> AdClip<B> {
         AdClip {
             visual_prompts: (cfg.visual_prompts > 0)
                 .then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
+            adaptation: match cfg.adaptation.kind {
+                AdaptKind::None => Vec::new(),
+                _ => (0..layers).map(|_| BlockAdaptation::init(&cfg.adaptation, hv, mlp, device)).collect(),
+            },
             mmse_token: cfg
                 .mmse_token
                 .then(|| burn::module::Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, hv], device)),
@@ -172,7 +184,7 @@ impl<B: Backend> AdClip<B> {
             patch_size: [1, 1, patch_dim],
             in_channels: 1,
             hidden_size: vit.hidden_size(),
-            mlp_dim: 1,
+            mlp_dim: vit.blocks.first().map_or(1, |b| b.mlp.linear1.weight.dims()[1]),
             num_layers: vit.blocks.len(),
             num_heads: 1,
             layer_norm_eps: 1e-5,
@@ -246,6 +258,28 @@ impl<B: Backend> AdClip<B> {
             self.visual_prompts =
                 Some(VisualPrompts { prompts: store.param(&p("visual_prompts"), [layers, cfg.visual_prompts, hv]) });
         }
+        for (l, ad) in self.adaptation.iter_mut().enumerate() {
+            let a = |s: &str| p(&format!("adapt.{l}.{s}"));
+            let lora = |u: &mut Option<super::adapt::Lora<B>>, name: &str| {
+                if let Some(u) = u {
+                    let [i, r] = u.a.dims();
+                    let o = u.b.dims()[1];
+                    u.a = store.param(&a(&format!("{name}.a")), [i, r]);
+                    u.b = store.param(&a(&format!("{name}.b")), [r, o]);
+                }
+            };
+            lora(&mut ad.qkv, "qkv");
+            lora(&mut ad.out_proj, "out_proj");
+            lora(&mut ad.mlp1, "mlp1");
+            lora(&mut ad.mlp2, "mlp2");
+            for (slot, name) in [(&mut ad.after_attn, "after_attn"), (&mut ad.after_mlp, "after_mlp")] {
+                if let Some(bn) = slot {
+                    let [d, h] = bn.down.weight.dims();
+                    bn.down = store.linear(&a(&format!("{name}.down")), d, h, true);
+                    bn.up = store.linear(&a(&format!("{name}.up")), h, d, true);
+                }
+            }
+        }
         if cfg.mmse_token {
             self.mmse_token = Some(store.param(&p("mmse_token"), [1, 1, hv]));
             self.mmse_head = Some(MmseHead::load(store, &p("f_mmse"), hv, cfg.mmse_hidden));
@@ -263,6 +297,16 @@ impl<B: Backend> AdClip<B> {
         self.scale = store.param(&p("scale"), [1]);
         if cfg.train_cls && store.contains(&p("cls_token")) {
             self.backbone.vit.cls_token = store.param(&p("cls_token"), [1, 1, hv]);
+        }
+        self
+    }
+
+    /// Fold LoRA updates into the frozen ViT's weights, for inference: the same outputs, no
+    /// extra matmuls. Adapters stay as they are.
+    pub fn merge_lora(mut self) -> Self {
+        super::adapt::merge_lora(&mut self.backbone.vit.blocks, &mut self.adaptation);
+        if self.adaptation.iter().all(|a| !a.has_adapters()) {
+            self.adaptation.clear();
         }
         self
     }
@@ -286,6 +330,21 @@ impl<B: Backend> AdClip<B> {
         };
         if let Some(v) = &self.visual_prompts {
             out.push((p("visual_prompts"), raw(v.prompts.val())));
+        }
+        for (l, ad) in self.adaptation.iter().enumerate() {
+            let a = |s: &str| p(&format!("adapt.{l}.{s}"));
+            for (u, name) in [(&ad.qkv, "qkv"), (&ad.out_proj, "out_proj"), (&ad.mlp1, "mlp1"), (&ad.mlp2, "mlp2")] {
+                if let Some(u) = u {
+                    out.push((a(&format!("{name}.a")), raw(u.a.val())));
+                    out.push((a(&format!("{name}.b")), raw(u.b.val())));
+                }
+            }
+            for (bn, name) in [(&ad.after_attn, "after_attn"), (&ad.after_mlp, "after_mlp")] {
+                if let Some(bn) = bn {
+                    linear(&mut out, a(&format!("{name}.down")), &bn.down);
+                    linear(&mut out, a(&format!("{name}.up")), &bn.up);
+                }
+            }
         }
         if let (Some(t), Some(h)) = (&self.mmse_token, &self.mmse_head) {
             out.push((p("mmse_token"), raw(t.val())));
@@ -329,8 +388,14 @@ impl<B: Backend> AdClip<B> {
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
-        let (last, _) =
-            prompted_vision(&self.backbone.vit, x, self.mmse_token.as_ref(), self.visual_prompts.as_ref(), false);
+        let (last, _) = prompted_vision(
+            &self.backbone.vit,
+            x,
+            self.mmse_token.as_ref(),
+            self.visual_prompts.as_ref(),
+            &self.adaptation,
+            false,
+        );
         // Back to the trainable heads' precision (f32) from the frozen tower's.
         let last = to_dtype(last, self.f_v.weight.val().dtype());
         let [b, _, h] = last.dims();

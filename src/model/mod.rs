@@ -2,6 +2,7 @@
 //! trainable parts (prompts, MMSE token, projections, cross-attention, scale), the loss, and
 //! strict checkpoint loading.
 
+pub mod adapt;
 pub mod attention;
 pub mod backbones;
 pub mod bert;

@@ -16,6 +16,7 @@ pub struct ParamGroup {
 pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
     let mut groups = vec![
         ParamGroup { group: "visual prompts", params: m.visual_prompts.as_ref().map_or(0, |p| p.num_params()) },
+        ParamGroup { group: "LoRA / adapters", params: m.adaptation.iter().map(|a| a.num_params()).sum() },
         ParamGroup {
             group: "mmse token + head",
             params: m.mmse_token.as_ref().map_or(0, |t| t.num_params())

@@ -48,6 +48,7 @@ pub fn prompted_vision<B: Backend>(
     x: Tensor<B, 5>,
     mmse_token: Option<&Param<Tensor<B, 3>>>,
     prompts: Option<&VisualPrompts<B>>,
+    adaptation: &[super::adapt::BlockAdaptation<B>],
     keep_hidden: bool,
 ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
     let e = vit.embed_patches(x);
@@ -77,7 +78,10 @@ pub fn prompted_vision<B: Backend>(
         if keep_hidden {
             hidden.push(x.clone());
         }
-        x = block.forward(x);
+        x = match adaptation.get(l) {
+            Some(ad) => ad.forward(block, x),
+            None => block.forward(x),
+        };
     }
     if keep_hidden {
         hidden.push(x.clone());
