@@ -36,6 +36,8 @@ pub enum Variant {
     Lora,
     /// The paper's table 2: bottleneck adapters in place of the visual prompts.
     Adapter,
+    /// The paper's full fine-tuning: every ViT weight trains, no visual prompts.
+    FullFinetune,
 }
 
 impl Variant {
@@ -62,6 +64,10 @@ impl Variant {
             Variant::Adapter => {
                 s.visual_prompts = 0;
                 s.adaptation.kind = crate::model::adapt::AdaptKind::Adapter;
+            }
+            Variant::FullFinetune => {
+                s.visual_prompts = 0;
+                s.adaptation.kind = crate::model::adapt::AdaptKind::Full;
             }
         }
         s

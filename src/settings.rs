@@ -152,6 +152,12 @@ impl RunSettings {
             return Err(Error::config("cross_attention_heads", "must be at least 1"));
         }
         let a = &self.adaptation;
+        if a.kind == crate::model::adapt::AdaptKind::Full && self.precision != Precision::Fp32 {
+            return Err(Error::config(
+                "adaptation",
+                "full fine-tuning trains the ViT's weights: it needs precision fp32",
+            ));
+        }
         if a.lora_rank == 0 || a.adapter_reduction == 0 {
             return Err(Error::config("adaptation", "lora_rank and adapter_reduction must be at least 1"));
         }

@@ -382,14 +382,15 @@ fn a_run_config_file_sets_the_run_and_flags_override_it() {
     assert!(!d.join("run2").exists(), "a refused run leaves no folder");
 }
 
-/// LoRA and adapters in place of the visual prompts: each trains, its checkpoint resumes to the
-/// bit, and `eval` reads the run back (LoRA merged into the frozen weights for inference).
+/// LoRA, adapters and full fine-tuning in place of the visual prompts: each trains, its
+/// checkpoint resumes to the bit, and `eval` reads the run back (LoRA merged into the frozen
+/// weights for inference, a fully fine-tuned ViT from the run's own weights).
 #[test]
 fn lora_and_adapter_runs_resume_bit_identically_and_evaluate() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d, "6");
-    for kind in ["lora", "adapter"] {
+    for kind in ["lora", "adapter", "full"] {
         let args = |out: &str, epochs: &str| -> Vec<String> {
             [
                 "finetune",
@@ -432,7 +433,8 @@ fn lora_and_adapter_runs_resume_bit_identically_and_evaluate() {
             assert!(same, "{kind}: {file} differs after a resume");
         }
         let names = adfit::model::weights::read_safetensors(&d.join(&full).join("best.safetensors")).unwrap();
-        assert!(names.keys().any(|k| k.contains("adapt.0.")), "{kind}: {:?}", names.keys());
+        let own = if kind == "full" { "vit.blocks.0.attn.qkv" } else { "adapt.0." };
+        assert!(names.keys().any(|k| k.contains(own)), "{kind}: {:?}", names.keys());
         assert!(!names.keys().any(|k| k.ends_with("visual_prompts")), "{kind}: prompts are off");
         let ev = format!("{kind}-eval");
         ok(

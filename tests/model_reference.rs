@@ -191,8 +191,14 @@ fn method_forward_matches_the_contract() {
     let f = load("wrapper.safetensors");
     let m = wrapper::<B>(CrossAttentionKind::MultiHead);
     let x: Tensor<B, 5> = tensor(&f["input.volume"]);
-    let (last, _) =
-        prompted_vision(&m.backbone.vit, x.clone(), m.mmse_token.as_ref(), m.visual_prompts.as_ref(), false);
+    let (last, _) = prompted_vision(
+        &m.backbone.vit,
+        x.clone(),
+        m.mmse_token.as_ref(),
+        m.visual_prompts.as_ref(),
+        &m.adaptation,
+        false,
+    );
     assert_close(last, &f["out.vision_last"], "vision sequence");
     let img = m.encode_image(x);
     assert_close(img.v.clone(), &f["out.v"], "v");

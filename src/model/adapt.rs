@@ -9,6 +9,7 @@
 //!   ([`merge_lora`]), with the same outputs.
 //! - **Adapter**: `h + up(gelu(down(h)))` on the block's attention output and MLP output, before
 //!   each residual addition; `down` is `[dim, dim / reduction]`, `up` starts at zero.
+//! - **Full**: no new module; every ViT weight trains.
 
 use burn::module::{Initializer, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -47,6 +48,19 @@ pub enum AdaptKind {
     None,
     Lora,
     Adapter,
+    /// Every weight of the ViT trains (the paper's full fine-tuning baseline): on M3D-CLIP's ViT
+    /// that is 88M more parameters, with their gradients and two AdamW moments (about 1 GB in
+    /// f32 beyond the activations). Needs `precision: fp32`.
+    Full,
+}
+
+/// Sets `require_grad` on every float parameter of a module.
+pub struct RequireGrad;
+
+impl<B: Backend> burn::module::ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(true)
+    }
 }
 
 /// A low-rank update `scale · x A B` of a frozen linear map.
@@ -279,7 +293,7 @@ mod tests {
     #[test]
     fn training_changes_only_what_each_variant_claims() {
         let device = Default::default();
-        for kind in [AdaptKind::Lora, AdaptKind::Adapter] {
+        for kind in [AdaptKind::Lora, AdaptKind::Adapter, AdaptKind::Full] {
             <AD as Backend>::seed(&device, 3);
             let cfg = method(kind);
             let mut m = AdClip::new(ClipBackbone::<AD>::tiny(&device), &cfg, &device);
@@ -297,17 +311,26 @@ mod tests {
             }
             let after_frozen = frozen(&m);
             for ((n, a), (_, b)) in before_frozen.iter().zip(&after_frozen) {
-                // The backbone's CLS token trains with the method by default (train_cls).
-                if !n.ends_with("cls_token") {
+                // The backbone's CLS token trains with the method by default (train_cls); with
+                // full fine-tuning the whole vision encoder does.
+                let trains = n.ends_with("cls_token") || (kind == AdaptKind::Full && n.starts_with("vision_encoder."));
+                if !trains {
                     assert!(a.data == b.data, "{kind:?}: frozen {n} changed");
+                } else if kind == AdaptKind::Full && n.ends_with("attn.qkv.weight") {
+                    assert!(a.data != b.data, "{kind:?}: {n} did not train");
                 }
             }
             let after = m.trainable_tensors("");
             let moved = |prefix: &str| {
                 before.iter().zip(&after).any(|((n, a), (_, b))| n.starts_with(prefix) && a.data != b.data)
             };
-            assert!(moved("adapt.0."), "{kind:?}: the adaptation did not train");
-            assert!(after.iter().any(|(n, _)| n.starts_with("adapt.1.")), "every block is adapted");
+            if kind == AdaptKind::Full {
+                assert!(moved("vit.blocks.1."), "the ViT's weights are saved with the run");
+                assert!(m.adaptation.is_empty());
+            } else {
+                assert!(moved("adapt.0."), "{kind:?}: the adaptation did not train");
+                assert!(after.iter().any(|(n, _)| n.starts_with("adapt.1.")), "every block is adapted");
+            }
         }
     }
 }

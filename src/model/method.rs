@@ -116,6 +116,9 @@ pub struct AdClip<B: Backend> {
     /// record `require_grad`).
     #[module(skip)]
     pub train_cls: bool,
+    /// Every ViT weight trains (`AdaptKind::Full`).
+    #[module(skip)]
+    pub full_vit: bool,
 }
 
 /// What the image side produces.
@@ -136,7 +139,10 @@ impl<B: Backend> AdClip<B> {
         let patch_dim = backbone.vit.patch_embed.weight.dims()[0];
         let mlp = backbone.vit.blocks.first().map_or(1, |b| b.mlp.linear1.weight.dims()[1]);
         let mut backbone = backbone.no_grad();
-        if cfg.train_cls {
+        let full_vit = cfg.adaptation.kind == AdaptKind::Full;
+        if full_vit {
+            backbone.vit = backbone.vit.map(&mut super::adapt::RequireGrad);
+        } else if cfg.train_cls {
             backbone.vit.cls_token = backbone.vit.cls_token.set_require_grad(true);
         }
         let scale = Tensor::from_data(TensorData::new(vec![cfg.scale_init.value()], [1]), device);
@@ -144,7 +150,7 @@ impl<B: Backend> AdClip<B> {
             visual_prompts: (cfg.visual_prompts > 0)
                 .then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
             adaptation: match cfg.adaptation.kind {
-                AdaptKind::None => Vec::new(),
+                AdaptKind::None | AdaptKind::Full => Vec::new(),
                 _ => (0..layers).map(|_| BlockAdaptation::init(&cfg.adaptation, hv, mlp, device)).collect(),
             },
             mmse_token: cfg
@@ -163,6 +169,7 @@ impl<B: Backend> AdClip<B> {
             scale: Param::from_tensor(scale),
             pooling: cfg.pooling,
             train_cls: cfg.train_cls,
+            full_vit,
             backbone,
         }
     }
@@ -213,7 +220,9 @@ impl<B: Backend> AdClip<B> {
         let fresh = AdClip::new(stub, cfg, &cpu);
         fresh.visit(&mut Materialise);
         let drawn = fresh.trainable_tensors("");
-        let drawn: std::collections::BTreeMap<_, _> = drawn.into_iter().filter(|(k, _)| k != "cls_token").collect();
+        // The backbone's own weights (its CLS token, a fully trained ViT) come from the backbone.
+        let drawn: std::collections::BTreeMap<_, _> =
+            drawn.into_iter().filter(|(k, _)| k != "cls_token" && !k.starts_with("vit.")).collect();
         let store =
             super::weights::WeightStore::<B>::new(std::path::Path::new("(seeded initialisation)"), drawn, &[], device);
         AdClip::new(backbone, cfg, device).load_trainable(&store, "", cfg)
@@ -295,7 +304,9 @@ impl<B: Backend> AdClip<B> {
             self.cross_attention.text_to_image = Some(super::cross_attention::Mha::load(store, &p("xattn.t2i"), d, h));
         }
         self.scale = store.param(&p("scale"), [1]);
-        if cfg.train_cls && store.contains(&p("cls_token")) {
+        if self.full_vit && store.contains(&p("vit.cls_token")) {
+            self.backbone.vit = self.backbone.vit.reload(store, &p("vit.")).map(&mut super::adapt::RequireGrad);
+        } else if cfg.train_cls && store.contains(&p("cls_token")) {
             self.backbone.vit.cls_token = store.param(&p("cls_token"), [1, 1, hv]);
         }
         self
@@ -379,7 +390,13 @@ impl<B: Backend> AdClip<B> {
             }
         }
         out.push((p("scale"), raw(self.scale.val())));
-        if self.train_cls {
+        if self.full_vit {
+            out.extend(
+                super::backbones::m3d::export_vit(&self.backbone.vit, "")
+                    .into_iter()
+                    .map(|(n, t)| (p(&format!("vit.{n}")), t)),
+            );
+        } else if self.train_cls {
             out.push((p("cls_token"), raw(self.backbone.vit.cls_token.val())));
         }
         out

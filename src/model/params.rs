@@ -28,7 +28,9 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
         ParamGroup { group: "cross-attention", params: m.cross_attention.num_params() },
         ParamGroup { group: "logit scale", params: m.scale.num_params() },
     ];
-    if m.train_cls {
+    if m.full_vit {
+        groups.push(ParamGroup { group: "vision encoder (all)", params: m.backbone.vit.num_params() });
+    } else if m.train_cls {
         groups.push(ParamGroup { group: "backbone CLS token", params: m.backbone.vit.cls_token.num_params() });
     }
     groups
@@ -37,6 +39,10 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
 /// Trainable total and frozen backbone size.
 pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
     let trainable: usize = parameter_groups(m).iter().map(|g| g.params).sum();
-    let cls = if m.train_cls { m.backbone.vit.cls_token.num_params() } else { 0 };
+    let cls = match (m.full_vit, m.train_cls) {
+        (true, _) => m.backbone.vit.num_params(),
+        (false, true) => m.backbone.vit.cls_token.num_params(),
+        _ => 0,
+    };
     (trainable, m.backbone.num_params() - cls)
 }

@@ -222,6 +222,38 @@ impl<B: Backend> Vit3d<B> {
         self.cls_token.dims()[2]
     }
 
+    /// Every weight replaced by the tensor `store` holds under the name
+    /// [`export_vit`](super::backbones::m3d::export_vit) writes after `prefix`, at the shapes it
+    /// has now (a fully fine-tuned ViT read back from a run).
+    pub fn reload(mut self, store: &WeightStore<B>, prefix: &str) -> Self {
+        let p = |s: &str| format!("{prefix}{s}");
+        let linear = |l: &Linear<B>, name: String| {
+            let [i, o] = l.weight.dims();
+            store.linear(&name, i, o, l.bias.is_some())
+        };
+        let ln = |l: &LayerNorm<B>, name: String| {
+            let mut l = l.clone();
+            let d = l.gamma.dims()[0];
+            l.gamma = store.param(&format!("{name}.weight"), [d]);
+            l.beta = Some(store.param(&format!("{name}.bias"), [d]));
+            l
+        };
+        self.patch_embed = linear(&self.patch_embed, p("patch_embedding.patch_embeddings.1"));
+        self.pos_embed = store.param(&p("patch_embedding.position_embeddings"), self.pos_embed.dims());
+        self.cls_token = store.param(&p("cls_token"), self.cls_token.dims());
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let n = |s: &str| p(&format!("blocks.{i}.{s}"));
+            b.norm1 = ln(&b.norm1, n("norm1"));
+            b.attn.qkv = linear(&b.attn.qkv, n("attn.qkv"));
+            b.attn.out_proj = linear(&b.attn.out_proj, n("attn.out_proj"));
+            b.norm2 = ln(&b.norm2, n("norm2"));
+            b.mlp.linear1 = linear(&b.mlp.linear1, n("mlp.linear1"));
+            b.mlp.linear2 = linear(&b.mlp.linear2, n("mlp.linear2"));
+        }
+        self.norm = ln(&self.norm, p("norm"));
+        self
+    }
+
     /// MONAI's perceptron rearrangement `b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)`.
     ///
     /// # Shapes

@@ -227,63 +227,72 @@ pub enum TextWeights {
     External,
 }
 
+fn put(out: &mut Vec<(String, RawTensor)>, name: String, t: TensorData) {
+    let shape = t.shape.to_vec();
+    let data = t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    out.push((name, RawTensor { shape, data }));
+}
+
+fn put_linear<B: Backend>(out: &mut Vec<(String, RawTensor)>, name: &str, l: &burn::nn::Linear<B>) {
+    put(out, format!("{name}.weight"), l.weight.val().transpose().into_data());
+    if let Some(b) = &l.bias {
+        put(out, format!("{name}.bias"), b.val().into_data());
+    }
+}
+
+fn put_ln<B: Backend>(out: &mut Vec<(String, RawTensor)>, name: &str, l: &burn::nn::LayerNorm<B>) {
+    put(out, format!("{name}.weight"), l.gamma.val().into_data());
+    if let Some(b) = &l.beta {
+        put(out, format!("{name}.bias"), b.val().into_data());
+    }
+}
+
+/// Every tensor of a 3D ViT under MONAI's names after `prefix` (`vision_encoder.` in M3D-CLIP's
+/// file), PyTorch layouts; [`Vit3d::reload`] reads them back.
+pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTensor)> {
+    let mut out = Vec::new();
+    let pe = format!("{prefix}patch_embedding");
+    put(&mut out, format!("{pe}.position_embeddings"), v.pos_embed.val().into_data());
+    put_linear(&mut out, &format!("{pe}.patch_embeddings.1"), &v.patch_embed);
+    put(&mut out, format!("{prefix}cls_token"), v.cls_token.val().into_data());
+    for (i, b) in v.blocks.iter().enumerate() {
+        let p = format!("{prefix}blocks.{i}");
+        put_ln(&mut out, &format!("{p}.norm1"), &b.norm1);
+        put_linear(&mut out, &format!("{p}.attn.qkv"), &b.attn.qkv);
+        put_linear(&mut out, &format!("{p}.attn.out_proj"), &b.attn.out_proj);
+        put_ln(&mut out, &format!("{p}.norm2"), &b.norm2);
+        put_linear(&mut out, &format!("{p}.mlp.linear1"), &b.mlp.linear1);
+        put_linear(&mut out, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
+    }
+    put_ln(&mut out, &format!("{prefix}norm"), &v.norm);
+    out
+}
+
 /// Every tensor of a backbone under M3D-CLIP's key names (PyTorch layouts: Linear `[out, in]`),
 /// the inverse of [`Backbone::load`].
 pub fn export<B: Backend>(m: &ClipBackbone<B>, text: TextWeights) -> Vec<(String, RawTensor)> {
-    let mut out = Vec::new();
-    let mut put = |name: String, t: TensorData| {
-        let shape = t.shape.to_vec();
-        let data = t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
-        out.push((name, RawTensor { shape, data }));
-    };
-    let linear = |put: &mut dyn FnMut(String, TensorData), name: &str, l: &burn::nn::Linear<B>| {
-        put(format!("{name}.weight"), l.weight.val().transpose().into_data());
-        if let Some(b) = &l.bias {
-            put(format!("{name}.bias"), b.val().into_data());
-        }
-    };
-    let ln = |put: &mut dyn FnMut(String, TensorData), name: &str, l: &burn::nn::LayerNorm<B>| {
-        put(format!("{name}.weight"), l.gamma.val().into_data());
-        if let Some(b) = &l.beta {
-            put(format!("{name}.bias"), b.val().into_data());
-        }
-    };
-    let v = &m.vit;
-    let pe = "vision_encoder.patch_embedding";
-    put(format!("{pe}.position_embeddings"), v.pos_embed.val().into_data());
-    linear(&mut put, &format!("{pe}.patch_embeddings.1"), &v.patch_embed);
-    put("vision_encoder.cls_token".into(), v.cls_token.val().into_data());
-    for (i, b) in v.blocks.iter().enumerate() {
-        let p = format!("vision_encoder.blocks.{i}");
-        ln(&mut put, &format!("{p}.norm1"), &b.norm1);
-        linear(&mut put, &format!("{p}.attn.qkv"), &b.attn.qkv);
-        linear(&mut put, &format!("{p}.attn.out_proj"), &b.attn.out_proj);
-        ln(&mut put, &format!("{p}.norm2"), &b.norm2);
-        linear(&mut put, &format!("{p}.mlp.linear1"), &b.mlp.linear1);
-        linear(&mut put, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
-    }
-    ln(&mut put, "vision_encoder.norm", &v.norm);
+    let mut out = export_vit(&m.vit, "vision_encoder.");
     if text == TextWeights::Embedded {
         let e = &m.bert.embeddings;
         let te = "language_encoder.embeddings";
-        put(format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
-        put(format!("{te}.position_embeddings.weight"), e.position.weight.val().into_data());
-        put(format!("{te}.token_type_embeddings.weight"), e.token_type.weight.val().into_data());
-        ln(&mut put, &format!("{te}.LayerNorm"), &e.norm);
+        put(&mut out, format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
+        put(&mut out, format!("{te}.position_embeddings.weight"), e.position.weight.val().into_data());
+        put(&mut out, format!("{te}.token_type_embeddings.weight"), e.token_type.weight.val().into_data());
+        put_ln(&mut out, &format!("{te}.LayerNorm"), &e.norm);
         for (i, l) in m.bert.layers.iter().enumerate() {
             let p = format!("language_encoder.encoder.layer.{i}");
-            linear(&mut put, &format!("{p}.attention.self.query"), &l.query);
-            linear(&mut put, &format!("{p}.attention.self.key"), &l.key);
-            linear(&mut put, &format!("{p}.attention.self.value"), &l.value);
-            linear(&mut put, &format!("{p}.attention.output.dense"), &l.attn_out);
-            ln(&mut put, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
-            linear(&mut put, &format!("{p}.intermediate.dense"), &l.intermediate);
-            linear(&mut put, &format!("{p}.output.dense"), &l.output);
-            ln(&mut put, &format!("{p}.output.LayerNorm"), &l.out_norm);
+            put_linear(&mut out, &format!("{p}.attention.self.query"), &l.query);
+            put_linear(&mut out, &format!("{p}.attention.self.key"), &l.key);
+            put_linear(&mut out, &format!("{p}.attention.self.value"), &l.value);
+            put_linear(&mut out, &format!("{p}.attention.output.dense"), &l.attn_out);
+            put_ln(&mut out, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
+            put_linear(&mut out, &format!("{p}.intermediate.dense"), &l.intermediate);
+            put_linear(&mut out, &format!("{p}.output.dense"), &l.output);
+            put_ln(&mut out, &format!("{p}.output.LayerNorm"), &l.out_norm);
         }
     }
-    linear(&mut put, "mm_vision_proj", &m.vision_proj);
-    linear(&mut put, "mm_language_proj", &m.text_proj);
+    put_linear(&mut out, "mm_vision_proj", &m.vision_proj);
+    put_linear(&mut out, "mm_language_proj", &m.text_proj);
     out.push((
         "logit_scale".into(),
         RawTensor { shape: vec![], data: m.logit_scale.val().into_data().to_vec::<f32>().unwrap_or_default() },
