@@ -113,8 +113,15 @@ mod tests {
         let full = AdClip::new_seeded::<Cpu>(b.model.clone(), &cfg, 0, &device);
         let v32 = full.encode_image(x.clone()).v;
         let t32 = full.encode_text(ids.clone(), mask.clone());
+        // The same trainable parts on the cast towers (read back from the f32 model rather than
+        // drawn again: tests running in parallel share the backend's random generator).
+        let drawn: std::collections::BTreeMap<_, _> =
+            full.trainable_tensors("").into_iter().filter(|(k, _)| k != "cls_token").collect();
+        let store =
+            crate::model::weights::WeightStore::<AD>::new(std::path::Path::new("(f32 model)"), drawn, &[], &device);
         for (p, tol) in [(Precision::Bf16, 1e-2f32), (Precision::F16, 2e-3)] {
-            let m = AdClip::new_seeded::<Cpu>(cast_frozen(b.model.clone(), p).unwrap(), &cfg, 0, &device);
+            let m =
+                AdClip::new(cast_frozen(b.model.clone(), p).unwrap(), &cfg, &device).load_trainable(&store, "", &cfg);
             assert_eq!(m.backbone.vit.blocks[0].attn.qkv.weight.val().dtype(), DType::from(p.dtype()));
             let image = m.encode_image(x.clone());
             let t = m.encode_text(ids.clone(), mask.clone());
