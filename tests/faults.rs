@@ -154,30 +154,13 @@ fn a_killed_preprocess_leaves_whole_files_and_reruns_to_the_same_cache() {
 fn a_killed_pretrain_leaves_no_backbone_and_reruns_to_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
+    // The tiny phantom pre-training, at 12 steps so that the kills land inside it.
     let args = |out: &str| {
-        strings(&[
-            "pretrain",
-            "--out",
-            out,
-            "--corpus",
-            "phantoms",
-            "--grid",
-            "16,32,32",
-            "--patch",
-            "4,16,16",
-            "--hidden",
-            "32",
-            "--layers",
-            "1",
-            "--text-layers",
-            "1",
-            "--steps",
-            "12",
-            "--batch-size",
-            "4",
-            "--seed",
-            "3",
-        ])
+        let mut a = strings(&["pretrain", "--out", out]);
+        a.extend(strings(&common::TINY_PRETRAIN));
+        let steps = a.iter().position(|f| f == "--steps").unwrap() + 1;
+        a[steps] = "12".into();
+        a
     };
     // pretrain.json records the time taken, and the curves plot is drawn from the log.
     let stable = |p: &Path| !matches!(p.to_str(), Some("pretrain.json" | "pretrain_curves.png"));

@@ -11,26 +11,7 @@ use adfit::model::vit3d::PosEmbedPolicy;
 use adfit::train::pretrain::{held_out_accuracy, PretrainConfig};
 use burn::backend::Flex;
 
-const TINY: [&str; 18] = [
-    "--corpus",
-    "phantoms",
-    "--grid",
-    "16,32,32",
-    "--patch",
-    "4,16,16",
-    "--hidden",
-    "32",
-    "--layers",
-    "1",
-    "--text-layers",
-    "1",
-    "--steps",
-    "4",
-    "--batch-size",
-    "4",
-    "--seed",
-    "3",
-];
+use common::TINY_PRETRAIN as TINY;
 
 fn pretrain(d: &Path, out: &str) -> String {
     let mut args = vec!["pretrain", "--out", out];

@@ -112,3 +112,25 @@ pub fn setup_with(d: &Path, seed: &str, synth_flags: &[&str]) {
     );
     ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
 }
+
+/// `adfit pretrain` flags for a tiny phantom backbone in seconds (4 steps).
+pub const TINY_PRETRAIN: [&str; 18] = [
+    "--corpus",
+    "phantoms",
+    "--grid",
+    "16,32,32",
+    "--patch",
+    "4,16,16",
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--text-layers",
+    "1",
+    "--steps",
+    "4",
+    "--batch-size",
+    "4",
+    "--seed",
+    "3",
+];
