@@ -91,6 +91,13 @@ pub fn check(path: &Path, what: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// The length of the file at `path`, refused when it is larger than the cap.
+pub fn check_file(path: &Path, what: &str) -> Result<u64> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    check(path, what, len)?;
+    Ok(len)
+}
+
 /// A zero-filled vector of `n` elements, or an error naming `path` when it cannot be allocated.
 pub fn try_zeroed<T: Clone + Default>(n: usize, path: &Path) -> Result<Vec<T>> {
     let mut v = Vec::new();
@@ -147,9 +154,8 @@ fn grow(buf: &mut Vec<u8>, extra: usize, path: &Path) -> Result<()> {
 
 /// A whole file, refused when it is larger than the cap (checked before reading).
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    check_file(path, "a file")?;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    check(path, "a file", len)?;
     read_bounded(&mut f, u64::MAX, path, "a file")
 }
 

@@ -133,19 +133,9 @@ fn a_killed_preprocess_leaves_whole_files_and_reruns_to_the_same_cache() {
     let d = tmp.path();
     setup(d, "21");
     let args = |out: &str| {
-        strings(&[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            out,
-            "--shape",
-            "24,40,40",
-            "--threads",
-            "1",
-        ])
+        let mut a = strings(&common::preprocess_args(out, "24,40,40"));
+        a.extend(strings(&["--threads", "1"]));
+        a
     };
     kill_and_rerun(d, &args, &[], &|_| true, &|_| false);
 }
@@ -265,17 +255,7 @@ fn a_second_writer_of_an_output_folder_is_refused_and_a_dead_one_does_not_block(
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d, "24");
-    let args = [
-        "preprocess",
-        "--scans",
-        "demo/adni/scans.csv",
-        "--table",
-        "demo/adni/ADNIMERGE.csv",
-        "--out",
-        "busy",
-        "--shape",
-        "16,32,32",
-    ];
+    let args = common::preprocess_args("busy", "16,32,32");
     // Another process (this test) holds the folder: adfit refuses and says so.
     let held = adfit::lock::OutputLock::acquire(&d.join("busy")).unwrap();
     let err = fails(d, &args);

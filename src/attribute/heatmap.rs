@@ -18,6 +18,7 @@ use burn::tensor::DType;
 use crate::data::resample::resize;
 use crate::data::volume::{identity, Volume};
 use crate::error::Result;
+use crate::model::adapt::{adapted_attn_out, adapted_mlp, adapted_qkv};
 use crate::model::attention::{attention, merge_heads};
 use crate::model::heads::l2norm;
 use crate::model::method::AdClip;
@@ -46,29 +47,15 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
     let heads = block.attn.heads;
     let hd = d / heads;
     // The block as `BlockAdaptation::forward` runs it (LoRA updates, adapters) when adapted.
-    let lora = |l: &burn::nn::Linear<B>, u: Option<&crate::model::adapt::Lora<B>>, h: Tensor<B, 3>| match u {
-        Some(u) => l.forward(h.clone()) + u.delta(h),
-        None => l.forward(h),
-    };
-    let qkv = lora(&block.attn.qkv, ad.and_then(|a| a.qkv.as_ref()), block.norm1.forward(x_in.clone()))
+    let qkv = adapted_qkv(block, ad, block.norm1.forward(x_in.clone()))
         .reshape([s, n, 3, heads, hd])
         .permute([2, 0, 3, 1, 4]);
     let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([s, heads, n, hd]).detach();
     let (q, k, v) = (part(0), part(1), part(2));
     let o =
         merge_heads(attention(q.clone(), k.clone(), v.clone(), (hd as f64).powf(-0.5), None)).detach().require_grad();
-    let mut a = lora(&block.attn.out_proj, ad.and_then(|a| a.out_proj.as_ref()), o.clone());
-    if let Some(bn) = ad.and_then(|a| a.after_attn.as_ref()) {
-        a = bn.forward(a);
-    }
-    let y = x_in + a;
-    let h = block.norm2.forward(y.clone());
-    let h = lora(&block.mlp.linear1, ad.and_then(|a| a.mlp1.as_ref()), h);
-    let mut m = lora(&block.mlp.linear2, ad.and_then(|a| a.mlp2.as_ref()), burn::tensor::activation::gelu(h));
-    if let Some(bn) = ad.and_then(|a| a.after_mlp.as_ref()) {
-        m = bn.forward(m);
-    }
-    let y = y + m;
+    let y = x_in + adapted_attn_out(block, ad, o.clone());
+    let y = y.clone() + adapted_mlp(block, ad, block.norm2.forward(y));
     let last = to_dtype(vit.norm.forward(y), model.f_v.weight.val().dtype());
     let cls = last.narrow(1, 0, 1).reshape([s, d]);
     let image = l2norm(model.f_v.forward(cls));

@@ -139,10 +139,7 @@ pub fn run(a: PreprocessArgs, quiet: bool) -> anyhow::Result<()> {
                  (the index lists the others)",
                 summary.unmatched.len(),
                 summary.total(),
-                match a.allow_unmatched {
-                    Allowance::Count(n) => n.to_string(),
-                    Allowance::Percent(p) => format!("{p}%"),
-                },
+                a.allow_unmatched,
                 failures.display()
             );
         }

@@ -278,6 +278,16 @@ impl Allowance {
     }
 }
 
+impl std::fmt::Display for Allowance {
+    /// As `--allow-unmatched` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allowance::Count(n) => write!(f, "{n}"),
+            Allowance::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 impl PreprocessSummary {
     /// Scans in the scan list.
     pub fn total(&self) -> usize {

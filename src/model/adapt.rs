@@ -161,33 +161,59 @@ impl<B: Backend> BlockAdaptation<B> {
     /// `block` with this adaptation: pre-norm attention and MLP as [`Block::forward`], each
     /// linear map plus its LoRA update, each branch through its adapter before the residual.
     pub fn forward(&self, block: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let with = |l: &Linear<B>, lora: &Option<Lora<B>>, h: Tensor<B, 3>| match lora {
-            Some(u) => l.forward(h.clone()) + u.delta(h),
-            None => l.forward(h),
-        };
+        let ad = Some(self);
         let h = block.norm1.forward(x.clone());
         let [b, n, d] = h.dims();
         let heads = block.attn.heads;
         let hd = d / heads;
-        let qkv = with(&block.attn.qkv, &self.qkv, h).reshape([b, n, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
+        let qkv = adapted_qkv(block, ad, h).reshape([b, n, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, heads, n, hd]);
         let o = merge_heads(attention(part(0), part(1), part(2), (hd as f64).powf(-0.5), None));
-        let mut a = with(&block.attn.out_proj, &self.out_proj, o);
-        if let Some(ad) = &self.after_attn {
-            a = ad.forward(a);
-        }
-        let x = x + a;
+        let x = x + adapted_attn_out(block, ad, o);
         let h = block.norm2.forward(x.clone());
-        let mut m = with(&block.mlp.linear2, &self.mlp2, gelu(with(&block.mlp.linear1, &self.mlp1, h)));
-        if let Some(ad) = &self.after_mlp {
-            m = ad.forward(m);
-        }
-        x + m
+        x + adapted_mlp(block, ad, h)
     }
 
     /// Whether anything here cannot merge into the frozen weights (an adapter).
     pub fn has_adapters(&self) -> bool {
         self.after_attn.is_some() || self.after_mlp.is_some()
+    }
+}
+
+/// `l(h)`, plus the LoRA update when there is one.
+fn with_lora<B: Backend>(l: &Linear<B>, lora: Option<&Lora<B>>, h: Tensor<B, 3>) -> Tensor<B, 3> {
+    match lora {
+        Some(u) => l.forward(h.clone()) + u.delta(h),
+        None => l.forward(h),
+    }
+}
+
+/// The block's `qkv` map of the normed input `h`, adapted by `ad` (the pieces of
+/// [`BlockAdaptation::forward`], also used by Grad-ECLIP, which needs the attention between them).
+pub fn adapted_qkv<B: Backend>(block: &Block<B>, ad: Option<&BlockAdaptation<B>>, h: Tensor<B, 3>) -> Tensor<B, 3> {
+    with_lora(&block.attn.qkv, ad.and_then(|a| a.qkv.as_ref()), h)
+}
+
+/// The attention branch after the heads are merged (`o`): `out_proj`, then the adapter.
+pub fn adapted_attn_out<B: Backend>(
+    block: &Block<B>,
+    ad: Option<&BlockAdaptation<B>>,
+    o: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let a = with_lora(&block.attn.out_proj, ad.and_then(|a| a.out_proj.as_ref()), o);
+    match ad.and_then(|a| a.after_attn.as_ref()) {
+        Some(bn) => bn.forward(a),
+        None => a,
+    }
+}
+
+/// The MLP branch of the normed input `h`: both maps with their LoRA updates, then the adapter.
+pub fn adapted_mlp<B: Backend>(block: &Block<B>, ad: Option<&BlockAdaptation<B>>, h: Tensor<B, 3>) -> Tensor<B, 3> {
+    let h = with_lora(&block.mlp.linear1, ad.and_then(|a| a.mlp1.as_ref()), h);
+    let m = with_lora(&block.mlp.linear2, ad.and_then(|a| a.mlp2.as_ref()), gelu(h));
+    match ad.and_then(|a| a.after_mlp.as_ref()) {
+        Some(bn) => bn.forward(m),
+        None => m,
     }
 }
 

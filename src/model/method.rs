@@ -96,7 +96,7 @@ impl<B: Backend> burn::module::ModuleVisitor<B> for Materialise {
 
 #[derive(Module, Debug)]
 pub struct AdClip<B: Backend> {
-    /// Frozen (only its CLS token may train).
+    /// Frozen, except its CLS token (`train_cls`) or its whole ViT (`full_vit`).
     pub backbone: ClipBackbone<B>,
     pub visual_prompts: Option<VisualPrompts<B>>,
     /// One per ViT block with LoRA or adapters on; empty otherwise.

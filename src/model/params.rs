@@ -39,10 +39,10 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
 /// Trainable total and frozen backbone size.
 pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
     let trainable: usize = parameter_groups(m).iter().map(|g| g.params).sum();
-    let cls = match (m.full_vit, m.train_cls) {
+    let trained_in_backbone = match (m.full_vit, m.train_cls) {
         (true, _) => m.backbone.vit.num_params(),
         (false, true) => m.backbone.vit.cls_token.num_params(),
         _ => 0,
     };
-    (trainable, m.backbone.num_params() - cls)
+    (trainable, m.backbone.num_params() - trained_in_backbone)
 }

@@ -55,8 +55,7 @@ impl TextTokenizer {
             Tokenizer::from_bytes(crate::limits::read_file(path)?).map_err(|e| err(e.to_string()))?
         } else {
             // The vocabulary is read whole by the tokenizers crate: bound it first.
-            let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-            crate::limits::check(path, "a vocabulary", len)?;
+            crate::limits::check_file(path, "a vocabulary")?;
             let file = path.to_str().ok_or_else(|| err("path is not UTF-8".into()))?;
             let wp = WordPiece::from_file(file).unk_token("[UNK]".into()).build().map_err(|e| err(e.to_string()))?;
             let mut t = Tokenizer::new(wp);

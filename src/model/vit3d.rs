@@ -231,13 +231,7 @@ impl<B: Backend> Vit3d<B> {
             let [i, o] = l.weight.dims();
             store.linear(&name, i, o, l.bias.is_some())
         };
-        let ln = |l: &LayerNorm<B>, name: String| {
-            let mut l = l.clone();
-            let d = l.gamma.dims()[0];
-            l.gamma = store.param(&format!("{name}.weight"), [d]);
-            l.beta = Some(store.param(&format!("{name}.bias"), [d]));
-            l
-        };
+        let ln = |l: &LayerNorm<B>, name: String| store.fill_layer_norm(l.clone(), &name);
         self.patch_embed = linear(&self.patch_embed, p("patch_embedding.patch_embeddings.1"));
         self.pos_embed = store.param(&p("patch_embedding.position_embeddings"), self.pos_embed.dims());
         self.cls_token = store.param(&p("cls_token"), self.cls_token.dims());

@@ -72,8 +72,7 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<std::collections::HashMa
 /// dtype including bfloat16, as M3D-CLIP's `pretrained_ViT.bin`) as f32.
 pub fn read_pytorch(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     let err = |reason: String| Error::Weights { path: path.into(), reason };
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    crate::limits::check(path, "a checkpoint", len)?;
+    crate::limits::check_file(path, "a checkpoint")?;
     let reader =
         burn_store::pytorch::PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch file: {e}")))?;
     let mut out = BTreeMap::new();
@@ -262,7 +261,12 @@ impl<B: Backend> WeightStore<B> {
 
     /// A LayerNorm from `{prefix}.weight` / `{prefix}.bias` (HF's `gamma`/`beta` spelling too).
     pub fn layer_norm(&self, prefix: &str, d: usize, eps: f64) -> LayerNorm<B> {
-        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(&self.device);
+        self.fill_layer_norm(LayerNormConfig::new(d).with_epsilon(eps).init(&self.device), prefix)
+    }
+
+    /// `ln` (its width and epsilon kept) with its weight and bias from `{prefix}.*`.
+    pub fn fill_layer_norm(&self, mut ln: LayerNorm<B>, prefix: &str) -> LayerNorm<B> {
+        let d = ln.gamma.dims()[0];
         let (w, b) = if self.contains(&format!("{prefix}.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
         ln.gamma = self.param(&format!("{prefix}.{w}"), [d]);
         ln.beta = Some(self.param(&format!("{prefix}.{b}"), [d]));

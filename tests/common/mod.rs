@@ -96,20 +96,7 @@ pub fn setup(d: &Path, seed: &str) {
 pub fn setup_with(d: &Path, seed: &str, synth_flags: &[&str]) {
     tiny_backbone(&d.join("backbone"));
     ok(d, &[&["synth", "--out", "demo", "--preset", "tiny", "--seed", seed][..], synth_flags].concat());
-    ok(
-        d,
-        &[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            "cache",
-            "--shape",
-            "16,32,32",
-        ],
-    );
+    ok(d, &preprocess_args("cache", "16,32,32"));
     ok(d, &["split", "--index", "cache/index.csv", "--out", "split.csv", "--folds", "3", "--seed", "1"]);
 }
 
@@ -134,3 +121,18 @@ pub const TINY_PRETRAIN: [&str; 18] = [
     "--seed",
     "3",
 ];
+
+/// `adfit preprocess` of the synthetic ADNI-like cohort of [`setup`] into `out` at `shape`.
+pub fn preprocess_args<'a>(out: &'a str, shape: &'a str) -> Vec<&'a str> {
+    vec![
+        "preprocess",
+        "--scans",
+        "demo/adni/scans.csv",
+        "--table",
+        "demo/adni/ADNIMERGE.csv",
+        "--out",
+        out,
+        "--shape",
+        shape,
+    ]
+}
