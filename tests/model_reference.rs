@@ -1,11 +1,12 @@
 //! The model against its references: MONAI's ViT, HF's BertModel and the method's PyTorch
 //! contract, on the small random models `scripts/generate_reference.py` writes
-//! (`tests/fixtures/model/`). Outputs within 1e-4 max abs error; gradients within 1e-3 relative
-//! (max |g − ref| / max |ref|).
+//! (`tests/fixtures/model/`), and LoRA (through peft) and bottleneck adapters on that ViT.
+//! Outputs within 1e-4 max abs error; gradients within 1e-3 relative (max |g − ref| / max |ref|).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use adfit::model::adapt::{merge_lora, BlockAdaptation, Bottleneck, Lora};
 use adfit::model::bert::{pool, Bert, BertConfig, Pooling};
 use adfit::model::clip::ClipBackbone;
 use adfit::model::cross_attention::CrossAttentionKind;
@@ -15,6 +16,8 @@ use adfit::model::prompts::prompted_vision;
 use adfit::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
 use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
 use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -253,7 +256,7 @@ fn method_gradients_match_autograd() {
     let loss = m.loss(&img, w, tensor(&f["input.mmse_target"]), tensor(&f["input.mmse_mask"]), 0.5);
     assert_close(loss.total.clone().inner(), &f["out.multihead.loss"], "loss");
     let grads = loss.total.backward();
-    let g = |p: &burn::module::Param<Tensor<AD, 3>>| p.grad(&grads).expect("gradient");
+    let g = |p: &Param<Tensor<AD, 3>>| p.grad(&grads).expect("gradient");
     assert_grad_close(g(&m.visual_prompts.as_ref().unwrap().prompts), &f["grad.visual_prompts"], "visual prompts");
     assert_grad_close(g(m.mmse_token.as_ref().unwrap()), &f["grad.mmse_token"], "mmse token");
     assert_grad_close(g(&m.backbone.vit.cls_token), &f["grad.cls_token"], "cls token");
@@ -263,7 +266,7 @@ fn method_gradients_match_autograd() {
     assert_grad_close(scale, &f["grad.scale"], "scale");
     // Every other trainable tensor, under the fixture's (PyTorch's) names and layouts (torch
     // stores Linear weights [out, in]; Burn [in, out]).
-    let linear = |l: &burn::nn::Linear<AD>, name: &str| {
+    let linear = |l: &Linear<AD>, name: &str| {
         let w = l.weight.grad(&grads).unwrap().transpose();
         assert_grad_close(w, &f[&format!("grad.{name}.weight")], &format!("{name} weight"));
         let b = l.bias.as_ref().expect("bias").grad(&grads).unwrap();
@@ -381,4 +384,142 @@ fn trainable_tensors_round_trip_through_safetensors() {
     store.finish().unwrap();
     let x: Tensor<B, 5> = tensor(&f["input.volume"]);
     assert_close(again.encode_image(x).v, &f["out.v"], "v after the round trip");
+}
+
+// ---- fixture 6: LoRA (peft) and adapters on fixture 1's ViT -------------------------------------
+
+/// `[out, in]` (torch) as Burn's `[in, out]`.
+fn transposed<Bk: Backend>(t: &RawTensor) -> Tensor<Bk, 2> {
+    tensor::<Bk, 2>(t).transpose()
+}
+
+/// The fixture's LoRA (peft keys, torch layout) as adfit's block adaptations.
+fn lora_adaptation<Bk: Backend>(f: &BTreeMap<String, RawTensor>) -> Vec<BlockAdaptation<Bk>> {
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("adapt.json")).unwrap()).unwrap();
+    let rank = info["config"]["lora_rank"].as_u64().unwrap() as usize;
+    let alpha = info["config"]["lora_alpha"].as_f64().unwrap();
+    let lora = |module: &str| {
+        let a = transposed::<Bk>(&f[&format!("lora.{module}.lora_A.default.weight")]);
+        let b = transposed::<Bk>(&f[&format!("lora.{module}.lora_B.default.weight")]);
+        assert_eq!(a.dims()[1], rank);
+        Some(Lora { a: Param::from_tensor(a), b: Param::from_tensor(b), scale: alpha / rank as f64 })
+    };
+    (0..2)
+        .map(|l| BlockAdaptation {
+            qkv: lora(&format!("blocks.{l}.attn.qkv")),
+            out_proj: lora(&format!("blocks.{l}.attn.out_proj")),
+            mlp1: lora(&format!("blocks.{l}.mlp.linear1")),
+            mlp2: lora(&format!("blocks.{l}.mlp.linear2")),
+            after_attn: None,
+            after_mlp: None,
+        })
+        .collect()
+}
+
+/// The fixture's bottleneck adapters as adfit's block adaptations.
+fn adapter_adaptation<Bk: Backend>(f: &BTreeMap<String, RawTensor>) -> Vec<BlockAdaptation<Bk>> {
+    let linear = |name: String| Linear {
+        weight: Param::from_tensor(transposed::<Bk>(&f[&format!("{name}.weight")])),
+        bias: Some(Param::from_tensor(tensor::<Bk, 1>(&f[&format!("{name}.bias")]))),
+    };
+    let bottleneck = |site: String| {
+        Some(Bottleneck { down: linear(format!("adapter.{site}.down")), up: linear(format!("adapter.{site}.up")) })
+    };
+    (0..2)
+        .map(|l| BlockAdaptation {
+            qkv: None,
+            out_proj: None,
+            mlp1: None,
+            mlp2: None,
+            after_attn: bottleneck(format!("blocks.{l}.after_attn")),
+            after_mlp: bottleneck(format!("blocks.{l}.after_mlp")),
+        })
+        .collect()
+}
+
+fn adapted_forward<Bk: Backend>(
+    vit: &Vit3d<Bk>,
+    adaptation: &[BlockAdaptation<Bk>],
+    f: &BTreeMap<String, RawTensor>,
+    prefix: &str,
+) -> Tensor<Bk, 3> {
+    let (last, hidden) = prompted_vision(vit, tensor(&f["input.volume"]), None, None, adaptation, true);
+    assert_eq!(hidden.len(), 3);
+    for (l, h) in hidden.into_iter().enumerate() {
+        assert_close(h, &f[&format!("{prefix}.out.hidden_states.{l}")], &format!("{prefix} hidden state {l}"));
+    }
+    assert_close(last.clone(), &f[&format!("{prefix}.out.last")], &format!("{prefix} last"));
+    last
+}
+
+fn adapt_fixture() -> BTreeMap<String, RawTensor> {
+    let mut f = load("adapt.safetensors");
+    f.insert("input.volume".into(), load("vit.safetensors")["input.volume"].clone());
+    f
+}
+
+#[test]
+fn lora_vit_matches_peft_and_merges_like_peft() {
+    let f = adapt_fixture();
+    let mut vit = load_vit::<B>();
+    let mut adaptation = lora_adaptation::<B>(&f);
+    adapted_forward(&vit, &adaptation, &f, "lora");
+    merge_lora(&mut vit.blocks, &mut adaptation);
+    assert!(adaptation.iter().all(|a| a.qkv.is_none() && a.mlp2.is_none()));
+    let (merged, _) = vit.forward(tensor(&f["input.volume"]), false);
+    assert_close(merged, &f["lora.out.merged_last"], "merged LoRA (peft merge)");
+}
+
+#[test]
+fn adapter_vit_matches_the_pytorch_reference() {
+    let f = adapt_fixture();
+    adapted_forward(&load_vit::<B>(), &adapter_adaptation::<B>(&f), &f, "adapter");
+}
+
+#[test]
+fn lora_and_adapter_gradients_match_autograd() {
+    let f = adapt_fixture();
+    let vit = load_vit::<AD>().no_grad(); // frozen, as AdClip holds it
+    let probe: Tensor<AD, 3> = tensor(&f["input.probe"]);
+    let loss_of = |adaptation: &[BlockAdaptation<AD>], prefix: &str| {
+        let last = adapted_forward(&vit, adaptation, &f, prefix);
+        let loss = (last * probe.clone()).sum();
+        // A sum over 1,664 products of order 1: compared relative to its size.
+        let (got, want) = (loss.clone().into_scalar().elem::<f32>(), f[&format!("{prefix}.out.loss")].data[0]);
+        assert!((got - want).abs() <= 1e-5 * want.abs(), "{prefix} loss {got}, PyTorch {want}");
+        loss.backward()
+    };
+    let lora = lora_adaptation::<AD>(&f);
+    let grads = loss_of(&lora, "lora");
+    for (l, ad) in lora.iter().enumerate() {
+        for (u, module) in [
+            (&ad.qkv, "attn.qkv"),
+            (&ad.out_proj, "attn.out_proj"),
+            (&ad.mlp1, "mlp.linear1"),
+            (&ad.mlp2, "mlp.linear2"),
+        ] {
+            let u = u.as_ref().unwrap();
+            let name = format!("blocks.{l}.{module}");
+            let ga = u.a.grad(&grads).unwrap().transpose();
+            assert_grad_close(ga, &f[&format!("lora.grad.{name}.lora_A.default.weight")], &format!("{name} A"));
+            let gb = u.b.grad(&grads).unwrap().transpose();
+            assert_grad_close(gb, &f[&format!("lora.grad.{name}.lora_B.default.weight")], &format!("{name} B"));
+        }
+    }
+    assert!(vit.blocks[0].attn.qkv.weight.grad(&grads).is_none(), "a frozen weight has no gradient");
+    let adapters = adapter_adaptation::<AD>(&f);
+    let grads = loss_of(&adapters, "adapter");
+    for (l, ad) in adapters.iter().enumerate() {
+        for (bn, site) in [(&ad.after_attn, "after_attn"), (&ad.after_mlp, "after_mlp")] {
+            let bn = bn.as_ref().unwrap();
+            for (lin, part) in [(&bn.down, "down"), (&bn.up, "up")] {
+                let name = format!("blocks.{l}.{site}.{part}");
+                let gw = lin.weight.grad(&grads).unwrap().transpose();
+                assert_grad_close(gw, &f[&format!("adapter.grad.{name}.weight")], &format!("{name} weight"));
+                let gb = lin.bias.as_ref().unwrap().grad(&grads).unwrap();
+                assert_grad_close(gb, &f[&format!("adapter.grad.{name}.bias")], &format!("{name} bias"));
+            }
+        }
+    }
 }
