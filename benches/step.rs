@@ -24,7 +24,14 @@ fn single(name: &str, repeat: usize, tokens: usize) {
     let batch = std::env::var("ADFIT_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(shape.default_batch());
     let t = dispatch(
         DeviceSpec::Cpu,
-        StepBench { shape, batch, tokens, repeat: repeat.max(1), precision: Default::default() },
+        StepBench {
+            shape,
+            batch,
+            tokens,
+            repeat: repeat.max(1),
+            precision: Default::default(),
+            adaptation: Default::default(),
+        },
     )
     .expect("step bench");
     println!(

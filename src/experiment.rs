@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::eval::job::{evaluate, EvalJob, EvalMetrics, EvalModel};
 use crate::eval::metrics::Scored;
 use crate::model::cross_attention::CrossAttentionKind;
-use crate::run_folder::{self, TestMetrics};
+use crate::run_folder::{self, TestMetrics, TrainSpeed};
 use crate::settings::RunSettings;
 use crate::train::finetune::{FinetuneJob, RunPaths};
 
@@ -38,6 +38,9 @@ pub enum Variant {
     Adapter,
     /// The paper's full fine-tuning: every ViT weight trains, no visual prompts.
     FullFinetune,
+    /// The paper's table 2: M3D-LaMed's spatial-pooling perceiver over the patch tokens, with
+    /// LoRA on the blocks, no visual prompts.
+    PerceiverLora,
 }
 
 impl Variant {
@@ -68,6 +71,10 @@ impl Variant {
             Variant::FullFinetune => {
                 s.visual_prompts = 0;
                 s.adaptation.kind = crate::model::adapt::AdaptKind::Full;
+            }
+            Variant::PerceiverLora => {
+                s.visual_prompts = 0;
+                s.adaptation.kind = crate::model::adapt::AdaptKind::PerceiverLora;
             }
         }
         s
@@ -204,6 +211,8 @@ pub fn paired(outcomes: &[Outcome], a: &str, b: &str, level: Level, metric: &str
 #[derive(Debug, Clone)]
 pub struct ExperimentResult {
     pub outcomes: Vec<Outcome>,
+    /// Each variant's runs' parameter counts and training speed (runs that recorded it).
+    pub speeds: Vec<(Variant, TrainSpeed)>,
     pub markdown: String,
     pub csv: String,
 }
@@ -221,11 +230,15 @@ impl Experiment {
     pub fn run(&self) -> Result<ExperimentResult> {
         let _lock = crate::lock::OutputLock::acquire(&self.out)?;
         let mut outcomes = Vec::new();
+        let mut speeds = Vec::new();
         for &variant in &self.variants {
             for &(fold, seed) in &self.runs {
                 let dir = self.out.join("runs").join(variant.name()).join(format!("fold{fold}-seed{seed}"));
                 let settings = RunSettings { seed, ..variant.apply(self.base.clone()) };
                 let test = self.finetune_once(fold, &dir, settings)?;
+                if let Some(speed) = TrainSpeed::read(&dir)? {
+                    speeds.push((variant, speed));
+                }
                 outcomes.push(Outcome::of_run(&format!("ablation/{}", variant.name()), (fold, seed), &test));
                 if variant == Variant::Full {
                     outcomes.push(Outcome::of_run("fine-tuned", (fold, seed), &test));
@@ -241,11 +254,11 @@ impl Experiment {
                 outcomes.push(Outcome::of_run(&format!("train-size/{n}"), (fold, seed), &test));
             }
         }
-        let (markdown, csv) = self.tables(&outcomes);
+        let (markdown, csv) = self.tables(&outcomes, &speeds);
         let prefix = self.out.join("results");
         crate::util::write_bytes_atomic(&prefix.with_extension("csv"), csv.as_bytes())?;
         crate::util::write_bytes_atomic(&prefix.with_extension("md"), markdown.as_bytes())?;
-        Ok(ExperimentResult { outcomes, markdown, csv })
+        Ok(ExperimentResult { outcomes, speeds, markdown, csv })
     }
 
     /// The zero-shot backbone and the oracle on the run's test subjects, and all three models
@@ -333,7 +346,7 @@ impl Experiment {
         Ok(report.metrics)
     }
 
-    fn tables(&self, outcomes: &[Outcome]) -> (String, String) {
+    fn tables(&self, outcomes: &[Outcome], speeds: &[(Variant, TrainSpeed)]) -> (String, String) {
         let header = "| n | balanced accuracy | accuracy | AUC | MMSE MAE |\n|---|---|---|---|---|---|\n";
         let mut csv = String::from("model,metric,mean,std,n_runs\n");
         let mut md = format!(
@@ -345,6 +358,7 @@ impl Experiment {
             self.runs
         );
         let full = self.variants.contains(&Variant::Full);
+        let mut speed_csv = String::new();
         for level in [Level::Scan, Level::Subject] {
             let (title, prefix) = match level {
                 Level::Scan => ("scan level", ""),
@@ -371,9 +385,20 @@ impl Experiment {
                 }
             }
             if self.variants.len() > 1 || !full {
-                md.push_str(&format!("## Ablations (the paper's table 3; {title})\n\n| variant {header}"));
+                md.push_str(&format!(
+                    "## Variants (ablations: the paper's table 3; other adaptations: tables 2 and 4; {title})\n\n\
+                     | variant | n | balanced accuracy | accuracy | AUC | MMSE MAE | trainable | training scans/s |\n\
+                     |---|---|---|---|---|---|---|---|\n"
+                ));
                 for v in &self.variants {
-                    row(&v.name(), &format!("ablation/{}", v.name()), &mut md);
+                    let name = format!("ablation/{}", v.name());
+                    let cells =
+                        speed_cells(*v, speeds, (level == Level::Scan).then_some((name.as_str(), &mut speed_csv)));
+                    let mut line = String::new();
+                    row(&v.name(), &name, &mut line);
+                    if let Some(body) = line.strip_suffix(" |\n") {
+                        md.push_str(&format!("{body} | {cells} |\n"));
+                    }
                 }
                 md.push('\n');
             }
@@ -387,6 +412,7 @@ impl Experiment {
                 md.push('\n');
             }
         }
+        csv.push_str(&speed_csv);
         let mut pairs: Vec<(String, String, String)> = Vec::new();
         if full {
             pairs.push(("fine-tuned − zero-shot".into(), "fine-tuned".into(), "zero-shot".into()));
@@ -426,10 +452,37 @@ impl Experiment {
              regression on the backbone's frozen [CLS] features (penalty by cross-validation), and oracle: \
              logistic and ridge regression on the table's six volumes plus age, both fitted on each run's \
              training scans. \
-             class-prompts and backbone-projections are adfit's additions, not the paper's.\n",
+             class-prompts and backbone-projections are adfit's additions, not the paper's. \
+             trainable: parameters the variant trains (the frozen backbone excluded); training scans/s: \
+             each run's median epoch (training pass only, this machine, runs one after another), \
+             mean ± std over runs.\n",
         );
         (md, csv)
     }
+}
+
+/// The trainable-parameter and speed cells of `variant`'s row, and (given `csv`) their CSV lines
+/// `ablation/<variant>,trainable_params|scans_per_second,mean,std,n_runs`.
+fn speed_cells(variant: Variant, speeds: &[(Variant, TrainSpeed)], csv: Option<(&str, &mut String)>) -> String {
+    let runs: Vec<&TrainSpeed> = speeds.iter().filter(|(v, _)| *v == variant).map(|(_, s)| s).collect();
+    let params: Vec<f64> = runs.iter().map(|s| s.trainable_params as f64).collect();
+    let rates: Vec<f64> = runs.iter().filter_map(|s| s.median_scans_per_second()).collect();
+    if let Some((name, csv)) = csv {
+        for (metric, v) in [("trainable_params", &params), ("scans_per_second", &rates)] {
+            if !v.is_empty() {
+                let (mean, std) = mean_std(v);
+                csv.push_str(&format!("{name},{metric},{mean:.6},{std:.6},{}\n", v.len()));
+            }
+        }
+    }
+    let p = if params.is_empty() { "-".to_string() } else { crate::model::params::millions(mean_std(&params).0) };
+    let r = if rates.is_empty() {
+        "-".to_string()
+    } else {
+        let (mean, std) = mean_std(&rates);
+        format!("{mean:.1} ± {std:.1}")
+    };
+    format!("{p} | {r}")
 }
 
 /// One Markdown row and the CSV lines (under `csv_name`) of `model` over its runs at `level`.

@@ -11,6 +11,8 @@
 //! - `test_metrics.json`: [`TestMetrics`] of the best checkpoint on the fold's test subjects;
 //!   `test_predictions.csv`: its prediction for every test scan.
 //! - `metrics.csv`, `metrics.jsonl`, `curves.png`, `confusion.png`: for people and pandas.
+//! - `speed.json`: [`TrainSpeed`], the trainable and frozen parameter counts and each epoch's
+//!   training throughput (machine-dependent, so kept out of `metrics.csv`).
 //! - `checkpoint-N/` and `checkpoint.json`: the resumable state (`train::checkpoint`).
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +37,7 @@ pub const BEST: &str = "best.safetensors";
 pub const TRAIN_LIST: &str = "train.csv";
 pub const TEST_METRICS: &str = "test_metrics.json";
 pub const TEST_PREDICTIONS: &str = "test_predictions.csv";
+pub const SPEED: &str = "speed.json";
 
 /// Prefix of the trainable tensors' names in `best.safetensors` and checkpoints.
 pub const PREFIX: &str = "adfit.";
@@ -125,6 +128,50 @@ impl TestMetrics {
 
     pub fn write(&self, run: &Path) -> Result<()> {
         write_json(&run.join(TEST_METRICS), self)
+    }
+}
+
+/// `speed.json`: what the run trains and how fast its epochs went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSpeed {
+    pub trainable_params: usize,
+    pub frozen_params: usize,
+    /// Every trained epoch, a resumed run's earlier ones included.
+    pub epochs: Vec<EpochSpeed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochSpeed {
+    pub epoch: u64,
+    /// Wall-clock seconds of the epoch's training pass (validation excluded).
+    pub seconds: f64,
+    pub scans: usize,
+    pub scans_per_second: f64,
+}
+
+impl TrainSpeed {
+    /// The run's speed so far, or `None` for a run without it (made before it was recorded).
+    pub fn read(run: &Path) -> Result<Option<Self>> {
+        let path = run.join(SPEED);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    pub fn write(&self, run: &Path) -> Result<()> {
+        write_json(&run.join(SPEED), self)
+    }
+
+    /// The median epoch's scans per second (robust to a first epoch slowed by warm-up).
+    pub fn median_scans_per_second(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.epochs.iter().map(|e| e.scans_per_second).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
     }
 }
 

@@ -72,8 +72,9 @@ pub struct RunSettings {
     pub pos_embed: PosEmbedPolicy,
     /// Element type of the frozen ViT and BERT (the trainable parts stay f32).
     pub precision: Precision,
-    /// LoRA or bottleneck adapters in the ViT's blocks (`kind`: none, lora, adapter), with
-    /// `lora_rank`, `lora_alpha`, `lora_mlp`, `adapter_reduction`.
+    /// How the ViT adapts beyond the prompts (`kind`: none, lora, adapter, full,
+    /// perceiver-lora), with `lora_rank`, `lora_alpha`, `lora_mlp`, `adapter_reduction`,
+    /// `perceiver_width`, `perceiver_depth`, `perceiver_pool`.
     pub adaptation: AdaptConfig,
 }
 
@@ -160,6 +161,12 @@ impl RunSettings {
         }
         if a.lora_rank == 0 || a.adapter_reduction == 0 {
             return Err(Error::config("adaptation", "lora_rank and adapter_reduction must be at least 1"));
+        }
+        if a.perceiver_width == 0 || a.perceiver_depth == 0 || a.perceiver_pool == 0 {
+            return Err(Error::config(
+                "adaptation",
+                "perceiver_width, perceiver_depth and perceiver_pool must be at least 1",
+            ));
         }
         if !positive(a.lora_alpha) {
             return Err(Error::config("adaptation.lora_alpha", format!("{} is not a positive number", a.lora_alpha)));

@@ -328,6 +328,49 @@ fn params_reports_trainable_groups() {
 }
 
 #[test]
+fn params_counts_the_perceiver_at_the_m3d_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = |extra: &[&str]| -> Value {
+        let mut args = vec!["params", "--json", "--visual-prompts", "0"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(dir.path(), &args)).unwrap()
+    };
+    let group = |v: &Value, name: &str| {
+        v["groups"].as_array().unwrap().iter().find(|g| g["group"] == name).unwrap()["params"].as_u64().unwrap()
+    };
+    let lora = count(&["--adaptation", "lora"]);
+    let perceiver = count(&["--adaptation", "perceiver-lora"]);
+    // M3D-LaMed's projector at width 768, depth 2: 768·768 + 768 twice.
+    assert_eq!(group(&perceiver, "spatial-pooling perceiver"), 2 * (768 * 768 + 768));
+    assert_eq!(group(&perceiver, "LoRA / adapters"), group(&lora, "LoRA / adapters"));
+    assert_eq!(perceiver["trainable"].as_u64().unwrap() - lora["trainable"].as_u64().unwrap(), 2 * (768 * 768 + 768));
+    // At Phi-3's width, as M3D-LaMed feeds its language model: 768·3072 + 3072 + 3072² + 3072.
+    let wide = count(&["--adaptation", "perceiver-lora", "--perceiver-width", "3072"]);
+    assert_eq!(group(&wide, "spatial-pooling perceiver"), 11_802_624);
+}
+
+#[test]
+fn bench_step_times_each_adaptation() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = |kind: &str| -> Value {
+        let out = ok(
+            dir.path(),
+            &["bench-step", "--shape", "phantom", "--batch", "2", "--repeat", "1", "--adaptation", kind],
+        );
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let method = step("none");
+    for kind in ["lora", "perceiver-lora", "full"] {
+        let v = step(kind);
+        assert_eq!(v["adaptation"], kind);
+        assert!(v["scans_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert_ne!(v["trainable_params"], method["trainable_params"], "{kind}");
+    }
+    let err = fails(dir.path(), &["bench-step", "--shape", "phantom", "--adaptation", "full", "--precision", "f16"]);
+    assert!(err.contains("fp32"), "{err}");
+}
+
+#[test]
 fn a_table_or_scan_list_without_rows_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();

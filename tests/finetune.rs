@@ -325,6 +325,16 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
     ] {
         assert!(csv.contains(line), "{line} missing from\n{csv}");
     }
+    // Each variant's parameter count and training speed, from its runs' speed.json.
+    assert!(out.contains("| trainable | training scans/s |"), "{out}");
+    let value = |name: &str| -> f64 {
+        let line = csv.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing from\n{csv}"));
+        line.split(',').nth(2).unwrap().parse().unwrap()
+    };
+    assert!(value("ablation/full,scans_per_second,") > 0.0);
+    // Without the [MMSE] token and its head the variant trains fewer parameters.
+    let (with, without) = (value("ablation/full,trainable_params,"), value("ablation/no-mmse,trainable_params,"));
+    assert!(without < with && with > 0.0, "{with} {without}");
     // The zero-shot backbone and the ablation without the MMSE token predict no MMSE.
     assert!(!csv.contains("zero-shot,mmse_mae") && !csv.contains("ablation/no-mmse,mmse_mae"), "{csv}");
     // Every model was scored on the same test scans.
@@ -386,11 +396,11 @@ fn a_run_config_file_sets_the_run_and_flags_override_it() {
 /// checkpoint resumes to the bit, and `eval` reads the run back (LoRA merged into the frozen
 /// weights for inference, a fully fine-tuned ViT from the run's own weights).
 #[test]
-fn lora_and_adapter_runs_resume_bit_identically_and_evaluate() {
+fn adapted_runs_resume_bit_identically_and_evaluate() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d, "6");
-    for kind in ["lora", "adapter", "full"] {
+    for kind in ["lora", "adapter", "full", "perceiver-lora"] {
         let args = |out: &str, epochs: &str| -> Vec<String> {
             [
                 "finetune",
@@ -433,8 +443,21 @@ fn lora_and_adapter_runs_resume_bit_identically_and_evaluate() {
             assert!(same, "{kind}: {file} differs after a resume");
         }
         let names = adfit::model::weights::read_safetensors(&d.join(&full).join("best.safetensors")).unwrap();
-        let own = if kind == "full" { "vit.blocks.0.attn.qkv" } else { "adapt.0." };
-        assert!(names.keys().any(|k| k.contains(own)), "{kind}: {:?}", names.keys());
+        let own: &[&str] = match kind {
+            "full" => &["vit.blocks.0.attn.qkv"],
+            "perceiver-lora" => &["adapt.0.qkv.a", "perceiver.0.weight", "perceiver.1.bias"],
+            _ => &["adapt.0."],
+        };
+        for own in own {
+            assert!(names.keys().any(|k| k.contains(own)), "{kind}: no {own} in {:?}", names.keys());
+        }
+        // speed.json: both epochs of the resumed run, and what it trains.
+        let speed = |run: &str| -> serde_json::Value { read_json(d.join(run).join("speed.json")) };
+        let (a, b) = (speed(&full), speed(&part));
+        assert_eq!(b["epochs"].as_array().map(Vec::len), Some(2), "{kind}: {b}");
+        assert_eq!(b["epochs"][1]["epoch"], 1, "{kind}: {b}");
+        assert_eq!(a["trainable_params"], b["trainable_params"], "{kind}");
+        assert!(a["epochs"][0]["scans_per_second"].as_f64().unwrap() > 0.0, "{kind}: {a}");
         assert!(!names.keys().any(|k| k.ends_with("visual_prompts")), "{kind}: prompts are off");
         let ev = format!("{kind}-eval");
         ok(

@@ -167,6 +167,16 @@ impl Job for Explain<'_> {
                 format!("run {} does not load on backbone {}: {e}", job.run.display(), job.backbone.display()),
             )
         })?;
+        if f.model.perceiver.is_some() {
+            return Err(Error::config(
+                "--run",
+                format!(
+                    "run {} pools its patch tokens through a spatial-pooling perceiver; Grad-ECLIP explains \
+                     the CLS token's embedding, so attribution is not available for this run",
+                    job.run.display()
+                ),
+            ));
+        }
         let same = |p: &Path| std::fs::canonicalize(p).ok();
         if same(&f.config.backbone) != same(&job.backbone) {
             tracing::warn!(

@@ -4,6 +4,7 @@
 use clap::Args;
 
 use super::DeviceArg;
+use crate::model::adapt::AdaptKind;
 use crate::model::precision::Precision;
 use crate::train::step_bench::{BenchShape, StepBench};
 
@@ -23,6 +24,10 @@ pub struct BenchStepArgs {
     /// Element type of the frozen towers.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
+    /// Time another adaptation in place of the visual prompts (the paper's comparison rows):
+    /// lora, adapter, perceiver-lora, full (needs fp32).
+    #[arg(long, value_enum, default_value_t = AdaptKind::None)]
+    pub adaptation: AdaptKind,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -34,6 +39,7 @@ pub fn run(a: BenchStepArgs) -> anyhow::Result<()> {
         tokens: a.tokens.max(2),
         repeat: a.repeat.max(1),
         precision: a.precision,
+        adaptation: a.adaptation,
     };
     let t = crate::backend::dispatch(a.device.device, job)?;
     let mut v = serde_json::to_value(&t)?;

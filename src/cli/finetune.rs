@@ -126,6 +126,8 @@ pub struct Overrides {
     /// Adapt the frozen ViT's blocks with LoRA (on qkv and out_proj) or bottleneck adapters
     /// (after attention and MLP), beside the visual prompts; the paper's LoRA and adapter rows
     /// replace the prompts (add --no-visual-prompts, or use `experiment --variants lora,adapter`).
+    /// `perceiver-lora` adds M3D-LaMed's spatial-pooling projector over the patch tokens to LoRA;
+    /// `full` trains every ViT weight.
     #[arg(long, value_enum, help_heading = "Adaptation")]
     pub adaptation: Option<crate::model::adapt::AdaptKind>,
     /// LoRA rank (default 8).
@@ -140,6 +142,15 @@ pub struct Overrides {
     /// Adapter bottleneck width = hidden / this (default 8).
     #[arg(long, help_heading = "Adaptation")]
     pub adapter_reduction: Option<usize>,
+    /// perceiver-lora: width of the spatial-pooling projector's MLP (default 768).
+    #[arg(long, help_heading = "Adaptation")]
+    pub perceiver_width: Option<usize>,
+    /// perceiver-lora: linear layers of that MLP (default 2, as M3D-LaMed).
+    #[arg(long, help_heading = "Adaptation")]
+    pub perceiver_depth: Option<usize>,
+    /// perceiver-lora: average-pool kernel and stride per grid axis (default 2, as M3D-LaMed).
+    #[arg(long, help_heading = "Adaptation")]
+    pub perceiver_pool: Option<usize>,
 }
 
 impl Overrides {
@@ -191,6 +202,9 @@ impl Overrides {
         a.lora_alpha = self.lora_alpha.unwrap_or(a.lora_alpha);
         a.lora_mlp |= self.lora_mlp;
         a.adapter_reduction = self.adapter_reduction.unwrap_or(a.adapter_reduction);
+        a.perceiver_width = self.perceiver_width.unwrap_or(a.perceiver_width);
+        a.perceiver_depth = self.perceiver_depth.unwrap_or(a.perceiver_depth);
+        a.perceiver_pool = self.perceiver_pool.unwrap_or(a.perceiver_pool);
         s
     }
 }

@@ -42,8 +42,8 @@ pub struct ParamsArgs {
     pub no_mmse: bool,
     #[arg(long, value_enum, default_value_t = CrossAttentionKind::MultiHead)]
     pub cross_attention: CrossAttentionKind,
-    /// LoRA or bottleneck adapters in the ViT's blocks (add --visual-prompts 0 for the paper's
-    /// LoRA and adapter rows, which replace the prompts).
+    /// LoRA or bottleneck adapters in the ViT's blocks, M3D's spatial-pooling perceiver + LoRA, or
+    /// full fine-tuning (add --visual-prompts 0 for the paper's rows, which replace the prompts).
     #[arg(long, value_enum, default_value_t = AdaptKind::None)]
     pub adaptation: AdaptKind,
     #[arg(long, default_value_t = 8)]
@@ -53,6 +53,12 @@ pub struct ParamsArgs {
     pub lora_mlp: bool,
     #[arg(long, default_value_t = 8)]
     pub adapter_reduction: usize,
+    /// perceiver-lora: the projector's width (768; M3D-LaMed uses its language model's, 3072
+    /// for Phi-3).
+    #[arg(long, default_value_t = 768)]
+    pub perceiver_width: usize,
+    #[arg(long, default_value_t = 2)]
+    pub perceiver_depth: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -91,6 +97,8 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
             lora_rank: a.lora_rank,
             lora_mlp: a.lora_mlp,
             adapter_reduction: a.adapter_reduction,
+            perceiver_width: a.perceiver_width,
+            perceiver_depth: a.perceiver_depth,
             ..AdaptConfig::default()
         },
         ..RunSettings::default()
@@ -108,7 +116,7 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
     for g in &groups {
         println!("{:<24} {:>12}", g.group, g.params);
     }
-    println!("{:<24} {:>12}  (+{:.2}M)", "total trainable", trainable, trainable as f64 / 1e6);
+    println!("{:<24} {:>12}  ({})", "total trainable", trainable, crate::model::params::millions(trainable as f64));
     println!("{:<24} {:>12}  ({:.1}M frozen)", "frozen backbone", frozen, frozen as f64 / 1e6);
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! - **Adapter**: `h + up(gelu(down(h)))` on the block's attention output and MLP output, before
 //!   each residual addition; `down` is `[dim, dim / reduction]`, `up` starts at zero.
 //! - **Full**: no new module; every ViT weight trains.
+//! - **Perceiver + LoRA**: LoRA as above, and M3D-LaMed's spatial-pooling projector
+//!   ([`super::perceiver`]) reads the patch tokens in place of the CLS token.
 
 use burn::module::{Initializer, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -32,11 +34,26 @@ pub struct AdaptConfig {
     pub lora_mlp: bool,
     /// Adapter bottleneck: `dim / reduction` hidden units.
     pub adapter_reduction: usize,
+    /// Spatial-pooling perceiver: output width of its MLP (M3D-LaMed: the language model's).
+    pub perceiver_width: usize,
+    /// Spatial-pooling perceiver: linear layers of its MLP (M3D-LaMed: 2).
+    pub perceiver_depth: usize,
+    /// Spatial-pooling perceiver: average-pool kernel and stride along each grid axis (M3D: 2).
+    pub perceiver_pool: usize,
 }
 
 impl Default for AdaptConfig {
     fn default() -> Self {
-        AdaptConfig { kind: AdaptKind::None, lora_rank: 8, lora_alpha: 16.0, lora_mlp: false, adapter_reduction: 8 }
+        AdaptConfig {
+            kind: AdaptKind::None,
+            lora_rank: 8,
+            lora_alpha: 16.0,
+            lora_mlp: false,
+            adapter_reduction: 8,
+            perceiver_width: 768,
+            perceiver_depth: 2,
+            perceiver_pool: 2,
+        }
     }
 }
 
@@ -52,6 +69,16 @@ pub enum AdaptKind {
     /// that is 88M more parameters, with their gradients and two AdamW moments (about 1 GB in
     /// f32 beyond the activations). Needs `precision: fp32`.
     Full,
+    /// The paper's "3D spatial-pooling perceiver + LoRA": LoRA on the blocks, and M3D-LaMed's
+    /// spatial-pooling projector over the patch tokens as the image feature.
+    PerceiverLora,
+}
+
+impl AdaptKind {
+    /// Whether the blocks get LoRA updates.
+    pub fn has_lora(self) -> bool {
+        matches!(self, AdaptKind::Lora | AdaptKind::PerceiverLora)
+    }
 }
 
 /// Sets `require_grad` on every float parameter of a module.
@@ -146,7 +173,7 @@ impl<B: Backend> BlockAdaptation<B> {
     /// The adaptation of `cfg` for a block of width `dim` and MLP width `mlp`.
     pub fn init(cfg: &AdaptConfig, dim: usize, mlp: usize, device: &B::Device) -> Self {
         let lora = |i, o| Lora::init(i, o, cfg.lora_rank, cfg.lora_alpha, device);
-        let is_lora = cfg.kind == AdaptKind::Lora;
+        let is_lora = cfg.kind.has_lora();
         let is_adapter = cfg.kind == AdaptKind::Adapter;
         BlockAdaptation {
             qkv: is_lora.then(|| lora(dim, 3 * dim)),
@@ -319,7 +346,7 @@ mod tests {
     #[test]
     fn training_changes_only_what_each_variant_claims() {
         let device = Default::default();
-        for kind in [AdaptKind::Lora, AdaptKind::Adapter, AdaptKind::Full] {
+        for kind in [AdaptKind::Lora, AdaptKind::Adapter, AdaptKind::Full, AdaptKind::PerceiverLora] {
             let cfg = method(kind);
             let mut m = AdClip::new(ClipBackbone::<AD>::tiny(&device), &cfg, &device);
             let before_frozen = frozen(&m);
@@ -354,6 +381,10 @@ mod tests {
                 assert!(m.adaptation.is_empty());
             } else {
                 assert!(moved("adapt.0."), "{kind:?}: the adaptation did not train");
+                if kind == AdaptKind::PerceiverLora {
+                    assert!(moved("perceiver.0.") && moved("perceiver.1."), "the perceiver did not train");
+                    assert!(m.perceiver.is_some());
+                }
                 assert!(after.iter().any(|(n, _)| n.starts_with("adapt.1.")), "every block is adapted");
             }
         }

@@ -14,6 +14,7 @@ use super::clip::ClipBackbone;
 use super::cross_attention::{CrossAttention, CrossAttentionKind};
 use super::heads::{l2norm, MmseHead};
 use super::loss::{clip_loss, masked_mse};
+use super::perceiver::SpatialPooling;
 use super::prompts::{prompted_vision, TextPrompts, VisualPrompts};
 
 /// The logit scale's convention.
@@ -104,6 +105,9 @@ pub struct AdClip<B: Backend> {
     /// `[1, 1, hidden]`
     pub mmse_token: Option<Param<Tensor<B, 3>>>,
     pub mmse_head: Option<MmseHead<B>>,
+    /// M3D-LaMed's spatial-pooling projector (`AdaptKind::PerceiverLora`): the image feature is
+    /// its pooled, projected patch tokens instead of the CLS token.
+    pub perceiver: Option<SpatialPooling<B>>,
     pub text_prompts: Option<TextPrompts<B>>,
     pub f_v: Linear<B>,
     pub f_t: Linear<B>,
@@ -146,6 +150,11 @@ impl<B: Backend> AdClip<B> {
             backbone.vit.cls_token = backbone.vit.cls_token.set_require_grad(true);
         }
         let scale = Tensor::from_data(TensorData::new(vec![cfg.scale_init.value()], [1]), device);
+        let perceiver = (cfg.adaptation.kind == AdaptKind::PerceiverLora).then(|| {
+            let a = &cfg.adaptation;
+            SpatialPooling::init(hv, a.perceiver_width, a.perceiver_depth, a.perceiver_pool, device)
+        });
+        let image_feature = perceiver.as_ref().map_or(hv, |p| p.width());
         AdClip {
             visual_prompts: (cfg.visual_prompts > 0)
                 .then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
@@ -157,8 +166,9 @@ impl<B: Backend> AdClip<B> {
                 .mmse_token
                 .then(|| burn::module::Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, hv], device)),
             mmse_head: cfg.mmse_token.then(|| MmseHead::init(hv, cfg.mmse_hidden, device)),
+            perceiver,
             text_prompts: (cfg.text_prompts > 0).then(|| TextPrompts::init(cfg.text_prompts, ht, device)),
-            f_v: LinearConfig::new(hv, cfg.embed_dim).init(device),
+            f_v: LinearConfig::new(image_feature, cfg.embed_dim).init(device),
             f_t: LinearConfig::new(ht, cfg.embed_dim).init(device),
             cross_attention: CrossAttention::init(
                 cfg.cross_attention,
@@ -296,7 +306,14 @@ impl<B: Backend> AdClip<B> {
         if cfg.text_prompts > 0 {
             self.text_prompts = Some(TextPrompts { prompts: store.param(&p("text_prompts"), [cfg.text_prompts, ht]) });
         }
-        self.f_v = store.linear(&p("f_v"), hv, cfg.embed_dim, true);
+        if let Some(perceiver) = &mut self.perceiver {
+            for (i, l) in perceiver.layers.iter_mut().enumerate() {
+                let [d_in, d_out] = l.weight.dims();
+                *l = store.linear(&p(&format!("perceiver.{i}")), d_in, d_out, true);
+            }
+        }
+        let image_feature = self.perceiver.as_ref().map_or(hv, |p| p.width());
+        self.f_v = store.linear(&p("f_v"), image_feature, cfg.embed_dim, true);
         self.f_t = store.linear(&p("f_t"), ht, cfg.embed_dim, true);
         if cfg.cross_attention == CrossAttentionKind::MultiHead {
             let (d, h) = (cfg.embed_dim, cfg.cross_attention_heads);
@@ -362,6 +379,11 @@ impl<B: Backend> AdClip<B> {
             linear(&mut out, p("f_mmse.0"), &h.fc1);
             linear(&mut out, p("f_mmse.2"), &h.fc2);
         }
+        if let Some(perceiver) = &self.perceiver {
+            for (i, l) in perceiver.layers.iter().enumerate() {
+                linear(&mut out, p(&format!("perceiver.{i}")), l);
+            }
+        }
         if let Some(t) = &self.text_prompts {
             out.push((p("text_prompts"), raw(t.prompts.val())));
         }
@@ -405,6 +427,9 @@ impl<B: Backend> AdClip<B> {
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
+        let [_, _, d, h, w] = x.dims();
+        let ps = self.backbone.vit.patch_size;
+        let grid = [d / ps[0], h / ps[1], w / ps[2]];
         let (last, _) = prompted_vision(
             &self.backbone.vit,
             x,
@@ -415,14 +440,21 @@ impl<B: Backend> AdClip<B> {
         );
         // Back to the trainable heads' precision (f32) from the frozen tower's.
         let last = to_dtype(last, self.f_v.weight.val().dtype());
-        let [b, _, h] = last.dims();
-        let cls = last.clone().narrow(1, 0, 1).reshape([b, h]);
+        let [b, n, h] = last.dims();
+        let feature = match &self.perceiver {
+            // The patch tokens are the sequence's last ones, after CLS, [MMSE] and the prompts.
+            Some(p) => {
+                let patches: usize = grid.iter().product();
+                p.forward(last.clone().narrow(1, n - patches, patches), grid)
+            }
+            None => last.clone().narrow(1, 0, 1).reshape([b, h]),
+        };
         let mmse = self
             .mmse_head
             .as_ref()
             .filter(|_| self.mmse_token.is_some())
             .map(|head| head.forward(last.narrow(1, 1, 1).reshape([b, h])));
-        ImageOutput { v: l2norm(self.f_v.forward(cls)), mmse }
+        ImageOutput { v: l2norm(self.f_v.forward(feature)), mmse }
     }
 
     /// Pooled text features before `f_t`.

@@ -12,6 +12,7 @@ pub mod heads;
 pub mod loss;
 pub mod method;
 pub mod params;
+pub mod perceiver;
 pub mod precision;
 pub mod prompts;
 pub mod text_model;

@@ -22,6 +22,7 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
             params: m.mmse_token.as_ref().map_or(0, |t| t.num_params())
                 + m.mmse_head.as_ref().map_or(0, |h| h.num_params()),
         },
+        ParamGroup { group: "spatial-pooling perceiver", params: m.perceiver.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup { group: "text prompts", params: m.text_prompts.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup { group: "image projection f_v", params: m.f_v.num_params() },
         ParamGroup { group: "text projection f_t", params: m.f_t.num_params() },
@@ -45,4 +46,9 @@ pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
         _ => 0,
     };
     (trainable, m.backbone.num_params() - trained_in_backbone)
+}
+
+/// A parameter count as people write it: `+6.41M`.
+pub fn millions(n: f64) -> String {
+    format!("+{:.2}M", n / 1e6)
 }

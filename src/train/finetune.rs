@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::predict::{evaluate, predict, score_levels};
 use crate::model::backbones::Backbone;
 use crate::model::method::AdClip;
-use crate::run_folder::{self, MmseScale, RunConfig, TestMetrics};
+use crate::run_folder::{self, EpochSpeed, MmseScale, RunConfig, TestMetrics, TrainSpeed};
 use crate::settings::{Projections, RunSettings};
 use crate::train::epoch::{train_epoch, ClassPrompts, EpochPlan};
 use crate::train::plateau::{Mode, Plateau};
@@ -200,6 +200,11 @@ impl Job for FinetuneJob {
             (plateau, since_best, rows, start) = (state.plateau, state.since_best, state.rows, state.epoch + 1);
             tracing::info!("resuming {} after epoch {}", a.out.display(), state.epoch);
         }
+        let (trainable_params, frozen_params) = crate::model::params::totals(&model);
+        let mut speed = TrainSpeed { trainable_params, frozen_params, epochs: Vec::new() };
+        if let Some(old) = TrainSpeed::read(&a.out)? {
+            speed.epochs = old.epochs.into_iter().filter(|e| e.epoch < start).collect();
+        }
         let best_path = a.out.join(run_folder::BEST);
         let class_prompts = (s.class_prompt_weight > 0.0).then(|| ClassPrompts {
             texts: Label::ALL.iter().map(|&l| template.prompt(l)).collect(),
@@ -236,7 +241,9 @@ impl Job for FinetuneJob {
             )?;
             bar.finish_and_clear();
             model = next;
-            let speed = train.len() as f64 / started.elapsed().as_secs_f64();
+            let seconds = started.elapsed().as_secs_f64();
+            let scans_per_second = train.len() as f64 / seconds;
+            speed.epochs.push(EpochSpeed { epoch, seconds, scans: train.len(), scans_per_second });
             let (m, mmse) = evaluate(&model, &val, &tok, &template, &Label::ALL, scale, s.batch_size, &device)?;
             let lr = plateau.lr;
             let best = plateau.step(m.balanced_accuracy);
@@ -261,8 +268,9 @@ impl Job for FinetuneJob {
             write_rows(&a.out, &rows)?;
             let state = LoopState { epoch, plateau: plateau.clone(), since_best, rows: rows.clone() };
             crate::train::checkpoint::save(&a.out, epoch, &model, &optim, scale, &state)?;
+            speed.write(&a.out)?;
             tracing::info!(
-                "epoch {epoch}: loss {:.4}, val balanced accuracy {:.3}{} ({speed:.1} training scans/s)",
+                "epoch {epoch}: loss {:.4}, val balanced accuracy {:.3}{} ({scans_per_second:.1} training scans/s)",
                 loss.loss,
                 m.balanced_accuracy,
                 if best { " (best)" } else { "" }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::backend::Job;
 use crate::error::Result;
+use crate::model::adapt::{AdaptConfig, AdaptKind};
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::method::{AdClip, MethodConfig};
@@ -62,6 +63,9 @@ pub struct StepBench {
     pub repeat: usize,
     /// Element type of the frozen towers.
     pub precision: Precision,
+    /// How the ViT adapts: `None` is the method (visual prompts); any other kind replaces the
+    /// prompts, as the paper's LoRA, adapter, perceiver and full fine-tuning rows do.
+    pub adaptation: AdaptKind,
 }
 
 /// The median step.
@@ -70,6 +74,8 @@ pub struct StepTiming {
     pub shape: BenchShape,
     pub batch: usize,
     pub tokens: usize,
+    pub adaptation: AdaptKind,
+    pub trainable_params: usize,
     pub seconds: f64,
     pub scans_per_s: f64,
 }
@@ -78,14 +84,22 @@ impl Job for StepBench {
     type Output = StepTiming;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StepTiming> {
+        if self.adaptation == AdaptKind::Full && self.precision != Precision::Fp32 {
+            return Err(crate::error::Error::config("--adaptation", "full fine-tuning needs --precision fp32"));
+        }
         let (vit, text) = self.shape.towers();
         let (batch, tokens) = (self.batch, self.tokens);
         let h = vit.hidden_size;
         let backbone =
             ClipBackbone::<B>::from_towers(Vit3d::init(&vit, &device)?, Bert::init(&text, &device)?, h, &device);
         let backbone = cast_frozen(backbone, self.precision)?;
-        let cfg = MethodConfig { embed_dim: h, mmse_hidden: h / 2, ..Default::default() };
+        let mut cfg = MethodConfig { embed_dim: h, mmse_hidden: h / 2, ..Default::default() };
+        if self.adaptation != AdaptKind::None {
+            cfg.visual_prompts = 0;
+            cfg.adaptation = AdaptConfig { kind: self.adaptation, ..AdaptConfig::default() };
+        }
         let mut model = AdClip::new(backbone, &cfg, &device);
+        let trainable_params = crate::model::params::totals(&model).0;
         let mut optim = AdamWConfig::new().init::<B, AdClip<B>>();
         let [d, hh, w] = vit.img_size;
         let x = Tensor::<B, 5>::random([batch, 1, d, hh, w], Distribution::Uniform(0.0, 1.0), &device);
@@ -110,6 +124,14 @@ impl Job for StepBench {
         }
         times.sort_by(f64::total_cmp);
         let seconds = times[times.len() / 2];
-        Ok(StepTiming { shape: self.shape, batch, tokens, seconds, scans_per_s: batch as f64 / seconds })
+        Ok(StepTiming {
+            shape: self.shape,
+            batch,
+            tokens,
+            adaptation: self.adaptation,
+            trainable_params,
+            seconds,
+            scans_per_s: batch as f64 / seconds,
+        })
     }
 }
