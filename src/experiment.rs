@@ -41,6 +41,8 @@ pub enum Variant {
     /// The paper's table 2: M3D-LaMed's spatial-pooling perceiver over the patch tokens, with
     /// LoRA on the blocks, no visual prompts.
     PerceiverLora,
+    /// The paper's table 2: LGA, the language-guided adapter, no visual prompts.
+    Lga,
 }
 
 impl Variant {
@@ -75,6 +77,10 @@ impl Variant {
             Variant::PerceiverLora => {
                 s.visual_prompts = 0;
                 s.adaptation.kind = crate::model::adapt::AdaptKind::PerceiverLora;
+            }
+            Variant::Lga => {
+                s.visual_prompts = 0;
+                s.adaptation.kind = crate::model::adapt::AdaptKind::Lga;
             }
         }
         s

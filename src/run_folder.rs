@@ -217,6 +217,14 @@ pub fn read_train_list(run: &Path) -> Result<HashSet<String>> {
     Ok(scans)
 }
 
+/// The class prompts ("A photo of NC." ...) of a run's settings, tokenised: the texts every
+/// scan is scored against, and the start of LGA's text stream.
+pub fn class_prompts(tok: &TextTokenizer, settings: &RunSettings) -> Result<crate::model::tokenizer::Encoded> {
+    let template = settings.template()?;
+    let texts: Vec<String> = crate::data::label::Label::ALL.iter().map(|&l| template.prompt(l)).collect();
+    tok.encode(&texts)
+}
+
 /// A fine-tuned model ready for inference.
 pub struct FineTuned<B: Backend> {
     pub model: AdClip<B>,
@@ -230,7 +238,8 @@ pub fn load<B: Backend>(run: &Path, backbone: &Path, img_size: [usize; 3], devic
     let config = RunConfig::read(run)?;
     let b = Backbone::<B>::load(backbone, Some(img_size), config.settings.pos_embed, device)?;
     let frozen = crate::model::precision::cast_frozen(b.model, config.settings.precision)?;
-    let model = AdClip::new(frozen, &config.method, device);
+    let guide = class_prompts(&b.tokenizer, &config.settings)?;
+    let model = AdClip::new(frozen, &config.method, device).with_guide(guide);
     let (model, scale) = read_trainable(&run.join(BEST), model, &config.method, device)?;
     // LoRA updates fold into the frozen weights for inference (same outputs, fewer matmuls).
     let model = model.merge_lora();

@@ -73,8 +73,9 @@ pub struct RunSettings {
     /// Element type of the frozen ViT and BERT (the trainable parts stay f32).
     pub precision: Precision,
     /// How the ViT adapts beyond the prompts (`kind`: none, lora, adapter, full,
-    /// perceiver-lora), with `lora_rank`, `lora_alpha`, `lora_mlp`, `adapter_reduction`,
-    /// `perceiver_width`, `perceiver_depth`, `perceiver_pool`.
+    /// perceiver-lora, lga), with `lora_rank`, `lora_alpha`, `lora_mlp`, `adapter_reduction`,
+    /// `perceiver_width`, `perceiver_depth`, `perceiver_pool`, `lga_every`, `lga_heads`,
+    /// `lga_reduction`, `lga_ffn_ratio`, `lga_final_injector`.
     pub adaptation: AdaptConfig,
 }
 
@@ -157,6 +158,15 @@ impl RunSettings {
             return Err(Error::config(
                 "adaptation",
                 "full fine-tuning trains the ViT's weights: it needs precision fp32",
+            ));
+        }
+        if a.kind == crate::model::adapt::AdaptKind::Lga && self.precision != Precision::Fp32 {
+            return Err(Error::config("adaptation", "LGA runs in the ViT's sequence: it needs precision fp32"));
+        }
+        if a.lga_every == 0 || a.lga_heads == 0 || a.lga_reduction == 0 || !positive(a.lga_ffn_ratio) {
+            return Err(Error::config(
+                "adaptation",
+                "lga_every, lga_heads and lga_reduction must be at least 1, lga_ffn_ratio positive",
             ));
         }
         if a.lora_rank == 0 || a.adapter_reduction == 0 {

@@ -328,7 +328,7 @@ fn params_reports_trainable_groups() {
 }
 
 #[test]
-fn params_counts_the_perceiver_at_the_m3d_shape() {
+fn params_counts_the_perceiver_and_lga_at_the_m3d_shape() {
     let dir = tempfile::tempdir().unwrap();
     let count = |extra: &[&str]| -> Value {
         let mut args = vec!["params", "--json", "--visual-prompts", "0"];
@@ -347,6 +347,20 @@ fn params_counts_the_perceiver_at_the_m3d_shape() {
     // At Phi-3's width, as M3D-LaMed feeds its language model: 768·3072 + 3072 + 3072² + 3072.
     let wide = count(&["--adaptation", "perceiver-lora", "--perceiver-width", "3072"]);
     assert_eq!(group(&wide, "spatial-pooling perceiver"), 11_802_624);
+    // LGA as released (4.18M), and the setting that gives the paper's +85.2M.
+    assert_eq!(group(&count(&["--adaptation", "lga"]), "language-guided adapter"), 4_178_208);
+    let big = count(&[
+        "--adaptation",
+        "lga",
+        "--lga-every",
+        "1",
+        "--lga-reduction",
+        "1",
+        "--lga-ffn-ratio",
+        "1",
+        "--no-lga-final-injector",
+    ]);
+    assert_eq!(group(&big, "language-guided adapter"), 85_165_056);
 }
 
 #[test]
@@ -360,7 +374,7 @@ fn bench_step_times_each_adaptation() {
         serde_json::from_str(out.lines().last().unwrap()).unwrap()
     };
     let method = step("none");
-    for kind in ["lora", "perceiver-lora", "full"] {
+    for kind in ["lora", "perceiver-lora", "lga", "full"] {
         let v = step(kind);
         assert_eq!(v["adaptation"], kind);
         assert!(v["scans_per_s"].as_f64().unwrap() > 0.0, "{v}");

@@ -400,7 +400,7 @@ fn adapted_runs_resume_bit_identically_and_evaluate() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d, "6");
-    for kind in ["lora", "adapter", "full", "perceiver-lora"] {
+    for kind in ["lora", "adapter", "full", "perceiver-lora", "lga"] {
         let args = |out: &str, epochs: &str| -> Vec<String> {
             [
                 "finetune",
@@ -446,6 +446,7 @@ fn adapted_runs_resume_bit_identically_and_evaluate() {
         let own: &[&str] = match kind {
             "full" => &["vit.blocks.0.attn.qkv"],
             "perceiver-lora" => &["adapt.0.qkv.a", "perceiver.0.weight", "perceiver.1.bias"],
+            "lga" => &["lga.0.injector.gamma", "lga.0.extractor.ffn.fc2.weight", "lga.final_injector.source_norm.bias"],
             _ => &["adapt.0."],
         };
         for own in own {

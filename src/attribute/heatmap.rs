@@ -38,8 +38,15 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
     let vit = &model.backbone.vit;
     let layers = vit.blocks.len();
     let ad = model.adaptation.get(layers - 1);
-    let (_, hidden) =
-        prompted_vision(vit, volume, model.mmse_token.as_ref(), model.visual_prompts.as_ref(), &model.adaptation, true);
+    let (_, hidden) = prompted_vision(
+        vit,
+        volume,
+        model.mmse_token.as_ref(),
+        model.visual_prompts.as_ref(),
+        &model.adaptation,
+        None,
+        true,
+    );
     let [_, n, d] = hidden[layers - 1].dims();
     let s = w.dims()[0];
     let x_in = hidden[layers - 1].clone().detach().repeat_dim(0, s);

@@ -167,12 +167,19 @@ impl Job for Explain<'_> {
                 format!("run {} does not load on backbone {}: {e}", job.run.display(), job.backbone.display()),
             )
         })?;
-        if f.model.perceiver.is_some() {
+        let unexplained = if f.model.perceiver.is_some() {
+            Some("pools its patch tokens through a spatial-pooling perceiver")
+        } else if f.model.lga.is_some() {
+            Some("runs a language-guided adapter beside its blocks")
+        } else {
+            None
+        };
+        if let Some(why) = unexplained {
             return Err(Error::config(
                 "--run",
                 format!(
-                    "run {} pools its patch tokens through a spatial-pooling perceiver; Grad-ECLIP explains \
-                     the CLS token's embedding, so attribution is not available for this run",
+                    "run {} {why}; Grad-ECLIP explains the CLS token of the plain blocks, so attribution is \
+                     not available for this run",
                     job.run.display()
                 ),
             ));

@@ -127,7 +127,7 @@ pub struct Overrides {
     /// (after attention and MLP), beside the visual prompts; the paper's LoRA and adapter rows
     /// replace the prompts (add --no-visual-prompts, or use `experiment --variants lora,adapter`).
     /// `perceiver-lora` adds M3D-LaMed's spatial-pooling projector over the patch tokens to LoRA;
-    /// `full` trains every ViT weight.
+    /// `lga` runs a language-guided adapter beside the blocks; `full` trains every ViT weight.
     #[arg(long, value_enum, help_heading = "Adaptation")]
     pub adaptation: Option<crate::model::adapt::AdaptKind>,
     /// LoRA rank (default 8).
@@ -151,6 +151,21 @@ pub struct Overrides {
     /// perceiver-lora: average-pool kernel and stride per grid axis (default 2, as M3D-LaMed).
     #[arg(long, help_heading = "Adaptation")]
     pub perceiver_pool: Option<usize>,
+    /// lga: an interaction before every N-th block, from the first (default 4, as released).
+    #[arg(long, help_heading = "Adaptation")]
+    pub lga_every: Option<usize>,
+    /// lga: attention heads of the interactions (default 1).
+    #[arg(long, help_heading = "Adaptation")]
+    pub lga_heads: Option<usize>,
+    /// lga: the interactions' attention works at width / this (default 8).
+    #[arg(long, help_heading = "Adaptation")]
+    pub lga_reduction: Option<usize>,
+    /// lga: FFN width = width × this (default 0.25).
+    #[arg(long, help_heading = "Adaptation")]
+    pub lga_ffn_ratio: Option<f64>,
+    /// lga: leave out the injector after the last block.
+    #[arg(long, help_heading = "Adaptation")]
+    pub no_lga_final_injector: bool,
 }
 
 impl Overrides {
@@ -205,6 +220,11 @@ impl Overrides {
         a.perceiver_width = self.perceiver_width.unwrap_or(a.perceiver_width);
         a.perceiver_depth = self.perceiver_depth.unwrap_or(a.perceiver_depth);
         a.perceiver_pool = self.perceiver_pool.unwrap_or(a.perceiver_pool);
+        a.lga_every = self.lga_every.unwrap_or(a.lga_every);
+        a.lga_heads = self.lga_heads.unwrap_or(a.lga_heads);
+        a.lga_reduction = self.lga_reduction.unwrap_or(a.lga_reduction);
+        a.lga_ffn_ratio = self.lga_ffn_ratio.unwrap_or(a.lga_ffn_ratio);
+        a.lga_final_injector &= !self.no_lga_final_injector;
         s
     }
 }

@@ -59,6 +59,16 @@ pub struct ParamsArgs {
     pub perceiver_width: usize,
     #[arg(long, default_value_t = 2)]
     pub perceiver_depth: usize,
+    /// lga: an interaction before every N-th block (4 as released; 1 with --lga-reduction 1
+    /// --lga-ffn-ratio 1 --no-lga-final-injector gives the paper's +85.2M).
+    #[arg(long, default_value_t = 4)]
+    pub lga_every: usize,
+    #[arg(long, default_value_t = 8)]
+    pub lga_reduction: usize,
+    #[arg(long, default_value_t = 0.25)]
+    pub lga_ffn_ratio: f64,
+    #[arg(long)]
+    pub no_lga_final_injector: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +109,10 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
             adapter_reduction: a.adapter_reduction,
             perceiver_width: a.perceiver_width,
             perceiver_depth: a.perceiver_depth,
+            lga_every: a.lga_every,
+            lga_reduction: a.lga_reduction,
+            lga_ffn_ratio: a.lga_ffn_ratio,
+            lga_final_injector: !a.no_lga_final_injector,
             ..AdaptConfig::default()
         },
         ..RunSettings::default()

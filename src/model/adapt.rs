@@ -12,6 +12,7 @@
 //! - **Full**: no new module; every ViT weight trains.
 //! - **Perceiver + LoRA**: LoRA as above, and M3D-LaMed's spatial-pooling projector
 //!   ([`super::perceiver`]) reads the patch tokens in place of the CLS token.
+//! - **LGA**: the language-guided adapter ([`super::lga`]) beside the frozen blocks.
 
 use burn::module::{Initializer, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -40,6 +41,16 @@ pub struct AdaptConfig {
     pub perceiver_depth: usize,
     /// Spatial-pooling perceiver: average-pool kernel and stride along each grid axis (M3D: 2).
     pub perceiver_pool: usize,
+    /// LGA: an interaction before every `lga_every`-th block, from the first (released: 4).
+    pub lga_every: usize,
+    /// LGA: attention heads of its interactions (released: 1).
+    pub lga_heads: usize,
+    /// LGA: the interactions' attention works at width / this (released: 8).
+    pub lga_reduction: usize,
+    /// LGA: FFN width = width × this (released: 0.25).
+    pub lga_ffn_ratio: f64,
+    /// LGA: an injector after the last block too (released: yes).
+    pub lga_final_injector: bool,
 }
 
 impl Default for AdaptConfig {
@@ -53,6 +64,11 @@ impl Default for AdaptConfig {
             perceiver_width: 768,
             perceiver_depth: 2,
             perceiver_pool: 2,
+            lga_every: 4,
+            lga_heads: 1,
+            lga_reduction: 8,
+            lga_ffn_ratio: 0.25,
+            lga_final_injector: true,
         }
     }
 }
@@ -72,6 +88,9 @@ pub enum AdaptKind {
     /// The paper's "3D spatial-pooling perceiver + LoRA": LoRA on the blocks, and M3D-LaMed's
     /// spatial-pooling projector over the patch tokens as the image feature.
     PerceiverLora,
+    /// The paper's "LGA": a language-guided adapter beside the frozen blocks, its text stream
+    /// started from the class prompts. Needs `precision: fp32`.
+    Lga,
 }
 
 impl AdaptKind {
@@ -346,9 +365,13 @@ mod tests {
     #[test]
     fn training_changes_only_what_each_variant_claims() {
         let device = Default::default();
-        for kind in [AdaptKind::Lora, AdaptKind::Adapter, AdaptKind::Full, AdaptKind::PerceiverLora] {
+        for kind in [AdaptKind::Lora, AdaptKind::Adapter, AdaptKind::Full, AdaptKind::PerceiverLora, AdaptKind::Lga] {
             let cfg = method(kind);
-            let mut m = AdClip::new(ClipBackbone::<AD>::tiny(&device), &cfg, &device);
+            let guide = crate::model::tokenizer::Encoded {
+                ids: vec![vec![2, 7, 3, 0], vec![2, 8, 9, 3]],
+                mask: vec![vec![1, 1, 1, 0], vec![1; 4]],
+            };
+            let mut m = AdClip::new(ClipBackbone::<AD>::tiny(&device), &cfg, &device).with_guide(guide);
             let before_frozen = frozen(&m);
             let before = m.trainable_tensors("");
             let mut optim = AdamWConfig::new().init::<AD, AdClip<AD>>();
@@ -379,6 +402,13 @@ mod tests {
             if kind == AdaptKind::Full {
                 assert!(moved("vit.blocks.1."), "the ViT's weights are saved with the run");
                 assert!(m.adaptation.is_empty());
+            } else if kind == AdaptKind::Lga {
+                assert!(m.adaptation.is_empty());
+                for part in
+                    ["lga.text_in.", "lga.0.extractor.attn.q.", "lga.0.injector.gamma", "lga.final_injector.ffn."]
+                {
+                    assert!(moved(part), "LGA: {part} did not train");
+                }
             } else {
                 assert!(moved("adapt.0."), "{kind:?}: the adaptation did not train");
                 if kind == AdaptKind::PerceiverLora {

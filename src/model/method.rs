@@ -13,9 +13,11 @@ use super::bert::{pool, Pooling};
 use super::clip::ClipBackbone;
 use super::cross_attention::{CrossAttention, CrossAttentionKind};
 use super::heads::{l2norm, MmseHead};
+use super::lga::{Lga, LgaShape};
 use super::loss::{clip_loss, masked_mse};
 use super::perceiver::SpatialPooling;
 use super::prompts::{prompted_vision, TextPrompts, VisualPrompts};
+use super::tokenizer::Encoded;
 
 /// The logit scale's convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -108,6 +110,11 @@ pub struct AdClip<B: Backend> {
     /// M3D-LaMed's spatial-pooling projector (`AdaptKind::PerceiverLora`): the image feature is
     /// its pooled, projected patch tokens instead of the CLS token.
     pub perceiver: Option<SpatialPooling<B>>,
+    /// The language-guided adapter (`AdaptKind::Lga`).
+    pub lga: Option<Lga<B>>,
+    /// The texts LGA's text stream starts from: the class prompts, tokenised ([`AdClip::with_guide`]).
+    #[module(skip)]
+    pub guide: Option<Encoded>,
     pub text_prompts: Option<TextPrompts<B>>,
     pub f_v: Linear<B>,
     pub f_t: Linear<B>,
@@ -155,11 +162,12 @@ impl<B: Backend> AdClip<B> {
             SpatialPooling::init(hv, a.perceiver_width, a.perceiver_depth, a.perceiver_pool, device)
         });
         let image_feature = perceiver.as_ref().map_or(hv, |p| p.width());
+        let lga = (cfg.adaptation.kind == AdaptKind::Lga).then(|| Lga::init(&lga_shape(cfg, hv, ht, layers), device));
         AdClip {
             visual_prompts: (cfg.visual_prompts > 0)
                 .then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
             adaptation: match cfg.adaptation.kind {
-                AdaptKind::None | AdaptKind::Full => Vec::new(),
+                AdaptKind::None | AdaptKind::Full | AdaptKind::Lga => Vec::new(),
                 _ => (0..layers).map(|_| BlockAdaptation::init(&cfg.adaptation, hv, mlp, device)).collect(),
             },
             mmse_token: cfg
@@ -167,6 +175,8 @@ impl<B: Backend> AdClip<B> {
                 .then(|| burn::module::Initializer::Normal { mean: 0.0, std: 0.02 }.init([1, 1, hv], device)),
             mmse_head: cfg.mmse_token.then(|| MmseHead::init(hv, cfg.mmse_hidden, device)),
             perceiver,
+            lga,
+            guide: None,
             text_prompts: (cfg.text_prompts > 0).then(|| TextPrompts::init(cfg.text_prompts, ht, device)),
             f_v: LinearConfig::new(image_feature, cfg.embed_dim).init(device),
             f_t: LinearConfig::new(ht, cfg.embed_dim).init(device),
@@ -312,6 +322,9 @@ impl<B: Backend> AdClip<B> {
                 *l = store.linear(&p(&format!("perceiver.{i}")), d_in, d_out, true);
             }
         }
+        if let Some(lga) = self.lga.take() {
+            self.lga = Some(lga.load(store, prefix));
+        }
         let image_feature = self.perceiver.as_ref().map_or(hv, |p| p.width());
         self.f_v = store.linear(&p("f_v"), image_feature, cfg.embed_dim, true);
         self.f_t = store.linear(&p("f_t"), ht, cfg.embed_dim, true);
@@ -384,6 +397,9 @@ impl<B: Backend> AdClip<B> {
                 linear(&mut out, p(&format!("perceiver.{i}")), l);
             }
         }
+        if let Some(lga) = &self.lga {
+            lga.export(prefix, &mut out);
+        }
         if let Some(t) = &self.text_prompts {
             out.push((p("text_prompts"), raw(t.prompts.val())));
         }
@@ -430,12 +446,15 @@ impl<B: Backend> AdClip<B> {
         let [_, _, d, h, w] = x.dims();
         let ps = self.backbone.vit.patch_size;
         let grid = [d / ps[0], h / ps[1], w / ps[2]];
+        let batch = x.dims()[0];
+        let guide = self.lga.as_ref().map(|lga| (lga, lga.text_stream(self.guide_features(), batch)));
         let (last, _) = prompted_vision(
             &self.backbone.vit,
             x,
             self.mmse_token.as_ref(),
             self.visual_prompts.as_ref(),
             &self.adaptation,
+            guide,
             false,
         );
         // Back to the trainable heads' precision (f32) from the frozen tower's.
@@ -455,6 +474,26 @@ impl<B: Backend> AdClip<B> {
             .filter(|_| self.mmse_token.is_some())
             .map(|head| head.forward(last.narrow(1, 1, 1).reshape([b, h])));
         ImageOutput { v: l2norm(self.f_v.forward(feature)), mmse }
+    }
+
+    /// The texts LGA's text stream starts from (the class prompts, tokenised).
+    pub fn with_guide(mut self, guide: Encoded) -> Self {
+        self.guide = Some(guide);
+        self
+    }
+
+    /// The guide texts through the frozen text tower, pooled as the run pools, without text
+    /// prompts and without gradient: `[texts, text hidden]`.
+    fn guide_features(&self) -> Tensor<B, 2> {
+        let g = self.guide.as_ref().expect("LGA needs its guide texts: AdClip::with_guide");
+        let device = self.scale.device();
+        let (n, len) = (g.batch(), g.len());
+        let ids: Vec<i64> = g.ids.concat();
+        let mask: Vec<f32> = g.mask.concat().into_iter().map(|m| m as f32).collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device);
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [n, len]), &device);
+        let (last, _) = self.backbone.bert.encode(self.backbone.bert.embed(ids), mask.clone(), false);
+        pool(to_dtype(last, self.f_t.weight.val().dtype()), mask, self.pooling).detach()
     }
 
     /// Pooled text features before `f_t`.
@@ -570,5 +609,20 @@ mod tests {
             assert_eq!((n, &a.shape), (m, &b.shape));
             assert!(a.data == b.data, "{n} differs");
         }
+    }
+}
+
+/// LGA's sizes for a method config on a backbone of ViT width `hv`, text width `ht`.
+fn lga_shape(cfg: &MethodConfig, hv: usize, ht: usize, layers: usize) -> LgaShape {
+    let a = &cfg.adaptation;
+    LgaShape {
+        dim: hv,
+        text_dim: ht,
+        layers,
+        every: a.lga_every,
+        heads: a.lga_heads,
+        reduction: a.lga_reduction,
+        ffn_ratio: a.lga_ffn_ratio,
+        final_injector: a.lga_final_injector,
     }
 }

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod clip;
 pub mod cross_attention;
 pub mod heads;
+pub mod lga;
 pub mod loss;
 pub mod method;
 pub mod params;

@@ -23,6 +23,7 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
                 + m.mmse_head.as_ref().map_or(0, |h| h.num_params()),
         },
         ParamGroup { group: "spatial-pooling perceiver", params: m.perceiver.as_ref().map_or(0, |p| p.num_params()) },
+        ParamGroup { group: "language-guided adapter", params: m.lga.as_ref().map_or(0, |l| l.num_params()) },
         ParamGroup { group: "text prompts", params: m.text_prompts.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup { group: "image projection f_v", params: m.f_v.num_params() },
         ParamGroup { group: "text projection f_t", params: m.f_t.num_params() },

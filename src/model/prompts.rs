@@ -43,12 +43,15 @@ impl<B: Backend> VisualPrompts<B> {
 ///
 /// Returns the final-normed sequence `[batch, prefix + n_prompts + patches, hidden]` where
 /// `prefix` is 1 (CLS) plus 1 when the MMSE token is used, and, if asked, every hidden state.
+/// With `guide` (LGA and its text stream), LGA's interactions run before their blocks and its
+/// final injector after the last.
 pub fn prompted_vision<B: Backend>(
     vit: &Vit3d<B>,
     x: Tensor<B, 5>,
     mmse_token: Option<&Param<Tensor<B, 3>>>,
     prompts: Option<&VisualPrompts<B>>,
     adaptation: &[super::adapt::BlockAdaptation<B>],
+    mut guide: Option<(&super::lga::Lga<B>, Tensor<B, 3>)>,
     keep_hidden: bool,
 ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
     let e = vit.embed_patches(x);
@@ -75,6 +78,10 @@ pub fn prompted_vision<B: Backend>(
             let tail = x.narrow(1, prefix + n_prompts, n - prefix - n_prompts);
             x = Tensor::cat(vec![head, like(p.layer(l, b)), tail], 1);
         }
+        if let Some((lga, t)) = guide.as_mut() {
+            let (nx, nt) = lga.before_block(l, x, t.clone());
+            (x, *t) = (nx, nt);
+        }
         if keep_hidden {
             hidden.push(x.clone());
         }
@@ -82,6 +89,9 @@ pub fn prompted_vision<B: Backend>(
             Some(ad) => ad.forward(block, x),
             None => block.forward(x),
         };
+    }
+    if let Some((lga, t)) = guide {
+        x = lga.after_blocks(x, t);
     }
     if keep_hidden {
         hidden.push(x.clone());

@@ -147,6 +147,7 @@ impl Job for FinetuneJob {
             model = model.with_backbone_projections()?;
         }
         let tok = backbone.tokenizer;
+        model = model.with_guide(run_folder::class_prompts(&tok, s)?);
         let config = RunConfig {
             backbone: a.backbone.clone(),
             index: a.index.clone(),

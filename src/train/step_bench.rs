@@ -84,8 +84,8 @@ impl Job for StepBench {
     type Output = StepTiming;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StepTiming> {
-        if self.adaptation == AdaptKind::Full && self.precision != Precision::Fp32 {
-            return Err(crate::error::Error::config("--adaptation", "full fine-tuning needs --precision fp32"));
+        if matches!(self.adaptation, AdaptKind::Full | AdaptKind::Lga) && self.precision != Precision::Fp32 {
+            return Err(crate::error::Error::config("--adaptation", "full fine-tuning and LGA need --precision fp32"));
         }
         let (vit, text) = self.shape.towers();
         let (batch, tokens) = (self.batch, self.tokens);
@@ -98,7 +98,12 @@ impl Job for StepBench {
             cfg.visual_prompts = 0;
             cfg.adaptation = AdaptConfig { kind: self.adaptation, ..AdaptConfig::default() };
         }
-        let mut model = AdClip::new(backbone, &cfg, &device);
+        // LGA's guide: three short texts of random ids, as the class prompts are.
+        let guide = crate::model::tokenizer::Encoded {
+            ids: (0..3).map(|c| vec![2, 5 + c, 7 + c, 9, 3]).collect(),
+            mask: vec![vec![1; 5]; 3],
+        };
+        let mut model = AdClip::new(backbone, &cfg, &device).with_guide(guide);
         let trainable_params = crate::model::params::totals(&model).0;
         let mut optim = AdamWConfig::new().init::<B, AdClip<B>>();
         let [d, hh, w] = vit.img_size;
