@@ -2,7 +2,7 @@
 //! preset and the committed NIfTI fixtures.
 
 mod common;
-use common::{adfit, fails, ok};
+use common::{adfit, fails, ok, preprocess_args};
 
 use std::path::{Path, PathBuf};
 
@@ -104,17 +104,7 @@ fn synth_preprocess_split_end_to_end() {
         serde_json::from_str(&ok(d, &["inspect", "demo/oasis/oasis_longitudinal.csv", "--json"])).unwrap();
     assert_eq!(oasis["format"], "oasis2");
 
-    let args = [
-        "preprocess",
-        "--scans",
-        "demo/adni/scans.csv",
-        "--table",
-        "demo/adni/ADNIMERGE.csv",
-        "--out",
-        "cache",
-        "--shape",
-        "24,28,24",
-    ];
+    let args = preprocess_args("cache", "24,28,24");
     let first = ok(d, &args);
     assert!(first.contains("0 failed"), "{first}");
     let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();

@@ -26,7 +26,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::attention::{attention, merge_heads, split_heads};
-use super::weights::{RawTensor, WeightStore};
+use super::weights::{put, put_layer_norm, put_linear, RawTensor, WeightStore};
 
 /// Sizes of the adapter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,15 +148,9 @@ impl<B: Backend> Exchange<B> {
     }
 
     fn export(&self, name: &str, out: &mut Vec<(String, RawTensor)>) {
-        let ln = |out: &mut Vec<(String, RawTensor)>, n: &str, l: &LayerNorm<B>| {
-            out.push((format!("{name}.{n}.weight"), raw(l.gamma.val())));
-            if let Some(b) = &l.beta {
-                out.push((format!("{name}.{n}.bias"), raw(b.val())));
-            }
-        };
-        ln(out, "target_norm", &self.target_norm);
-        ln(out, "source_norm", &self.source_norm);
-        ln(out, "ffn_norm", &self.ffn_norm);
+        put_layer_norm(out, &format!("{name}.target_norm"), &self.target_norm);
+        put_layer_norm(out, &format!("{name}.source_norm"), &self.source_norm);
+        put_layer_norm(out, &format!("{name}.ffn_norm"), &self.ffn_norm);
         for (n, l) in [
             ("attn.q", &self.attn.q),
             ("attn.k", &self.attn.k),
@@ -165,10 +159,10 @@ impl<B: Backend> Exchange<B> {
             ("ffn.fc1", &self.ffn.fc1),
             ("ffn.fc2", &self.ffn.fc2),
         ] {
-            export_linear(&format!("{name}.{n}"), l, out);
+            put_linear(out, &format!("{name}.{n}"), l);
         }
         if let Some(g) = &self.gamma {
-            out.push((format!("{name}.gamma"), raw(g.val())));
+            put(out, format!("{name}.gamma"), g.val().into_data());
         }
     }
 
@@ -263,7 +257,7 @@ impl<B: Backend> Lga<B> {
     /// Every tensor under `{prefix}lga.*`, in PyTorch layouts.
     pub fn export(&self, prefix: &str, out: &mut Vec<(String, RawTensor)>) {
         if let Some(l) = &self.text_in {
-            export_linear(&format!("{prefix}lga.text_in"), l, out);
+            put_linear(out, &format!("{prefix}lga.text_in"), l);
         }
         for (i, it) in self.interactions.iter().enumerate() {
             it.extractor.export(&format!("{prefix}lga.{i}.extractor"), out);
@@ -291,18 +285,6 @@ impl<B: Backend> Lga<B> {
             .collect();
         self.final_injector = self.final_injector.map(|inj| inj.load(store, &format!("{prefix}lga.final_injector")));
         self
-    }
-}
-
-fn raw<B: Backend, const D: usize>(t: Tensor<B, D>) -> RawTensor {
-    let shape = t.dims().to_vec();
-    RawTensor { shape, data: t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default() }
-}
-
-fn export_linear<B: Backend>(name: &str, l: &Linear<B>, out: &mut Vec<(String, RawTensor)>) {
-    out.push((format!("{name}.weight"), raw(l.weight.val().transpose())));
-    if let Some(b) = &l.bias {
-        out.push((format!("{name}.bias"), raw(b.val())));
     }
 }
 

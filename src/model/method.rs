@@ -356,55 +356,45 @@ impl<B: Backend> AdClip<B> {
     /// `[out, in]`, `MultiheadAttention`'s packed `in_proj`), ready for safetensors: a fine-tuned
     /// run opens in PyTorch as a plain state dict.
     pub fn trainable_tensors(&self, prefix: &str) -> Vec<(String, super::weights::RawTensor)> {
-        use super::weights::RawTensor;
-        fn raw<B: Backend, const D: usize>(t: Tensor<B, D>) -> RawTensor {
-            let shape = t.dims().to_vec();
-            RawTensor { shape, data: t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default() }
-        }
+        use super::weights::{put, put_linear};
         let mut out = Vec::new();
         let p = |s: &str| format!("{prefix}{s}");
-        let linear = |out: &mut Vec<(String, RawTensor)>, name: String, l: &Linear<B>| {
-            out.push((format!("{name}.weight"), raw(l.weight.val().transpose())));
-            if let Some(b) = &l.bias {
-                out.push((format!("{name}.bias"), raw(b.val())));
-            }
-        };
         if let Some(v) = &self.visual_prompts {
-            out.push((p("visual_prompts"), raw(v.prompts.val())));
+            put(&mut out, p("visual_prompts"), v.prompts.val().into_data());
         }
         for (l, ad) in self.adaptation.iter().enumerate() {
             let a = |s: &str| p(&format!("adapt.{l}.{s}"));
             for (u, name) in [(&ad.qkv, "qkv"), (&ad.out_proj, "out_proj"), (&ad.mlp1, "mlp1"), (&ad.mlp2, "mlp2")] {
                 if let Some(u) = u {
-                    out.push((a(&format!("{name}.a")), raw(u.a.val())));
-                    out.push((a(&format!("{name}.b")), raw(u.b.val())));
+                    put(&mut out, a(&format!("{name}.a")), u.a.val().into_data());
+                    put(&mut out, a(&format!("{name}.b")), u.b.val().into_data());
                 }
             }
             for (bn, name) in [(&ad.after_attn, "after_attn"), (&ad.after_mlp, "after_mlp")] {
                 if let Some(bn) = bn {
-                    linear(&mut out, a(&format!("{name}.down")), &bn.down);
-                    linear(&mut out, a(&format!("{name}.up")), &bn.up);
+                    put_linear(&mut out, &a(&format!("{name}.down")), &bn.down);
+                    put_linear(&mut out, &a(&format!("{name}.up")), &bn.up);
                 }
             }
         }
         if let (Some(t), Some(h)) = (&self.mmse_token, &self.mmse_head) {
-            out.push((p("mmse_token"), raw(t.val())));
-            linear(&mut out, p("f_mmse.0"), &h.fc1);
-            linear(&mut out, p("f_mmse.2"), &h.fc2);
+            put(&mut out, p("mmse_token"), t.val().into_data());
+            put_linear(&mut out, &p("f_mmse.0"), &h.fc1);
+            put_linear(&mut out, &p("f_mmse.2"), &h.fc2);
         }
         if let Some(perceiver) = &self.perceiver {
             for (i, l) in perceiver.layers.iter().enumerate() {
-                linear(&mut out, p(&format!("perceiver.{i}")), l);
+                put_linear(&mut out, &p(&format!("perceiver.{i}")), l);
             }
         }
         if let Some(lga) = &self.lga {
             lga.export(prefix, &mut out);
         }
         if let Some(t) = &self.text_prompts {
-            out.push((p("text_prompts"), raw(t.prompts.val())));
+            put(&mut out, p("text_prompts"), t.prompts.val().into_data());
         }
-        linear(&mut out, p("f_v"), &self.f_v);
-        linear(&mut out, p("f_t"), &self.f_t);
+        put_linear(&mut out, &p("f_v"), &self.f_v);
+        put_linear(&mut out, &p("f_t"), &self.f_t);
         for (name, mha) in
             [("xattn.i2t", &self.cross_attention.image_to_text), ("xattn.t2i", &self.cross_attention.text_to_image)]
         {
@@ -413,21 +403,19 @@ impl<B: Backend> AdClip<B> {
                     vec![m.q.weight.val().transpose(), m.k.weight.val().transpose(), m.v.weight.val().transpose()],
                     0,
                 );
-                out.push((p(&format!("{name}.in_proj_weight")), raw(w)));
+                put(&mut out, p(&format!("{name}.in_proj_weight")), w.into_data());
                 let bias = |l: &Linear<B>| {
                     l.bias
                         .as_ref()
                         .map(|b| b.val())
                         .unwrap_or_else(|| Tensor::zeros([l.weight.dims()[1]], &l.weight.device()))
                 };
-                out.push((
-                    p(&format!("{name}.in_proj_bias")),
-                    raw(Tensor::cat(vec![bias(&m.q), bias(&m.k), bias(&m.v)], 0)),
-                ));
-                linear(&mut out, p(&format!("{name}.out_proj")), &m.out);
+                let b = Tensor::cat(vec![bias(&m.q), bias(&m.k), bias(&m.v)], 0);
+                put(&mut out, p(&format!("{name}.in_proj_bias")), b.into_data());
+                put_linear(&mut out, &p(&format!("{name}.out_proj")), &m.out);
             }
         }
-        out.push((p("scale"), raw(self.scale.val())));
+        put(&mut out, p("scale"), self.scale.val().into_data());
         if self.full_vit {
             out.extend(
                 super::backbones::m3d::export_vit(&self.backbone.vit, "")
@@ -435,7 +423,7 @@ impl<B: Backend> AdClip<B> {
                     .map(|(n, t)| (p(&format!("vit.{n}")), t)),
             );
         } else if self.train_cls {
-            out.push((p("cls_token"), raw(self.backbone.vit.cls_token.val())));
+            put(&mut out, p("cls_token"), self.backbone.vit.cls_token.val().into_data());
         }
         out
     }

@@ -25,6 +25,29 @@ pub struct RawTensor {
     pub data: Vec<f32>,
 }
 
+/// `t` (as f32) under `name`, for a safetensors export.
+pub fn put(out: &mut Vec<(String, RawTensor)>, name: String, t: TensorData) {
+    let shape = t.shape.to_vec();
+    let data = t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    out.push((name, RawTensor { shape, data }));
+}
+
+/// A Linear's `{name}.weight` in PyTorch's layout (`[out, in]`) and its `{name}.bias`.
+pub fn put_linear<B: Backend>(out: &mut Vec<(String, RawTensor)>, name: &str, l: &Linear<B>) {
+    put(out, format!("{name}.weight"), l.weight.val().transpose().into_data());
+    if let Some(b) = &l.bias {
+        put(out, format!("{name}.bias"), b.val().into_data());
+    }
+}
+
+/// A LayerNorm's `{name}.weight` and `{name}.bias` (PyTorch's names).
+pub fn put_layer_norm<B: Backend>(out: &mut Vec<(String, RawTensor)>, name: &str, l: &LayerNorm<B>) {
+    put(out, format!("{name}.weight"), l.gamma.val().into_data());
+    if let Some(b) = &l.beta {
+        put(out, format!("{name}.bias"), b.val().into_data());
+    }
+}
+
 /// Read every tensor of a safetensors file as f32 (F32, F16, BF16 and F64 are converted).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     let _context = crate::panic_context::input(format!("safetensors {}", path.display()));

@@ -14,8 +14,7 @@ use crate::model::clip::ClipBackbone;
 use crate::model::text_model;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
-use crate::model::weights::{read_safetensors, RawTensor, WeightStore};
-use burn::tensor::TensorData;
+use crate::model::weights::{put, put_layer_norm, put_linear, read_safetensors, RawTensor, WeightStore};
 
 /// Checkpoint key prefix → internal prefix. The one place that knows M3D-CLIP's key names.
 pub const KEY_TABLE: &[(&str, &str)] = &[
@@ -227,26 +226,6 @@ pub enum TextWeights {
     External,
 }
 
-fn put(out: &mut Vec<(String, RawTensor)>, name: String, t: TensorData) {
-    let shape = t.shape.to_vec();
-    let data = t.convert::<f32>().to_vec::<f32>().unwrap_or_default();
-    out.push((name, RawTensor { shape, data }));
-}
-
-fn put_linear<B: Backend>(out: &mut Vec<(String, RawTensor)>, name: &str, l: &burn::nn::Linear<B>) {
-    put(out, format!("{name}.weight"), l.weight.val().transpose().into_data());
-    if let Some(b) = &l.bias {
-        put(out, format!("{name}.bias"), b.val().into_data());
-    }
-}
-
-fn put_ln<B: Backend>(out: &mut Vec<(String, RawTensor)>, name: &str, l: &burn::nn::LayerNorm<B>) {
-    put(out, format!("{name}.weight"), l.gamma.val().into_data());
-    if let Some(b) = &l.beta {
-        put(out, format!("{name}.bias"), b.val().into_data());
-    }
-}
-
 /// Every tensor of a 3D ViT under MONAI's names after `prefix` (`vision_encoder.` in M3D-CLIP's
 /// file), PyTorch layouts; [`Vit3d::reload`] reads them back.
 pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTensor)> {
@@ -257,14 +236,14 @@ pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTen
     put(&mut out, format!("{prefix}cls_token"), v.cls_token.val().into_data());
     for (i, b) in v.blocks.iter().enumerate() {
         let p = format!("{prefix}blocks.{i}");
-        put_ln(&mut out, &format!("{p}.norm1"), &b.norm1);
+        put_layer_norm(&mut out, &format!("{p}.norm1"), &b.norm1);
         put_linear(&mut out, &format!("{p}.attn.qkv"), &b.attn.qkv);
         put_linear(&mut out, &format!("{p}.attn.out_proj"), &b.attn.out_proj);
-        put_ln(&mut out, &format!("{p}.norm2"), &b.norm2);
+        put_layer_norm(&mut out, &format!("{p}.norm2"), &b.norm2);
         put_linear(&mut out, &format!("{p}.mlp.linear1"), &b.mlp.linear1);
         put_linear(&mut out, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
     }
-    put_ln(&mut out, &format!("{prefix}norm"), &v.norm);
+    put_layer_norm(&mut out, &format!("{prefix}norm"), &v.norm);
     out
 }
 
@@ -278,17 +257,17 @@ pub fn export<B: Backend>(m: &ClipBackbone<B>, text: TextWeights) -> Vec<(String
         put(&mut out, format!("{te}.word_embeddings.weight"), e.word.weight.val().into_data());
         put(&mut out, format!("{te}.position_embeddings.weight"), e.position.weight.val().into_data());
         put(&mut out, format!("{te}.token_type_embeddings.weight"), e.token_type.weight.val().into_data());
-        put_ln(&mut out, &format!("{te}.LayerNorm"), &e.norm);
+        put_layer_norm(&mut out, &format!("{te}.LayerNorm"), &e.norm);
         for (i, l) in m.bert.layers.iter().enumerate() {
             let p = format!("language_encoder.encoder.layer.{i}");
             put_linear(&mut out, &format!("{p}.attention.self.query"), &l.query);
             put_linear(&mut out, &format!("{p}.attention.self.key"), &l.key);
             put_linear(&mut out, &format!("{p}.attention.self.value"), &l.value);
             put_linear(&mut out, &format!("{p}.attention.output.dense"), &l.attn_out);
-            put_ln(&mut out, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
+            put_layer_norm(&mut out, &format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
             put_linear(&mut out, &format!("{p}.intermediate.dense"), &l.intermediate);
             put_linear(&mut out, &format!("{p}.output.dense"), &l.output);
-            put_ln(&mut out, &format!("{p}.output.LayerNorm"), &l.out_norm);
+            put_layer_norm(&mut out, &format!("{p}.output.LayerNorm"), &l.out_norm);
         }
     }
     put_linear(&mut out, "mm_vision_proj", &m.vision_proj);
