@@ -87,6 +87,48 @@ impl Variant {
     }
 }
 
+/// The paper's figures for a variant on the M3D backbone: trainable parameters (table 2) and
+/// ADNI accuracy in % (table 2 for M3D's rows, table 4 for LoRA and adapter).
+pub fn paper_figures(v: Variant) -> (Option<&'static str>, Option<f64>) {
+    match v {
+        Variant::Full => (Some("+12.2M"), Some(78.8)),
+        Variant::Lora => (None, Some(78.5)),
+        Variant::Adapter => (None, Some(75.0)),
+        Variant::PerceiverLora => (Some("+35.7M"), Some(74.3)),
+        Variant::Lga => (Some("+85.2M"), Some(76.7)),
+        _ => (None, None),
+    }
+}
+
+/// One variant's parameter count.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VariantCount {
+    pub variant: String,
+    pub trainable: usize,
+    pub frozen: usize,
+    pub paper_trainable: Option<&'static str>,
+    pub paper_adni_accuracy: Option<f64>,
+}
+
+/// Trainable and frozen parameters of each variant on `backbone`, `base` before the variant.
+pub fn count_variants<B: burn::prelude::Backend>(
+    backbone: &crate::model::clip::ClipBackbone<B>,
+    base: &RunSettings,
+    variants: &[Variant],
+    device: &B::Device,
+) -> Result<Vec<VariantCount>> {
+    variants
+        .iter()
+        .map(|&v| {
+            let cfg = v.apply(base.clone()).method(backbone.vit.hidden_size())?;
+            let model = crate::model::method::AdClip::new(backbone.clone(), &cfg, device);
+            let (trainable, frozen) = crate::model::params::totals(&model);
+            let (paper_trainable, paper_adni_accuracy) = paper_figures(v);
+            Ok(VariantCount { variant: v.name(), trainable, frozen, paper_trainable, paper_adni_accuracy })
+        })
+        .collect()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Experiment {

@@ -351,6 +351,17 @@ fn params_counts_the_perceiver_and_lga_at_the_m3d_shape() {
         "--no-lga-final-injector",
     ]);
     assert_eq!(group(&big, "language-guided adapter"), 85_165_056);
+    // Every variant in one table, beside the paper's figures.
+    let rows: Value = serde_json::from_str(&ok(dir.path(), &["params", "--compare", "--json"])).unwrap();
+    let row = |v: &str| rows.as_array().unwrap().iter().find(|r| r["variant"] == v).unwrap().clone();
+    assert_eq!(row("full")["trainable"], 6_410_498);
+    assert_eq!(row("full")["paper_trainable"], "+12.2M");
+    assert_eq!(row("perceiver-lora")["trainable"], perceiver["trainable"]);
+    assert_eq!(row("lga")["paper_trainable"], "+85.2M");
+    assert_eq!(
+        row("full-finetune")["trainable"].as_u64().unwrap() + row("full-finetune")["frozen"].as_u64().unwrap(),
+        row("full")["trainable"].as_u64().unwrap() + row("full")["frozen"].as_u64().unwrap() - 184_320
+    );
 }
 
 #[test]

@@ -72,6 +72,11 @@ pub struct ParamsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// One line per adaptation (the method, LoRA, adapter, perceiver + LoRA, LGA, full
+    /// fine-tuning; each with the run config's defaults) beside the paper's figures, instead of
+    /// the groups of one configuration.
+    #[arg(long)]
+    pub compare: bool,
 }
 
 pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
@@ -117,6 +122,38 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
         },
         ..RunSettings::default()
     };
+    if a.compare {
+        use crate::experiment::Variant;
+        let variants = [
+            Variant::Full,
+            Variant::Lora,
+            Variant::Adapter,
+            Variant::PerceiverLora,
+            Variant::Lga,
+            Variant::FullFinetune,
+        ];
+        let rows = crate::experiment::count_variants(&backbone, &RunSettings::default(), &variants, &device)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(());
+        }
+        println!(
+            "{:<16} {:>14} {:>12} {:>16} {:>16}",
+            "variant", "trainable", "frozen", "paper trainable", "paper ADNI acc"
+        );
+        for r in &rows {
+            println!(
+                "{:<16} {:>14} {:>12} {:>16} {:>16}",
+                r.variant,
+                crate::model::params::millions(r.trainable as f64),
+                format!("{:.1}M", r.frozen as f64 / 1e6),
+                r.paper_trainable.unwrap_or("-"),
+                r.paper_adni_accuracy.map_or("-".into(), |x| format!("{x:.1}%")),
+            );
+        }
+        println!("(paper: M3D rows of its table 2, LoRA and adapter from its table 4; \"full\" is the method)");
+        return Ok(());
+    }
     let cfg = settings.method(backbone.vit.hidden_size())?;
     let model = AdClip::new(backbone, &cfg, &device);
     let groups = parameter_groups(&model);
