@@ -482,12 +482,13 @@ impl Experiment {
                  | comparison | n | mean | 95% interval | clear of the noise |\n|---|---|---|---|---|\n",
             );
             for (label, d) in diffs {
+                // One run has no interval.
+                let interval =
+                    if d.n > 1 { format!("[{:+.1}, {:+.1}]", 100.0 * d.low, 100.0 * d.high) } else { "-".to_string() };
                 md.push_str(&format!(
-                    "| {label} | {} | {:+.1} | [{:+.1}, {:+.1}] | {} |\n",
+                    "| {label} | {} | {:+.1} | {interval} | {} |\n",
                     d.n,
                     100.0 * d.mean,
-                    100.0 * d.low,
-                    100.0 * d.high,
                     if d.clear() { "yes" } else { "no" }
                 ));
                 csv.push_str(&format!("diff/{label},balanced_accuracy,{:.6},{:.6},{}\n", d.mean, d.std, d.n));
@@ -523,7 +524,7 @@ fn speed_cells(variant: Variant, speeds: &[(Variant, TrainSpeed)], csv: Option<(
             }
         }
     }
-    let p = if params.is_empty() { "-".to_string() } else { crate::model::params::millions(mean_std(&params).0) };
+    let p = if params.is_empty() { "-".to_string() } else { crate::model::params::count(mean_std(&params).0) };
     let r = if rates.is_empty() {
         "-".to_string()
     } else {

@@ -145,7 +145,7 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
             println!(
                 "{:<16} {:>14} {:>12} {:>16} {:>16}",
                 r.variant,
-                crate::model::params::millions(r.trainable as f64),
+                crate::model::params::count(r.trainable as f64),
                 format!("{:.1}M", r.frozen as f64 / 1e6),
                 r.paper_trainable.unwrap_or("-"),
                 r.paper_adni_accuracy.map_or("-".into(), |x| format!("{x:.1}%")),
@@ -167,7 +167,7 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
     for g in &groups {
         println!("{:<24} {:>12}", g.group, g.params);
     }
-    println!("{:<24} {:>12}  ({})", "total trainable", trainable, crate::model::params::millions(trainable as f64));
+    println!("{:<24} {:>12}  ({})", "total trainable", trainable, crate::model::params::count(trainable as f64));
     println!("{:<24} {:>12}  ({:.1}M frozen)", "frozen backbone", frozen, frozen as f64 / 1e6);
     Ok(())
 }

@@ -49,7 +49,13 @@ pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
     (trainable, m.backbone.num_params() - trained_in_backbone)
 }
 
-/// A parameter count as people write it: `+6.41M`.
-pub fn millions(n: f64) -> String {
-    format!("+{:.2}M", n / 1e6)
+/// A parameter count as people write it: `+6.41M`, or `+81.0K` below a million.
+pub fn count(n: f64) -> String {
+    if n >= 1e6 {
+        format!("+{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("+{:.1}K", n / 1e3)
+    } else {
+        format!("+{n:.0}")
+    }
 }
