@@ -128,20 +128,7 @@ fn synth_preprocess_split_end_to_end() {
     let victim_path = d.join("demo/adni").join(&victim);
     let bytes = std::fs::read(&victim_path).unwrap();
     std::fs::write(&victim_path, &bytes[..bytes.len() / 3]).unwrap();
-    let out = adfit(
-        d,
-        &[
-            "preprocess",
-            "--scans",
-            "demo/adni/scans.csv",
-            "--table",
-            "demo/adni/ADNIMERGE.csv",
-            "--out",
-            "cache2",
-            "--shape",
-            "24,28,24",
-        ],
-    );
+    let out = adfit(d, &preprocess_args("cache2", "24,28,24"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&victim), "{stderr}");
