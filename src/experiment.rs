@@ -5,129 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
-
 use crate::backend::DeviceSpec;
 use crate::data::label::Label;
 use crate::data::split::Part;
 use crate::error::{Error, Result};
 use crate::eval::job::{evaluate, EvalJob, EvalMetrics, EvalModel};
 use crate::eval::metrics::Scored;
-use crate::model::cross_attention::CrossAttentionKind;
 use crate::run_folder::{self, TestMetrics, TrainSpeed};
 use crate::settings::RunSettings;
 use crate::train::finetune::{FinetuneJob, RunPaths};
-
-/// The variants of the paper's table 3, by what they switch off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Variant {
-    /// Everything on.
-    Full,
-    NoVisualPrompts,
-    NoMmse,
-    NoTextPrompts,
-    NoReport,
-    NoCrossAttention,
-    /// adfit's addition, not the paper's: the class-prompt objective (weight 1).
-    ClassPrompts,
-    /// adfit's addition: f_v and f_t start from the backbone's projections.
-    BackboneProjections,
-    /// The paper's table 2: LoRA (rank, alpha from the run config) in place of the visual prompts.
-    Lora,
-    /// The paper's table 2: bottleneck adapters in place of the visual prompts.
-    Adapter,
-    /// The paper's full fine-tuning: every ViT weight trains, no visual prompts.
-    FullFinetune,
-    /// The paper's table 2: M3D-LaMed's spatial-pooling perceiver over the patch tokens, with
-    /// LoRA on the blocks, no visual prompts.
-    PerceiverLora,
-    /// The paper's table 2: LGA, the language-guided adapter, no visual prompts.
-    Lga,
-}
-
-impl Variant {
-    /// The name `--variants` takes, also the folder and table row of its runs.
-    pub fn name(self) -> String {
-        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
-    }
-
-    /// `s` with this variant's component switched off.
-    pub fn apply(self, mut s: RunSettings) -> RunSettings {
-        match self {
-            Variant::Full => {}
-            Variant::NoVisualPrompts => s.visual_prompts = 0,
-            Variant::NoMmse => s.mmse_token = false,
-            Variant::NoTextPrompts => s.text_prompts = 0,
-            Variant::NoReport => s.report = false,
-            Variant::NoCrossAttention => s.cross_attention = CrossAttentionKind::Off,
-            Variant::ClassPrompts => s.class_prompt_weight = 1.0,
-            Variant::BackboneProjections => s.projections = crate::settings::Projections::Backbone,
-            Variant::Lora => {
-                s.visual_prompts = 0;
-                s.adaptation.kind = crate::model::adapt::AdaptKind::Lora;
-            }
-            Variant::Adapter => {
-                s.visual_prompts = 0;
-                s.adaptation.kind = crate::model::adapt::AdaptKind::Adapter;
-            }
-            Variant::FullFinetune => {
-                s.visual_prompts = 0;
-                s.adaptation.kind = crate::model::adapt::AdaptKind::Full;
-            }
-            Variant::PerceiverLora => {
-                s.visual_prompts = 0;
-                s.adaptation.kind = crate::model::adapt::AdaptKind::PerceiverLora;
-            }
-            Variant::Lga => {
-                s.visual_prompts = 0;
-                s.adaptation.kind = crate::model::adapt::AdaptKind::Lga;
-            }
-        }
-        s
-    }
-}
-
-/// The paper's figures for a variant on the M3D backbone: trainable parameters (table 2) and
-/// ADNI accuracy in % (table 2 for M3D's rows, table 4 for LoRA and adapter).
-pub fn paper_figures(v: Variant) -> (Option<&'static str>, Option<f64>) {
-    match v {
-        Variant::Full => (Some("+12.2M"), Some(78.8)),
-        Variant::Lora => (None, Some(78.5)),
-        Variant::Adapter => (None, Some(75.0)),
-        Variant::PerceiverLora => (Some("+35.7M"), Some(74.3)),
-        Variant::Lga => (Some("+85.2M"), Some(76.7)),
-        _ => (None, None),
-    }
-}
-
-/// One variant's parameter count.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VariantCount {
-    pub variant: String,
-    pub trainable: usize,
-    pub frozen: usize,
-    pub paper_trainable: Option<&'static str>,
-    pub paper_adni_accuracy: Option<f64>,
-}
-
-/// Trainable and frozen parameters of each variant on `backbone`, `base` before the variant.
-pub fn count_variants<B: burn::prelude::Backend>(
-    backbone: &crate::model::clip::ClipBackbone<B>,
-    base: &RunSettings,
-    variants: &[Variant],
-    device: &B::Device,
-) -> Result<Vec<VariantCount>> {
-    variants
-        .iter()
-        .map(|&v| {
-            let cfg = v.apply(base.clone()).method(backbone.vit.hidden_size())?;
-            let model = crate::model::method::AdClip::new(backbone.clone(), &cfg, device);
-            let (trainable, frozen) = crate::model::params::totals(&model);
-            let (paper_trainable, paper_adni_accuracy) = paper_figures(v);
-            Ok(VariantCount { variant: v.name(), trainable, frozen, paper_trainable, paper_adni_accuracy })
-        })
-        .collect()
-}
+pub use crate::variant::Variant;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -588,17 +475,6 @@ mod tests {
         let (m, s) = mean_std(&[0.7, 0.8, 0.9]);
         assert!((m - 0.8).abs() < 1e-12 && (s - 0.1).abs() < 1e-12);
         assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
-    }
-
-    #[test]
-    fn each_variant_switches_off_its_component() {
-        let s = RunSettings::default();
-        assert_eq!(Variant::Full.apply(s.clone()), s);
-        assert_eq!(Variant::NoVisualPrompts.apply(s.clone()).visual_prompts, 0);
-        assert!(!Variant::NoMmse.apply(s.clone()).mmse_token);
-        assert_eq!(Variant::NoTextPrompts.apply(s.clone()).text_prompts, 0);
-        assert!(!Variant::NoReport.apply(s.clone()).report);
-        assert_eq!(Variant::NoCrossAttention.apply(s).cross_attention, CrossAttentionKind::Off);
     }
 
     #[test]

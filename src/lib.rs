@@ -30,5 +30,6 @@ pub mod run_folder;
 pub mod settings;
 pub mod train;
 pub mod util;
+pub mod variant;
 
 pub use error::{Error, Result};

@@ -536,11 +536,7 @@ fn perceiver_and_lga_match_their_pytorch_references() {
     let store = WeightStore::<B>::new(Path::new("heads"), f.clone(), &[], &device);
     // The perceiver: avg_pool3d over the 2×4×5 grid (the remainder along the last axis dropped),
     // then Linear, GELU, Linear.
-    let mut perceiver = SpatialPooling::<B>::init(16, 24, 2, 2, &device);
-    for (i, l) in perceiver.layers.iter_mut().enumerate() {
-        let [d_in, d_out] = l.weight.dims();
-        *l = store.linear(&format!("perceiver.{i}"), d_in, d_out, true);
-    }
+    let perceiver = SpatialPooling::<B>::init(16, 24, 2, 2, &device).load(&store, "");
     let tokens = perceiver.tokens(tensor(&f["input.patches"]), [2, 4, 5]);
     assert_close(tokens, &f["perceiver.out.tokens"], "perceiver tokens");
     // One LGA interaction (extractor, then gated injector) and the final injector.

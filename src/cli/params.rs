@@ -132,7 +132,7 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
             Variant::Lga,
             Variant::FullFinetune,
         ];
-        let rows = crate::experiment::count_variants(&backbone, &RunSettings::default(), &variants, &device)?;
+        let rows = crate::variant::count_variants(&backbone, &RunSettings::default(), &variants, &device)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             return Ok(());

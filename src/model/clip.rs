@@ -38,10 +38,9 @@ impl<B: Backend> ClipBackbone<B> {
         }
     }
 
-    /// A tiny random backbone for unit tests: `Vit3dConfig::tiny()` (16×32×32 volumes), a
-    /// one-layer BERT of width 32 over 50 token ids and 32 positions, a joint space of 64.
-    #[cfg(test)]
-    pub(crate) fn tiny(device: &B::Device) -> Self {
+    /// A tiny random backbone for tests: `Vit3dConfig::tiny()` (16×32×32 volumes), a one-layer
+    /// BERT of width 32 over 50 token ids and 32 positions, a joint space of 64.
+    pub fn tiny(device: &B::Device) -> Self {
         use super::bert::BertConfig;
         use super::vit3d::Vit3dConfig;
         let text = BertConfig { vocab_size: 50, max_position_embeddings: 32, ..BertConfig::tiny() };

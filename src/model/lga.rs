@@ -42,6 +42,20 @@ pub struct LgaShape {
 }
 
 impl LgaShape {
+    /// The sizes `a` asks for, on a backbone of ViT width `dim`, text width `text_dim`.
+    pub fn of(a: &super::adapt::AdaptConfig, dim: usize, text_dim: usize, layers: usize) -> Self {
+        LgaShape {
+            dim,
+            text_dim,
+            layers,
+            every: a.lga_every,
+            heads: a.lga_heads,
+            reduction: a.lga_reduction,
+            ffn_ratio: a.lga_ffn_ratio,
+            final_injector: a.lga_final_injector,
+        }
+    }
+
     fn internal(&self) -> usize {
         (self.dim / self.reduction.max(1)).max(self.heads)
     }

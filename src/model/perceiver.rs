@@ -17,6 +17,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
+use super::weights::{put_linear, RawTensor, WeightStore};
+
 #[derive(Module, Debug)]
 pub struct SpatialPooling<B: Backend> {
     /// `Linear(hidden → width)`, then `Linear(width → width)` for each further layer.
@@ -36,6 +38,22 @@ impl<B: Backend> SpatialPooling<B> {
             })
             .collect();
         SpatialPooling { layers, pool: pool.max(1) }
+    }
+
+    /// Its layers as `{prefix}perceiver.{i}` (PyTorch layout).
+    pub fn export(&self, prefix: &str, out: &mut Vec<(String, RawTensor)>) {
+        for (i, l) in self.layers.iter().enumerate() {
+            put_linear(out, &format!("{prefix}perceiver.{i}"), l);
+        }
+    }
+
+    /// The layers [`SpatialPooling::export`] writes, read back.
+    pub fn load(mut self, store: &WeightStore<B>, prefix: &str) -> Self {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let [d_in, d_out] = l.weight.dims();
+            *l = store.linear(&format!("{prefix}perceiver.{i}"), d_in, d_out, true);
+        }
+        self
     }
 
     /// The output width (the input of `f_v`).
