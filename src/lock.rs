@@ -2,7 +2,8 @@
 //! long as it writes there, and a second process aiming at the same folder is refused with the
 //! holder's pid and command. The lock is the operating system's (`flock`), so it ends with the
 //! process that held it: a killed run never leaves the folder stuck. The small file stays behind
-//! and means nothing once its process is gone.
+//! and means nothing once its process is gone; a job that wrote nothing (refused input) removes
+//! the folder it created, so a failed command leaves no empty output folder.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -18,11 +19,27 @@ pub const LOCK_FILE: &str = ".adfit.lock";
 pub struct OutputLock {
     _file: File,
     pub path: PathBuf,
+    /// Whether `acquire` created the folder (then an unused one is removed on drop).
+    created: bool,
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let Some(dir) = self.path.parent().filter(|_| self.created) else { return };
+        let only_the_lock = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().all(|e| e.file_name() == LOCK_FILE))
+            .unwrap_or(false);
+        if only_the_lock {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl OutputLock {
     /// Lock `dir` (created if missing) for this process, or say who holds it.
     pub fn acquire(dir: &Path) -> Result<Self> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -56,7 +73,7 @@ impl OutputLock {
         if removed > 0 {
             tracing::info!("removed {removed} temporary file(s) left by an interrupted run in {}", dir.display());
         }
-        Ok(OutputLock { _file: file, path })
+        Ok(OutputLock { _file: file, path, created })
     }
 }
 
@@ -102,6 +119,21 @@ mod tests {
         assert!(err.contains("another adfit process") && err.contains(&format!("pid {}", std::process::id())), "{err}");
         drop(first);
         OutputLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_folder_the_lock_created_goes_when_nothing_was_written_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (unused, used) = (dir.path().join("refused/out"), dir.path().join("written"));
+        drop(OutputLock::acquire(&unused).unwrap());
+        assert!(!unused.exists() && dir.path().join("refused").exists());
+        let lock = OutputLock::acquire(&used).unwrap();
+        std::fs::write(used.join("metrics.csv"), b"x").unwrap();
+        drop(lock);
+        assert!(used.join("metrics.csv").exists());
+        // A folder that existed before is never removed.
+        drop(OutputLock::acquire(dir.path()).unwrap());
+        assert!(dir.path().exists());
     }
 
     #[test]

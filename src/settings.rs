@@ -261,6 +261,20 @@ mod tests {
     }
 
     #[test]
+    fn adaptations_that_train_in_the_vits_sequence_need_fp32() {
+        for (kind, why) in [("full", "full fine-tuning"), ("lga", "LGA")] {
+            let e = parse(&format!(r#"{{"adaptation": {{"kind": "{kind}"}}, "precision": "bf16"}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why) && e.contains("fp32") && e.contains("run.json"), "{kind}: {e}");
+            parse(&format!(r#"{{"adaptation": {{"kind": "{kind}"}}, "precision": "fp32"}}"#)).unwrap();
+        }
+        for kind in ["lora", "adapter", "perceiver-lora"] {
+            parse(&format!(r#"{{"adaptation": {{"kind": "{kind}"}}, "precision": "bf16"}}"#)).unwrap();
+        }
+    }
+
+    #[test]
     fn deft_options_and_optimiser_settings_are_reachable() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let s = parse(&format!(

@@ -2,7 +2,7 @@
 //! fine-tuned for one epoch on a tiny random backbone.
 
 mod common;
-use common::{fails, ok, read_json};
+use common::{fails, first_scan, ok, read_json};
 
 use std::path::Path;
 
@@ -34,11 +34,6 @@ fn setup(d: &Path) {
 }
 
 /// The first scan id of the cohort index.
-fn first_scan(d: &Path) -> String {
-    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
-    index.lines().nth(1).unwrap().split(',').next().unwrap().to_string()
-}
-
 fn png_has_ink(path: &Path) -> bool {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();

@@ -485,5 +485,33 @@ fn adapted_runs_resume_bit_identically_and_evaluate() {
         assert_eq!(evaluated["scan"]["classification"]["confusion"], test["classification"]["confusion"], "{kind}");
         let bacc = |v: &serde_json::Value| v["classification"]["balanced_accuracy"].as_f64();
         println!("{kind}: test balanced accuracy {:?} (finetune) = {:?} (eval)", bacc(&test), bacc(&evaluated["scan"]));
+        // Grad-ECLIP explains the plain blocks' CLS token: runs that pool through the perceiver
+        // or run LGA beside the blocks are refused, by name, before anything is written.
+        if let Some(why) = match kind {
+            "perceiver-lora" => Some("spatial-pooling perceiver"),
+            "lga" => Some("language-guided adapter"),
+            _ => None,
+        } {
+            let at = format!("{kind}-attribute");
+            let first = common::first_scan(d);
+            let e = common::fails(
+                d,
+                &[
+                    "attribute",
+                    "--backbone",
+                    "backbone",
+                    "--run",
+                    &full,
+                    "--index",
+                    "cache/index.csv",
+                    "--scans",
+                    &first,
+                    "--out",
+                    &at,
+                ],
+            );
+            assert!(e.contains(why) && e.contains(&full) && e.contains("not available"), "{kind}: {e}");
+            assert!(!d.join(&at).exists(), "{kind}: a refused attribution left {at}");
+        }
     }
 }

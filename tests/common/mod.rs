@@ -136,3 +136,9 @@ pub fn preprocess_args<'a>(out: &'a str, shape: &'a str) -> Vec<&'a str> {
         shape,
     ]
 }
+
+/// The first scan id of `setup`'s cache index.
+pub fn first_scan(d: &Path) -> String {
+    let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
+    index.lines().nth(1).unwrap().split(',').next().unwrap().to_string()
+}
