@@ -6,6 +6,7 @@
 //!
 //!   cargo bench --bench step                        # both shapes
 //!   ADFIT_BENCH_SHAPE=phantom cargo bench --bench step
+//!   ADFIT_BENCH_ATTENTION=decomposed cargo bench --bench step   # the attention path before adfit's op
 //!
 //! Shapes: `phantom` (adfit's own backbone: 64³, 16³ patches, width 64, 4 + 2 blocks; batch 8)
 //! and `m3d` (M3D-CLIP: 128³, 4×16×16 patches = 2048 tokens, ViT-B and bert-base; batch 2).
@@ -17,10 +18,15 @@ use common::*;
 use std::process::Command;
 
 use adfit::backend::{dispatch, DeviceSpec};
+use adfit::model::attention::TrainingAttention;
 use adfit::train::step_bench::{BenchShape, StepBench};
 
 fn single(name: &str, repeat: usize, tokens: usize) {
     let shape = if name == "m3d" { BenchShape::M3d } else { BenchShape::Phantom };
+    let attention = match std::env::var("ADFIT_BENCH_ATTENTION").as_deref() {
+        Ok("decomposed") => TrainingAttention::Decomposed,
+        _ => TrainingAttention::BlockWise,
+    };
     let batch = std::env::var("ADFIT_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(shape.default_batch());
     let t = dispatch(
         DeviceSpec::Cpu,
@@ -31,11 +37,12 @@ fn single(name: &str, repeat: usize, tokens: usize) {
             repeat: repeat.max(1),
             precision: Default::default(),
             adaptation: Default::default(),
+            attention,
         },
     )
     .expect("step bench");
     println!(
-        "{{\"tool\": \"adfit\", \"backend\": \"flex\", \"shape\": \"{name}\", \"batch\": {batch}, \"tokens\": {tokens}, \
+        "{{\"tool\": \"adfit\", \"backend\": \"flex\", \"shape\": \"{name}\", \"attention\": \"{attention:?}\", \"batch\": {batch}, \"tokens\": {tokens}, \
          \"seconds\": {:.4}, \"scans_per_s\": {:.4}, \"peak_rss_mib\": {:.1}, \"threads\": {}}}",
         t.seconds,
         t.scans_per_s,

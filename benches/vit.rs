@@ -1,9 +1,14 @@
 //! ViT blocks at M3D-CLIP width (768 wide, 12 heads, MLP 3072) on the method's sequence
 //! (CLS + MMSE + 20 prompts + 2048 patches = 2070 tokens): forward, and forward + backward with
-//! only the deep prompts trainable (plain, and with Burn's balanced checkpointing). `scripts/bench_torch.py` measures the same shapes in PyTorch.
+//! only the deep prompts trainable. Backward modes: `forward_backward` (adfit's block-wise
+//! attention op), `forward_backward_decomposed` (Burn's decomposed attention, the path before
+//! it) and `forward_backward_checkpointed` (block-wise, with Burn's balanced checkpointing).
+//! `scripts/bench_torch.py` measures the same shapes in PyTorch; `scripts/bench_scaling.py`
+//! sweeps the token count.
 //!
-//!   cargo bench --bench vit                       # 2 layers, batch 1 and 2
+//!   cargo bench --bench vit                       # 2 layers, batch 1 and 2, every mode
 //!   ADFIT_BENCH_LAYERS=12 cargo bench --bench vit
+//!   ADFIT_BENCH_TOKENS=4096 ADFIT_BENCH_BATCHES=1 ADFIT_BENCH_MODES=forward_backward cargo bench --bench vit
 //!
 //! Each configuration runs in a fresh child process so its peak RSS (VmHWM) is its own. One JSON
 //! line per configuration.
@@ -13,7 +18,7 @@ use common::*;
 use std::process::Command;
 use std::time::Instant;
 
-use adfit::model::attention::{Block, Mlp, SelfAttention};
+use adfit::model::attention::{set_training_attention, Block, Mlp, SelfAttention, TrainingAttention};
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Initializer, Module, Param};
@@ -109,7 +114,14 @@ fn single(mode: &str, batch: usize, layers: usize, tokens: usize, repeat: usize)
             }
         }
         "forward_backward" => times = forward_backward::<Autodiff<Flex>>(batch, layers, tokens, repeat),
-        _ => times = forward_backward::<Autodiff<Flex, BalancedCheckpointing>>(batch, layers, tokens, repeat),
+        "forward_backward_decomposed" => {
+            set_training_attention(TrainingAttention::Decomposed);
+            times = forward_backward::<Autodiff<Flex>>(batch, layers, tokens, repeat)
+        }
+        "forward_backward_checkpointed" => {
+            times = forward_backward::<Autodiff<Flex, BalancedCheckpointing>>(batch, layers, tokens, repeat)
+        }
+        other => panic!("unknown mode {other}"),
     }
     times.sort_by(f64::total_cmp);
     let peak = peak_rss_mib();
@@ -132,8 +144,12 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    for mode in ["forward", "forward_backward", "forward_backward_checkpointed"] {
-        for batch in [1, 2] {
+    let modes = std::env::var("ADFIT_BENCH_MODES").unwrap_or_else(|_| {
+        "forward,forward_backward,forward_backward_decomposed,forward_backward_checkpointed".into()
+    });
+    let batches = std::env::var("ADFIT_BENCH_BATCHES").unwrap_or_else(|_| "1,2".into());
+    for mode in modes.split(',') {
+        for batch in batches.split(',') {
             let out = Command::new(&exe).env("ADFIT_BENCH_SINGLE", format!("{mode}:{batch}")).output().expect("child");
             print!("{}", String::from_utf8_lossy(&out.stdout));
             if !out.status.success() {

@@ -58,7 +58,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96, help="text length in tokens ([CLS] … [SEP])")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--attn", choices=["eager", "sdpa"], default="eager", help="BERT's attention implementation")
+    ap.add_argument("--attn", choices=["eager", "sdpa"], default="eager", help="attention in both towers: eager (softmax(q kT) v, what M3D-CLIP runs) or sdpa "
+                         "(F.scaled_dot_product_attention: MONAI's use_flash_attention, HF's sdpa)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     s = SHAPES[a.shape]
@@ -79,6 +80,10 @@ def main() -> None:
                          mmse_hidden=s["hidden"] // 2, xattn_heads=8 if s["hidden"] % 8 == 0 else 4)
     vit = ViT(**ref.VIT_CFG)
     bert = BertModel(BertConfig(**ref.BERT_CFG, attn_implementation=a.attn), add_pooling_layer=False)
+    if a.attn == "sdpa":
+        for m in vit.modules():
+            if hasattr(m, "use_flash_attention"):
+                m.use_flash_attention = True
     for p in list(vit.parameters()) + list(bert.parameters()):
         p.requires_grad_(False)
     model = ref.AdfitRef(vit, bert).to(dev)

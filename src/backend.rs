@@ -81,6 +81,46 @@ pub trait Job {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
+/// The four tensors of an attention call, handed back when [`chunked_attention`] does not apply.
+pub type AttentionInputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 4>>);
+
+/// Attention through adfit's block-wise autodiff op when `B` is one of the autodiff backends
+/// this binary trains with (the CPU's, plain and with balanced checkpointing, and each built
+/// GPU backend's); the inputs come back otherwise (inference backends, which have Burn's fused
+/// op). Model code is generic over `B: Backend`, so the concrete type is found at run time.
+pub fn chunked_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    bias: Option<Tensor<B, 4>>,
+) -> std::result::Result<Tensor<B, 4>, AttentionInputs<B>> {
+    use crate::model::chunked_attention::autodiff;
+    use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+    macro_rules! on {
+        ($inner:ty, $strategy:ty) => {
+            if std::any::TypeId::of::<B>() == std::any::TypeId::of::<Autodiff<$inner, $strategy>>() {
+                let (q, k, v, bias): AttentionInputs<Autodiff<$inner, $strategy>> =
+                    same((q, k, v, bias)).expect("the same backend");
+                return Ok(same(autodiff::<$inner, $strategy>(q, k, v, scale, bias)).expect("the same backend"));
+            }
+        };
+    }
+    on!(Cpu, NoCheckpointing);
+    on!(Cpu, BalancedCheckpointing);
+    #[cfg(feature = "cuda")]
+    on!(burn::backend::cuda::Cuda, NoCheckpointing);
+    #[cfg(feature = "wgpu")]
+    on!(burn::backend::wgpu::Wgpu, NoCheckpointing);
+    Err((q, k, v, bias))
+}
+
+/// `a` as a `T` when `A` and `T` are the same type.
+fn same<A: 'static, T: 'static>(a: A) -> Option<T> {
+    let a: Box<dyn std::any::Any> = Box::new(a);
+    a.downcast::<T>().ok().map(|t| *t)
+}
+
 /// The backends compiled into this binary, for `--help` and error messages.
 pub fn built_with() -> Vec<&'static str> {
     let mut v = vec!["cpu"];
@@ -257,6 +297,18 @@ mod tests {
         fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<f32> {
             Ok(Tensor::<B, 1>::ones([3], &device).sum().into_scalar().elem())
         }
+    }
+
+    #[test]
+    fn training_attention_takes_the_block_wise_op_and_inference_keeps_the_fused_one() {
+        fn applies<B: Backend>() -> bool {
+            let x = || Tensor::<B, 4>::zeros([1, 1, 2, 2], &Default::default());
+            chunked_attention(x(), x(), x(), 1.0, None).is_ok()
+        }
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        assert!(applies::<Autodiff<Cpu>>());
+        assert!(applies::<Autodiff<Cpu, BalancedCheckpointing>>());
+        assert!(!applies::<Cpu>());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use clap::Args;
 
 use super::DeviceArg;
 use crate::model::adapt::AdaptKind;
+use crate::model::attention::TrainingAttention;
 use crate::model::precision::Precision;
 use crate::train::step_bench::{BenchShape, StepBench};
 
@@ -28,6 +29,10 @@ pub struct BenchStepArgs {
     /// lora, adapter, perceiver-lora, full (needs fp32).
     #[arg(long, value_enum, default_value_t = AdaptKind::None)]
     pub adaptation: AdaptKind,
+    /// How attention is differentiated: block-wise (adfit's op, memory linear in the tokens) or
+    /// decomposed (Burn's matmul/softmax/matmul, which keeps n×n scores; the path before it).
+    #[arg(long, value_enum, default_value_t = TrainingAttention::BlockWise)]
+    pub attention: TrainingAttention,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -40,6 +45,7 @@ pub fn run(a: BenchStepArgs) -> anyhow::Result<()> {
         repeat: a.repeat.max(1),
         precision: a.precision,
         adaptation: a.adaptation,
+        attention: a.attention,
     };
     let t = crate::backend::dispatch(a.device.device, job)?;
     let mut v = serde_json::to_value(&t)?;

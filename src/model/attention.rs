@@ -5,6 +5,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::AttentionModuleOptions;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `softmax(q kᵀ · scale + bias) v` over heads.
 ///
@@ -13,9 +14,12 @@ use burn::tensor::ops::AttentionModuleOptions;
 /// - bias (optional, additive): broadcastable to `[batch, heads, n_q, n_k]`
 /// - output: `[batch, heads, n_q, head_dim]`
 ///
-/// Without a bias this is Burn's fused attention op: backends with a kernel (Flex's tiled
-/// flash attention on CPU, CubeCL's on GPU) never materialise the `n_q × n_k` score matrix in
-/// inference; under autodiff Burn falls back to the decomposed form.
+/// - Training (an autodiff backend this binary was built with): adfit's block-wise op
+///   ([`crate::model::chunked_attention`]), whose backward pass recomputes the scores instead
+///   of keeping `n_q × n_k` tensors. A bias that needs a gradient takes the decomposed form.
+/// - Inference without a bias: Burn's fused attention (Flex's tiled flash attention on the CPU,
+///   CubeCL's on the GPU), which never materialises the score matrix.
+/// - Otherwise: the decomposed form, [`decomposed`].
 pub fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -23,6 +27,15 @@ pub fn attention<B: Backend>(
     scale: f64,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
+    let constant_bias = bias.as_ref().is_none_or(|b| !b.is_require_grad());
+    let (q, k, v, bias) = if constant_bias && !DECOMPOSED_TRAINING.load(Ordering::Relaxed) {
+        match crate::backend::chunked_attention(q, k, v, scale, bias) {
+            Ok(out) => return out,
+            Err(inputs) => inputs,
+        }
+    } else {
+        (q, k, v, bias)
+    };
     match bias {
         None => burn::tensor::module::attention(
             q,
@@ -32,8 +45,47 @@ pub fn attention<B: Backend>(
             None,
             AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false },
         ),
-        Some(b) => softmax(q.matmul(k.swap_dims(2, 3)) * scale + b, 3).matmul(v),
+        Some(b) => decomposed(q, k, v, scale, Some(b)),
     }
+}
+
+/// Attention from matmul, softmax and matmul: what Burn's autodiff differentiates when no
+/// fused op applies, keeping the `n_q × n_k` scores (and softmax) for the backward pass.
+pub fn decomposed<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    let s = q.matmul(k.swap_dims(2, 3)) * scale;
+    softmax(
+        match bias {
+            Some(b) => s + b,
+            None => s,
+        },
+        3,
+    )
+    .matmul(v)
+}
+
+/// How training (autodiff) attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainingAttention {
+    /// adfit's block-wise op: no `n × n` tensor is kept for the backward pass.
+    #[default]
+    BlockWise,
+    /// Burn's decomposed form, as before the block-wise op: for benchmarks that measure the
+    /// difference.
+    Decomposed,
+}
+
+static DECOMPOSED_TRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Choose how training attention is computed, process-wide (`bench-step --attention`).
+pub fn set_training_attention(kind: TrainingAttention) {
+    DECOMPOSED_TRAINING.store(kind == TrainingAttention::Decomposed, Ordering::Relaxed);
 }
 
 /// `[batch, tokens, heads·head_dim]` → `[batch, heads, tokens, head_dim]`.

@@ -6,6 +6,7 @@ pub mod adapt;
 pub mod attention;
 pub mod backbones;
 pub mod bert;
+pub mod chunked_attention;
 pub mod clip;
 pub mod cross_attention;
 pub mod heads;

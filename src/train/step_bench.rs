@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::backend::Job;
 use crate::error::Result;
 use crate::model::adapt::{AdaptConfig, AdaptKind};
+use crate::model::attention::{set_training_attention, TrainingAttention};
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::method::{AdClip, MethodConfig};
@@ -66,6 +67,8 @@ pub struct StepBench {
     /// How the ViT adapts: `None` is the method (visual prompts); any other kind replaces the
     /// prompts, as the paper's LoRA, adapter, perceiver and full fine-tuning rows do.
     pub adaptation: AdaptKind,
+    /// How attention is differentiated (set process-wide for the run).
+    pub attention: TrainingAttention,
 }
 
 /// The median step.
@@ -75,6 +78,7 @@ pub struct StepTiming {
     pub batch: usize,
     pub tokens: usize,
     pub adaptation: AdaptKind,
+    pub attention: TrainingAttention,
     pub trainable_params: usize,
     pub seconds: f64,
     pub scans_per_s: f64,
@@ -87,6 +91,7 @@ impl Job for StepBench {
         if matches!(self.adaptation, AdaptKind::Full | AdaptKind::Lga) && self.precision != Precision::Fp32 {
             return Err(crate::error::Error::config("--adaptation", "full fine-tuning and LGA need --precision fp32"));
         }
+        set_training_attention(self.attention);
         let (vit, text) = self.shape.towers();
         let (batch, tokens) = (self.batch, self.tokens);
         let h = vit.hidden_size;
@@ -134,6 +139,7 @@ impl Job for StepBench {
             batch,
             tokens,
             adaptation: self.adaptation,
+            attention: self.attention,
             trainable_params,
             seconds,
             scans_per_s: batch as f64 / seconds,
