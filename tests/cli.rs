@@ -354,14 +354,31 @@ fn params_counts_the_perceiver_and_lga_at_the_m3d_shape() {
 #[test]
 fn bench_step_times_each_adaptation() {
     let dir = tempfile::tempdir().unwrap();
-    let step = |kind: &str| -> Value {
+    let step_with = |kind: &str, attention: &str| -> Value {
         let out = ok(
             dir.path(),
-            &["bench-step", "--shape", "phantom", "--batch", "2", "--repeat", "1", "--adaptation", kind],
+            &[
+                "bench-step",
+                "--shape",
+                "phantom",
+                "--batch",
+                "2",
+                "--repeat",
+                "1",
+                "--adaptation",
+                kind,
+                "--attention",
+                attention,
+            ],
         );
         serde_json::from_str(out.lines().last().unwrap()).unwrap()
     };
+    let step = |kind: &str| step_with(kind, "block-wise");
     let method = step("none");
+    assert_eq!(method["attention"], "block-wise");
+    let decomposed = step_with("none", "decomposed");
+    assert_eq!(decomposed["attention"], "decomposed");
+    assert_eq!(decomposed["trainable_params"], method["trainable_params"]);
     for kind in ["lora", "perceiver-lora", "lga", "full"] {
         let v = step(kind);
         assert_eq!(v["adaptation"], kind);
