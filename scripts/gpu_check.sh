@@ -76,6 +76,9 @@ for b in 2 8; do
 done
 peak_gpu "$OUT/step-adfit-bf16-8" -- $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda \
   --precision bf16 | tee "$OUT/step-adfit-bf16-8.json"
+# Before the block-wise attention op: Burn's decomposed attention under autodiff (may run out of memory).
+peak_gpu "$OUT/step-adfit-decomposed-8" -- $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda \
+  --attention decomposed | tee "$OUT/step-adfit-decomposed-8.json" || true
 
 echo "== 3. the same step in PyTorch"
 if "$PY" -c "import torch, monai, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
@@ -124,7 +127,10 @@ for b in (2, 8):
         t = load(d / f"step-torch-{attn}-{b}.json")
         if t:
             ratio = f", adfit/torch {r['scans_per_s'] / t['scans_per_s']:.2f}x" if r else ""
-            print(f"| M3D step, batch {b}, PyTorch {t['torch']} ({attn} BERT) | {t['scans_per_s']:.2f} scans/s, peak GPU {peak(d / f'step-torch-{attn}-{b}.peak'):.0f} MiB (allocator {t['peak_gpu_alloc_mib']:.0f} MiB){ratio} |")
+            print(f"| M3D step, batch {b}, PyTorch {t['torch']} ({attn} attention) | {t['scans_per_s']:.2f} scans/s, peak GPU {peak(d / f'step-torch-{attn}-{b}.peak'):.0f} MiB (allocator {t['peak_gpu_alloc_mib']:.0f} MiB){ratio} |")
+r = load(d / "step-adfit-decomposed-8.json")
+if r:
+    print(f"| M3D step, batch 8, adfit cuda, decomposed attention (before the block-wise op) | {r['scans_per_s']:.2f} scans/s ({r['seconds']:.3f} s), peak GPU {peak(d / 'step-adfit-decomposed-8.peak'):.0f} MiB |")
 r = load(d / "step-adfit-bf16-8.json")
 if r:
     print(f"| M3D step, batch 8, adfit cuda, bf16 frozen towers | {r['scans_per_s']:.2f} scans/s ({r['seconds']:.3f} s), peak GPU {peak(d / 'step-adfit-bf16-8.peak'):.0f} MiB |")

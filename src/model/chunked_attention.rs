@@ -136,8 +136,7 @@ impl<B: Backend> Backward<B, 3> for ChunkedAttentionBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad_out = tensor::<B>(grads.consume::<B>(&ops.node));
         let ([q, k, v, out], lse, bias, scale) = ops.state;
-        let [dq, dk, dv] =
-            backward(
+        let [dq, dk, dv] = backward(
             tensor(q),
             tensor(k),
             tensor(v),
