@@ -20,13 +20,13 @@ use std::process::Command;
 use adfit::backend::{dispatch, DeviceSpec};
 use adfit::model::attention::TrainingAttention;
 use adfit::train::step_bench::{BenchShape, StepBench};
+use clap::ValueEnum;
 
 fn single(name: &str, repeat: usize, tokens: usize) {
     let shape = if name == "m3d" { BenchShape::M3d } else { BenchShape::Phantom };
-    let attention = match std::env::var("ADFIT_BENCH_ATTENTION").as_deref() {
-        Ok("decomposed") => TrainingAttention::Decomposed,
-        _ => TrainingAttention::BlockWise,
-    };
+    let attention = std::env::var("ADFIT_BENCH_ATTENTION")
+        .map(|a| TrainingAttention::from_str(&a, true).expect("ADFIT_BENCH_ATTENTION: block-wise or decomposed"))
+        .unwrap_or_default();
     let batch = std::env::var("ADFIT_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(shape.default_batch());
     let t = dispatch(
         DeviceSpec::Cpu,
@@ -42,8 +42,9 @@ fn single(name: &str, repeat: usize, tokens: usize) {
     )
     .expect("step bench");
     println!(
-        "{{\"tool\": \"adfit\", \"backend\": \"flex\", \"shape\": \"{name}\", \"attention\": \"{attention:?}\", \"batch\": {batch}, \"tokens\": {tokens}, \
+        "{{\"tool\": \"adfit\", \"backend\": \"flex\", \"shape\": \"{name}\", \"attention\": {}, \"batch\": {batch}, \"tokens\": {tokens}, \
          \"seconds\": {:.4}, \"scans_per_s\": {:.4}, \"peak_rss_mib\": {:.1}, \"threads\": {}}}",
+        serde_json::to_string(&attention).expect("a name"),
         t.seconds,
         t.scans_per_s,
         peak_rss_mib(),

@@ -85,9 +85,11 @@ def main() -> None:
              f"{os.cpu_count()} cores.", "",
              "| tokens | " + " | ".join(f"{i} s" for i in impls) + " | " + " | ".join(f"{i} MiB" for i in impls) + " |",
              "|---" * (1 + 2 * len(impls)) + "|"]
+    def cell(i, n, k, fmt):
+        return format(by[(i, n)][k], fmt) if (i, n) in by else "-"
     for n in a.tokens:
-        cell = lambda i, k: f"{by[(i, n)][k]:.2f}" if k == 0 and (i, n) in by else (f"{by[(i, n)][k]:.0f}" if (i, n) in by else "-")
-        lines.append(f"| {n} | " + " | ".join(cell(i, 0) for i in impls) + " | " + " | ".join(cell(i, 1) for i in impls) + " |")
+        lines.append(f"| {n} | " + " | ".join(cell(i, n, 0, ".2f") for i in impls) + " | "
+                     + " | ".join(cell(i, n, 1, ".0f") for i in impls) + " |")
     out.with_suffix(".md.tmp").write_text("\n".join(lines) + "\n")
     os.replace(out.with_suffix(".md.tmp"), out.with_suffix(".md"))
 

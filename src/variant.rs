@@ -54,19 +54,24 @@ impl Variant {
             Variant::NoCrossAttention => s.cross_attention = CrossAttentionKind::Off,
             Variant::ClassPrompts => s.class_prompt_weight = 1.0,
             Variant::BackboneProjections => s.projections = crate::settings::Projections::Backbone,
-            // The paper's other adaptations replace the visual prompts.
             Variant::Lora | Variant::Adapter | Variant::FullFinetune | Variant::PerceiverLora | Variant::Lga => {
                 s.visual_prompts = 0;
-                s.adaptation.kind = match self {
-                    Variant::Lora => AdaptKind::Lora,
-                    Variant::Adapter => AdaptKind::Adapter,
-                    Variant::FullFinetune => AdaptKind::Full,
-                    Variant::PerceiverLora => AdaptKind::PerceiverLora,
-                    _ => AdaptKind::Lga,
-                };
+                s.adaptation.kind = self.adaptation().unwrap_or_default();
             }
         }
         s
+    }
+
+    /// The adaptation that replaces the visual prompts in the paper's other rows (tables 2, 4).
+    pub fn adaptation(self) -> Option<AdaptKind> {
+        match self {
+            Variant::Lora => Some(AdaptKind::Lora),
+            Variant::Adapter => Some(AdaptKind::Adapter),
+            Variant::FullFinetune => Some(AdaptKind::Full),
+            Variant::PerceiverLora => Some(AdaptKind::PerceiverLora),
+            Variant::Lga => Some(AdaptKind::Lga),
+            _ => None,
+        }
     }
 }
 

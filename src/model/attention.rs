@@ -7,7 +7,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::ops::AttentionModuleOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::model::chunked_attention::BLOCK_ELEMENTS;
+use crate::model::chunked_attention::fits_one_block;
 
 /// `softmax(q kᵀ · scale + bias) v` over heads.
 ///
@@ -18,7 +18,7 @@ use crate::model::chunked_attention::BLOCK_ELEMENTS;
 ///
 /// - Training (an autodiff backend this binary was built with): adfit's block-wise op
 ///   ([`crate::model::chunked_attention`]), whose backward pass recomputes the scores instead
-///   of keeping `n_q × n_k` tensors. Scores that fit in one block ([`BLOCK_ELEMENTS`]) and a
+///   of keeping `n_q × n_k` tensors. Scores that fit in one block ([`fits_one_block`]) and a
 ///   bias that needs a gradient take the decomposed form: with so few scores, recomputing them
 ///   costs more time than keeping them costs memory (phantom's 86 tokens: 46.6 scans/s
 ///   decomposed, 38.6 block-wise).
@@ -34,7 +34,7 @@ pub fn attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let constant_bias = bias.as_ref().is_none_or(|b| !b.is_require_grad());
     let [b, h, n_q, _] = q.dims();
-    let one_block = b * h * n_q * k.dims()[2] <= BLOCK_ELEMENTS;
+    let one_block = fits_one_block(b, h, n_q, k.dims()[2]);
     let (q, k, v, bias) = if constant_bias && !one_block && !DECOMPOSED_TRAINING.load(Ordering::Relaxed) {
         match crate::backend::chunked_attention(q, k, v, scale, bias) {
             Ok(out) => return out,

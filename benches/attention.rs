@@ -1,0 +1,68 @@
+//! The pieces of adfit's block-wise attention op at M3D-CLIP's shape (batch 1, 12 heads, 2,070
+//! tokens, head size 64) on Flex, where its time goes: the two kinds of matmul it runs (scores
+//! `Q Kᵀ`, inner size 64 with an n×n output; `P V`, inner size n), a broadcast against a fresh
+//! tensor and against a narrowed view, and the op's forward and backward passes beside Burn's
+//! fused (inference) attention kernel. One JSON line per piece: median seconds of 3 runs, and
+//! GFLOP/s for the matmuls.
+//!
+//!   cargo bench --bench attention
+
+use std::time::Instant;
+
+use adfit::model::chunked_attention::{backward, forward};
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+type B = Flex;
+
+fn median(f: impl Fn() -> Tensor<B, 4>) -> f64 {
+    let run = || {
+        let t = Instant::now();
+        // Reading one value back waits for the result.
+        let _ = f().slice([0..1, 0..1, 0..1, 0..1]).into_data();
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    let mut times: Vec<f64> = (0..3).map(|_| run()).collect();
+    times.sort_by(f64::total_cmp);
+    times[1]
+}
+
+fn report(piece: &str, seconds: f64, flops: Option<f64>) {
+    let rate = flops.map_or("null".to_string(), |f| format!("{:.1}", f / seconds / 1e9));
+    println!("{{\"piece\": \"{piece}\", \"seconds\": {seconds:.4}, \"gflop_per_s\": {rate}}}");
+}
+
+fn main() {
+    let d = Default::default();
+    let (h, n, hd) = (12, 2070, 64);
+    let r = |s: [usize; 4]| Tensor::<B, 4>::random(s, Distribution::Normal(0.0, 1.0), &d);
+    let (q, k, v) = (r([1, h, n, hd]), r([1, h, n, hd]), r([1, h, n, hd]));
+    let s = r([1, h, n, n]);
+    let matmul_flops = Some(2.0 * (h * n * n * hd) as f64);
+    report("Q Kt (scores, inner size 64)", median(|| q.clone().matmul(k.clone().swap_dims(2, 3))), matmul_flops);
+    report("P V (inner size n)", median(|| s.clone().matmul(v.clone())), matmul_flops);
+    // One block's rows (168 of 2,070) minus a per-row value: fresh, and as a narrowed view.
+    let rows = 168;
+    let block = s.clone().narrow(2, 0, rows) * 1.0;
+    let lse = r([1, h, n, 1]);
+    let lse_fresh = lse.clone().narrow(2, rows, rows) * 1.0;
+    report("block - fresh row values", median(|| block.clone() - lse_fresh.clone()), None);
+    report("block - narrowed row values", median(|| block.clone() - lse.clone().narrow(2, rows, rows)), None);
+    report(
+        "fused attention (inference)",
+        median(|| burn::tensor::module::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default())),
+        None,
+    );
+    report("block-wise forward", median(|| forward(q.clone(), k.clone(), v.clone(), 0.125, None).0), None);
+    let (o, lse) = forward(q.clone(), k.clone(), v.clone(), 0.125, None);
+    report(
+        "block-wise backward",
+        median(|| {
+            let [dq, _, _] = backward(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), q.clone(), 0.125, None);
+            dq
+        }),
+        None,
+    );
+}
