@@ -142,3 +142,37 @@ pub fn first_scan(d: &Path) -> String {
     let index = std::fs::read_to_string(d.join("cache/index.csv")).unwrap();
     index.lines().nth(1).unwrap().split(',').next().unwrap().to_string()
 }
+
+/// The class probabilities of a `predictions.csv` (`p_*` columns), by scan.
+fn probabilities(path: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
+    let mut csv = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = csv.headers().unwrap().clone();
+    let p: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("p_")).collect();
+    csv.records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), p.iter().map(|&i| r[i].parse::<f64>().unwrap()).collect())
+        })
+        .collect()
+}
+
+/// Two scorings of the same scans by the same model agree: every probability within `tol`, and
+/// the predicted class the same unless the first scoring's top two classes are within `2·tol`
+/// (a near-tie that a rounding difference between two summation orders may flip, as merged
+/// LoRA weights or another CPU's SIMD width do).
+pub fn same_predictions(a: &Path, b: &Path, tol: f64) {
+    let (pa, pb) = (probabilities(a), probabilities(b));
+    assert_eq!(pa.keys().collect::<Vec<_>>(), pb.keys().collect::<Vec<_>>(), "{} vs {}", a.display(), b.display());
+    let argmax = |p: &[f64]| (0..p.len()).fold(0, |m, c| if p[c] > p[m] { c } else { m });
+    let mut worst = 0f64;
+    for (scan, x) in &pa {
+        let y = &pb[scan];
+        worst = x.iter().zip(y).fold(worst, |w, (u, v)| w.max((u - v).abs()));
+        let (bx, by) = (argmax(x), argmax(y));
+        if bx != by {
+            assert!((x[bx] - x[by]).abs() <= 2.0 * tol, "{scan}: class {bx} vs {by} at {x:?} vs {y:?}");
+        }
+    }
+    println!("{} vs {}: probabilities within {worst:e}", a.display(), b.display());
+    assert!(worst <= tol, "{} vs {}: probabilities differ by {worst:e}", a.display(), b.display());
+}
