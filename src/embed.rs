@@ -28,6 +28,8 @@ pub struct EmbedJob {
     pub pos_embed: PosEmbedPolicy,
     /// Element type of the frozen towers.
     pub precision: Precision,
+    /// Also keep the vision encoder's final token sequence (before pooling and projection).
+    pub tokens: bool,
 }
 
 /// Embeddings `[n, joint]`, texts `[m, joint]` and logits `[n, m]`.
@@ -37,6 +39,17 @@ pub struct Embeddings {
     pub texts: RawTensor,
     pub logits: RawTensor,
     pub logit_scale: f32,
+    /// The vision encoder's output sequence `[n, tokens, hidden]` when asked for: after the final
+    /// norm, CLS first (M3D-CLIP's ViT); the patch tokens of the last block (RadFM's).
+    pub tokens: Option<RawTensor>,
+}
+
+/// `tokens.json`: the token sequences `[N][T][hidden]` and whether token 0 is a CLS.
+#[derive(Serialize)]
+struct TokensJson {
+    tokens: Vec<Vec<Vec<f32>>>,
+    shape: Vec<usize>,
+    cls_first: bool,
 }
 
 #[derive(Serialize)]
@@ -75,6 +88,25 @@ impl Embeddings {
                 .map(|(n, t)| (n.to_string(), t.clone()))
                 .collect();
         write_safetensors(path, &named)
+    }
+}
+
+impl Embeddings {
+    /// The token sequences ([`EmbedJob::tokens`]) as `.json` (`tokens` [N][T][hidden], `shape`,
+    /// `cls_first`) or `.safetensors` (`tokens`), when they were kept.
+    pub fn write_tokens(&self, path: &Path, cls_first: bool) -> Result<()> {
+        let Some(t) = &self.tokens else {
+            return Err(Error::config("--tokens", "the job was not asked to keep the token sequences"));
+        };
+        if !is_json(path)? {
+            return write_safetensors(path, &[("tokens".to_string(), t.clone())]);
+        }
+        let (n, h) = (t.shape[0], t.shape[2]);
+        let per_scan = t.shape[1] * h;
+        let tokens = (0..n)
+            .map(|i| t.data[i * per_scan..(i + 1) * per_scan].chunks(h.max(1)).map(<[f32]>::to_vec).collect())
+            .collect();
+        crate::util::write_json(path, &TokensJson { tokens, shape: t.shape.clone(), cls_first })
     }
 }
 
@@ -117,7 +149,10 @@ fn unreadable(config: &BackboneConfig, shape: [usize; 3], policy: PosEmbedPolicy
     let mut vit = config.vit();
     vit.img_size = shape;
     let divides = vit.grid().is_ok();
-    let tokens_fit = policy == PosEmbedPolicy::Interpolate || vit.num_patches().ok() == config.vit().num_patches().ok();
+    // RadFM's factorised position tables serve any grid up to theirs (checked when loading).
+    let tokens_fit = policy == PosEmbedPolicy::Interpolate
+        || config.layout() == crate::model::vit3d::VitLayout::Radfm
+        || vit.num_patches().ok() == config.vit().num_patches().ok();
     if divides && tokens_fit {
         return None;
     }
@@ -149,10 +184,15 @@ impl Job for EmbedJob {
         let mut backbone = Backbone::<B<AD>>::load(&self.backbone, grid, self.pos_embed, &device)?;
         backbone.model = cast_frozen(backbone.model, self.precision)?;
         let joint = backbone.config.joint_dim();
+        let mut tokens = None;
         let images = match volumes {
             None => Tensor::<B<AD>, 2>::zeros([0, joint], &device),
             Some(([d, h, w], voxels)) => {
-                let x = Tensor::from_data(TensorData::new(voxels, [self.volumes.len(), 1, d, h, w]), &device);
+                let x: Tensor<B<AD>, 5> =
+                    Tensor::from_data(TensorData::new(voxels, [self.volumes.len(), 1, d, h, w]), &device);
+                if self.tokens {
+                    tokens = Some(raw(backbone.model.vit.forward(x.clone(), false).0)?);
+                }
                 backbone.model.encode_image(x)
             }
         };
@@ -168,6 +208,6 @@ impl Job for EmbedJob {
         } else {
             raw(backbone.model.logits(images.clone(), texts.clone()))?
         };
-        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale })
+        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale, tokens })
     }
 }

@@ -51,8 +51,7 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
     let s = w.dims()[0];
     let x_in = hidden[layers - 1].clone().detach().repeat_dim(0, s);
     let block = &vit.blocks[layers - 1];
-    let heads = block.attn.heads;
-    let hd = d / heads;
+    let (heads, hd) = (block.attn.heads, block.attn.head_dim());
     // The block as `BlockAdaptation::forward` runs it (LoRA updates, adapters) when adapted.
     let qkv = adapted_qkv(block, ad, block.norm1.forward(x_in.clone()))
         .reshape([s, n, 3, heads, hd])
@@ -63,7 +62,7 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
         merge_heads(attention(q.clone(), k.clone(), v.clone(), (hd as f64).powf(-0.5), None)).detach().require_grad();
     let y = x_in + adapted_attn_out(block, ad, o.clone());
     let y = y.clone() + adapted_mlp(block, ad, block.norm2.forward(y));
-    let last = to_dtype(vit.norm.forward(y), model.f_v.weight.val().dtype());
+    let last = to_dtype(vit.final_norm(y), model.f_v.weight.val().dtype());
     let cls = last.narrow(1, 0, 1).reshape([s, d]);
     let image = l2norm(model.f_v.forward(cls));
     let grads = model.logits_paired(image, w.detach()).sum().backward();

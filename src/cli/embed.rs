@@ -12,8 +12,8 @@ use crate::model::vit3d::PosEmbedPolicy;
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Backbone directory in M3D-CLIP's layout: config.json, model.safetensors, and
-    /// vocab.txt or tokenizer.json.
+    /// Backbone directory in M3D-CLIP's (or RadFM's) layout: config.json, model.safetensors,
+    /// and vocab.txt or tokenizer.json (or the text model config.json names).
     #[arg(long)]
     pub backbone: PathBuf,
     /// A volume, used as stored (no reorientation, resampling or normalisation: run `adfit
@@ -36,6 +36,12 @@ pub struct EmbedArgs {
     /// .safetensors (the same names).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the vision encoder's final token sequences, before any pooling or projection
+    /// (.json: tokens [N][T][hidden], shape, cls_first; or .safetensors: tokens), to compare an
+    /// encoder with its reference implementation. M3D-CLIP's: after the final norm, CLS first;
+    /// RadFM's: the last block's patch tokens.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -45,16 +51,28 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
         anyhow::bail!("nothing to embed: give at least one --volume or --text");
     }
     is_json(&a.out)?;
+    if let Some(t) = &a.tokens {
+        is_json(t)?;
+        if a.volumes.is_empty() {
+            anyhow::bail!("--tokens {}: give at least one --volume", t.display());
+        }
+    }
     let job = EmbedJob {
         backbone: a.backbone.clone(),
         volumes: a.volumes,
         texts: a.texts,
         pos_embed: a.pos_embed,
         precision: a.precision,
+        tokens: a.tokens.is_some(),
     };
     let (n, m) = (job.volumes.len(), job.texts.len());
     let e = crate::backend::dispatch(a.device.device, job)?;
     e.write(&a.out)?;
+    if let Some(t) = &a.tokens {
+        let cls_first = crate::model::backbones::m3d::read_config(&a.backbone)?.layout().has_cls();
+        e.write_tokens(t, cls_first)?;
+        println!("token sequences {:?} → {}", e.tokens.as_ref().map(|t| t.shape.clone()), t.display());
+    }
     println!("embedded {n} volume(s) and {m} text(s) with {} → {}", a.backbone.display(), a.out.display());
     Ok(())
 }

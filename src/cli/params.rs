@@ -19,13 +19,16 @@ use crate::settings::RunSettings;
 pub enum Shape {
     /// M3D-CLIP: ViT-B 3D (768, 12 layers) + bert-base-uncased.
     M3d,
+    /// RadFM's ViT (768, 12 layers of 8 × 64 heads, 4×32×32 patches of 3 channels) at 128³, with
+    /// bert-base-uncased (RadFM has no text tower; adfit pairs it with the paper's 12-layer BERT).
+    Radfm,
     /// The small test shape.
     Tiny,
 }
 
 #[derive(Debug, Args)]
 pub struct ParamsArgs {
-    /// A backbone directory (M3D-CLIP layout); its weights are loaded.
+    /// A backbone directory (M3D-CLIP or RadFM layout); its weights are loaded.
     #[arg(long, conflicts_with = "shape")]
     pub backbone: Option<PathBuf>,
     /// A named backbone shape, built with random weights (no download needed).
@@ -86,6 +89,9 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
         None => {
             let (v, t) = match a.shape {
                 Shape::M3d => (Vit3dConfig::m3d(), BertConfig::bert_base_uncased()),
+                Shape::Radfm => {
+                    (Vit3dConfig { img_size: [128, 128, 128], ..Vit3dConfig::radfm() }, BertConfig::bert_base_uncased())
+                }
                 Shape::Tiny => (
                     Vit3dConfig::tiny(),
                     BertConfig {

@@ -38,9 +38,8 @@ pub fn frozen_features<B: Backend>(
     for chunk in idx.chunks(batch.max(1)) {
         let b: CohortBatch<B> = CohortBatcher.batch(ds.load_many(chunk)?, device);
         let (last, _) = model.vit.forward(b.volumes, false);
-        let [n, _, h] = last.dims();
-        let cls: Vec<f64> =
-            last.narrow(1, 0, 1).reshape([n, h]).into_data().convert::<f64>().to_vec().unwrap_or_default();
+        let h = last.dims()[2];
+        let cls: Vec<f64> = model.vit.pooled(last).into_data().convert::<f64>().to_vec().unwrap_or_default();
         out.extend(cls.chunks(h).map(|r| r.iter().map(|&v| Some(v)).collect::<Vec<_>>()));
     }
     Ok(out)

@@ -189,14 +189,15 @@ pub struct BlockAdaptation<B: Backend> {
 }
 
 impl<B: Backend> BlockAdaptation<B> {
-    /// The adaptation of `cfg` for a block of width `dim` and MLP width `mlp`.
-    pub fn init(cfg: &AdaptConfig, dim: usize, mlp: usize, device: &B::Device) -> Self {
+    /// The adaptation of `cfg` for a block of width `dim`, attention width `attn` (`heads ×
+    /// head_dim`: `dim` in MONAI's ViT) and MLP width `mlp`.
+    pub fn init(cfg: &AdaptConfig, dim: usize, attn: usize, mlp: usize, device: &B::Device) -> Self {
         let lora = |i, o| Lora::init(i, o, cfg.lora_rank, cfg.lora_alpha, device);
         let is_lora = cfg.kind.has_lora();
         let is_adapter = cfg.kind == AdaptKind::Adapter;
         BlockAdaptation {
-            qkv: is_lora.then(|| lora(dim, 3 * dim)),
-            out_proj: is_lora.then(|| lora(dim, dim)),
+            qkv: is_lora.then(|| lora(dim, 3 * attn)),
+            out_proj: is_lora.then(|| lora(attn, dim)),
             mlp1: (is_lora && cfg.lora_mlp).then(|| lora(dim, mlp)),
             mlp2: (is_lora && cfg.lora_mlp).then(|| lora(mlp, dim)),
             after_attn: is_adapter.then(|| Bottleneck::init(dim, cfg.adapter_reduction, device)),
@@ -209,9 +210,8 @@ impl<B: Backend> BlockAdaptation<B> {
     pub fn forward(&self, block: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let ad = Some(self);
         let h = block.norm1.forward(x.clone());
-        let [b, n, d] = h.dims();
-        let heads = block.attn.heads;
-        let hd = d / heads;
+        let [b, n, _] = h.dims();
+        let (heads, hd) = (block.attn.heads, block.attn.head_dim());
         let qkv = adapted_qkv(block, ad, h).reshape([b, n, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, heads, n, hd]);
         let o = merge_heads(attention(part(0), part(1), part(2), (hd as f64).powf(-0.5), None));

@@ -118,11 +118,21 @@ pub struct SelfAttention<B: Backend> {
 }
 
 impl<B: Backend> SelfAttention<B> {
+    /// The width of one head: `qkv` maps to `3 × heads × head_dim`.
+    pub fn head_dim(&self) -> usize {
+        self.qkv.weight.dims()[1] / (3 * self.heads.max(1))
+    }
+
+    /// `heads × head_dim`, the width `out_proj` reads (the stream's width in MONAI's ViT).
+    pub fn attention_dim(&self) -> usize {
+        self.heads * self.head_dim()
+    }
+
     /// # Shapes
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, n, d] = x.dims();
-        let hd = d / self.heads;
+        let [b, n, _] = x.dims();
+        let hd = self.head_dim();
         // [batch, tokens, 3, heads, head_dim] → [3, batch, heads, tokens, head_dim]
         let qkv = self.qkv.forward(x).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, self.heads, n, hd]);

@@ -52,15 +52,15 @@ impl<B: Backend> ClipBackbone<B> {
         )
     }
 
-    /// Image embeddings: [CLS] of the final norm → `mm_vision_proj` → L2.
+    /// Image embeddings: [CLS] of the final norm (RadFM: the mean patch token) →
+    /// `mm_vision_proj` → L2.
     ///
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]` → `[batch, joint]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
         let (last, _) = self.vit.forward(x, false);
-        let [b, _, h] = last.dims();
-        let cls = to_dtype(last.narrow(1, 0, 1).reshape([b, h]), self.vision_proj.weight.val().dtype());
-        l2norm(self.vision_proj.forward(cls))
+        let pooled = to_dtype(self.vit.pooled(last), self.vision_proj.weight.val().dtype());
+        l2norm(self.vision_proj.forward(pooled))
     }
 
     /// Text embeddings: [CLS] of BERT's last hidden state → `mm_language_proj` → L2.

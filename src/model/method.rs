@@ -149,6 +149,7 @@ impl<B: Backend> AdClip<B> {
         let layers = backbone.vit.blocks.len();
         let patch_dim = backbone.vit.patch_embed.weight.dims()[0];
         let mlp = backbone.vit.blocks.first().map_or(1, |b| b.mlp.linear1.weight.dims()[1]);
+        let attn = backbone.vit.blocks.first().map_or(hv, |b| b.attn.attention_dim());
         let mut backbone = backbone.no_grad();
         let full_vit = cfg.adaptation.kind == AdaptKind::Full;
         if full_vit {
@@ -169,7 +170,7 @@ impl<B: Backend> AdClip<B> {
                 .then(|| VisualPrompts::init(layers, cfg.visual_prompts, hv, patch_dim, device)),
             adaptation: match cfg.adaptation.kind {
                 AdaptKind::None | AdaptKind::Full | AdaptKind::Lga => Vec::new(),
-                _ => (0..layers).map(|_| BlockAdaptation::init(&cfg.adaptation, hv, mlp, device)).collect(),
+                _ => (0..layers).map(|_| BlockAdaptation::init(&cfg.adaptation, hv, attn, mlp, device)).collect(),
             },
             mmse_token: cfg
                 .mmse_token
@@ -216,6 +217,8 @@ impl<B: Backend> AdClip<B> {
             num_layers: vit.blocks.len(),
             num_heads: 1,
             layer_norm_eps: 1e-5,
+            layout: super::vit3d::VitLayout::Monai,
+            head_dim: Some(vit.blocks.first().map_or(1, |b| b.attn.attention_dim())),
         };
         let text_stub = super::bert::BertConfig {
             vocab_size: 1,

@@ -71,7 +71,8 @@ pub fn cast_frozen<B: Backend>(mut m: ClipBackbone<B>, precision: Precision) -> 
     m.vit.patch_embed = m.vit.patch_embed.map(&mut cast);
     m.vit.pos_embed = ModuleMapper::<B>::map_float(&mut cast, m.vit.pos_embed);
     m.vit.blocks = m.vit.blocks.into_iter().map(|b| b.map(&mut cast)).collect();
-    m.vit.norm = m.vit.norm.map(&mut cast);
+    m.vit.patch_norms = Module::map(m.vit.patch_norms, &mut cast);
+    m.vit.norm = Module::map(m.vit.norm, &mut cast);
     m.bert = m.bert.map(&mut cast);
     Ok(m)
 }

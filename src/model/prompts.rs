@@ -96,7 +96,7 @@ pub fn prompted_vision<B: Backend>(
     if keep_hidden {
         hidden.push(x.clone());
     }
-    (vit.norm.forward(x), hidden)
+    (vit.final_norm(x), hidden)
 }
 
 /// Learnable text prompt vectors. `[n, hidden]`

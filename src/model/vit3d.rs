@@ -2,6 +2,12 @@
 //! a linear "perceptron" patch embedding on patches rearranged as
 //! `b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)`, a learned position embedding added to the
 //! patch tokens before CLS is prepended (so CLS has none), pre-norm blocks, a final LayerNorm.
+//!
+//! The same type holds RadFM's ViT (backbones.md §1, [`VitLayout::Radfm`]): depth-last patches
+//! of a 3-channel volume through LayerNorm → Linear → LayerNorm, a factorised position embedding
+//! (expanded to one row per token when loaded), attention narrower than the stream (8 × 64 in a
+//! 768-wide ViT), no CLS token and no final norm. The CLS token such a ViT carries here is
+//! adfit's addition, used only by the method (VPT's learnable one).
 
 use burn::module::{Initializer, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -29,6 +35,34 @@ pub struct Vit3dConfig {
     /// MONAI's LayerNorm default.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Which published ViT this is (token layout, patch embedding, CLS, final norm).
+    #[serde(default)]
+    pub layout: VitLayout,
+    /// Width of one attention head; `hidden_size / num_heads` when absent (RadFM: 64 with 8
+    /// heads in a 768-wide stream).
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+}
+
+/// The published ViT a [`Vit3d`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VitLayout {
+    /// MONAI 1.3's ViT as M3D-CLIP uses it: `(D, H, W)` patches, `Linear` patch embedding, a
+    /// learned row per token, a CLS token without position embedding, a final LayerNorm.
+    #[default]
+    Monai,
+    /// RadFM's: the volume read depth last (`H, W, D`) with its one channel repeated to
+    /// `in_channels`, LayerNorm → Linear → LayerNorm patch embedding, factorised position
+    /// embedding, no CLS, no final LayerNorm.
+    Radfm,
+}
+
+impl VitLayout {
+    /// Whether the published encoder has a CLS token (RadFM's output is patch tokens only).
+    pub fn has_cls(self) -> bool {
+        self == VitLayout::Monai
+    }
 }
 
 fn default_eps() -> f64 {
@@ -47,6 +81,26 @@ impl Vit3dConfig {
             num_layers: 12,
             num_heads: 12,
             layer_norm_eps: 1e-5,
+            layout: VitLayout::Monai,
+            head_dim: None,
+        }
+    }
+
+    /// RadFM's ViT as published (`embedding_layer.vision_encoder`): 512×512 slices, up to 512
+    /// frames (D, H, W = 512, 512, 512 spans its position tables: 128 depth rows, 16 × 16
+    /// in-plane), 4×32×32 patches of 3 channels, 768 wide, 12 layers of 8 heads × 64, MLP 2048.
+    pub fn radfm() -> Self {
+        Vit3dConfig {
+            img_size: [512, 512, 512],
+            patch_size: [4, 32, 32],
+            in_channels: 3,
+            hidden_size: 768,
+            mlp_dim: 2048,
+            num_layers: 12,
+            num_heads: 8,
+            layer_norm_eps: 1e-5,
+            layout: VitLayout::Radfm,
+            head_dim: Some(64),
         }
     }
 
@@ -61,17 +115,35 @@ impl Vit3dConfig {
             num_layers: 2,
             num_heads: 4,
             layer_norm_eps: 1e-5,
+            layout: VitLayout::Monai,
+            head_dim: None,
         }
+    }
+
+    /// The width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_heads.max(1))
+    }
+
+    /// The width attention works in (`heads × head_dim`; the hidden size in MONAI's ViT).
+    pub fn attention_dim(&self) -> usize {
+        self.num_heads * self.head_dim()
     }
 
     /// About how many parameters this configuration describes (f64: a corrupt configuration's
     /// sizes must not overflow).
     pub fn params_estimate(&self) -> f64 {
         let f = |v: usize| v as f64;
-        let (h, m) = (f(self.hidden_size), f(self.mlp_dim));
-        let tokens: f64 = (0..3).map(|a| f(self.img_size[a]) / f(self.patch_size[a].max(1))).product();
+        let (h, m, a) = (f(self.hidden_size), f(self.mlp_dim), f(self.attention_dim()));
+        let grid: Vec<f64> = (0..3).map(|a| f(self.img_size[a]) / f(self.patch_size[a].max(1))).collect();
         let patch_dim: f64 = self.patch_size.iter().map(|&p| f(p)).product::<f64>() * f(self.in_channels);
-        f(self.num_layers) * (4.0 * h * h + 2.0 * h * m + 6.0 * h + m) + tokens * h + patch_dim * h + 4.0 * h
+        let blocks = f(self.num_layers) * (4.0 * h * a + 2.0 * h * m + 6.0 * h + m);
+        match self.layout {
+            VitLayout::Monai => blocks + grid.iter().product::<f64>() * h + patch_dim * h + 4.0 * h,
+            // Factorised position tables (a third of the width each), the patch embedding's two
+            // LayerNorms, adfit's CLS; no final norm.
+            VitLayout::Radfm => blocks + grid.iter().sum::<f64>() * h / 3.0 + patch_dim * (h + 2.0) + 4.0 * h,
+        }
     }
 
     /// The token grid (D, H, W), or an error naming the axis the patch does not divide.
@@ -100,7 +172,13 @@ impl Vit3dConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.grid()?;
-        if self.hidden_size % self.num_heads != 0 {
+        if self.layout == VitLayout::Radfm && self.hidden_size % 3 != 0 {
+            return Err(Error::config(
+                "hidden_size",
+                format!("{}: RadFM's position embedding is three tables of a third of the width each", self.hidden_size),
+            ));
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_heads != 0 {
             return Err(Error::config(
                 "num_heads",
                 format!("{} heads do not divide hidden size {}", self.num_heads, self.hidden_size),
@@ -126,14 +204,27 @@ pub enum PosEmbedPolicy {
 pub struct Vit3d<B: Backend> {
     /// `Linear(patch_dim → hidden)`.
     pub patch_embed: Linear<B>,
+    /// RadFM's LayerNorms around the patch embedding (none in MONAI's ViT).
+    pub patch_norms: Option<PatchNorms<B>>,
     /// `[1, num_patches, hidden]`
     pub pos_embed: Param<Tensor<B, 3>>,
     /// `[1, 1, hidden]`
     pub cls_token: Param<Tensor<B, 3>>,
     pub blocks: Vec<Block<B>>,
-    pub norm: LayerNorm<B>,
+    /// The final LayerNorm (none in RadFM's ViT).
+    pub norm: Option<LayerNorm<B>>,
     #[module(skip)]
     pub patch_size: [usize; 3],
+    #[module(skip)]
+    pub layout: VitLayout,
+}
+
+/// `LayerNorm(patch_dim)` before and `LayerNorm(hidden)` after the patch embedding (RadFM's
+/// `to_patch_embedding.{1,3}`).
+#[derive(Module, Debug)]
+pub struct PatchNorms<B: Backend> {
+    pub before: LayerNorm<B>,
+    pub after: LayerNorm<B>,
 }
 
 /// Every layer's hidden states: entry 0 is the sequence entering block 1, entry l the output of
@@ -153,26 +244,27 @@ impl<B: Backend> Vit3d<B> {
         let h = cfg.hidden_size;
         let tn = Initializer::Normal { mean: 0.0, std };
         let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).with_initializer(tn.clone()).init(device);
-        let ln = || LayerNormConfig::new(h).with_epsilon(cfg.layer_norm_eps).init(device);
+        let ln_of = |d| LayerNormConfig::new(d).with_epsilon(cfg.layer_norm_eps).init(device);
+        let ln = || ln_of(h);
+        let a = cfg.attention_dim();
+        let radfm = cfg.layout == VitLayout::Radfm;
         let blocks = (0..cfg.num_layers)
             .map(|_| Block {
                 norm1: ln(),
-                attn: SelfAttention {
-                    qkv: linear(h, 3 * h, false),
-                    out_proj: linear(h, h, true),
-                    heads: cfg.num_heads,
-                },
+                attn: SelfAttention { qkv: linear(h, 3 * a, false), out_proj: linear(a, h, true), heads: cfg.num_heads },
                 norm2: ln(),
                 mlp: Mlp { linear1: linear(h, cfg.mlp_dim, true), linear2: linear(cfg.mlp_dim, h, true) },
             })
             .collect();
         Ok(Vit3d {
             patch_embed: linear(cfg.patch_dim(), h, true),
+            patch_norms: radfm.then(|| PatchNorms { before: ln_of(cfg.patch_dim()), after: ln() }),
             pos_embed: tn.init([1, n, h], device),
             cls_token: tn.init([1, 1, h], device),
             blocks,
-            norm: ln(),
+            norm: (!radfm).then(ln),
             patch_size: cfg.patch_size,
+            layout: cfg.layout,
         })
     }
 
@@ -186,6 +278,9 @@ impl<B: Backend> Vit3d<B> {
         policy: PosEmbedPolicy,
     ) -> Result<Self> {
         cfg.validate()?;
+        if cfg.layout == VitLayout::Radfm {
+            return super::backbones::radfm::load_vit(cfg, store, prefix, native);
+        }
         let (h, m) = (cfg.hidden_size, cfg.mlp_dim);
         let eps = cfg.layer_norm_eps;
         let p = |s: &str| format!("{prefix}{s}");
@@ -210,11 +305,13 @@ impl<B: Backend> Vit3d<B> {
         let pos_embed = load_pos_embed(cfg, store, &p("patch_embedding.position_embeddings"), native, policy)?;
         Ok(Vit3d {
             patch_embed: store.linear(&p("patch_embedding.patch_embeddings.1"), cfg.patch_dim(), h, true),
+            patch_norms: None,
             pos_embed: Param::from_tensor(pos_embed),
             cls_token: store.param(&p("cls_token"), [1, 1, h]),
             blocks,
-            norm: store.layer_norm(&p("norm"), h, eps),
+            norm: Some(store.layer_norm(&p("norm"), h, eps)),
             patch_size: cfg.patch_size,
+            layout: VitLayout::Monai,
         })
     }
 
@@ -233,6 +330,10 @@ impl<B: Backend> Vit3d<B> {
         };
         let ln = |l: &LayerNorm<B>, name: String| store.fill_layer_norm(l.clone(), &name);
         self.patch_embed = linear(&self.patch_embed, p("patch_embedding.patch_embeddings.1"));
+        if let Some(pn) = self.patch_norms.as_mut() {
+            pn.before = ln(&pn.before, p("patch_embedding.patch_embeddings.0"));
+            pn.after = ln(&pn.after, p("patch_embedding.patch_embeddings.2"));
+        }
         self.pos_embed = store.param(&p("patch_embedding.position_embeddings"), self.pos_embed.dims());
         self.cls_token = store.param(&p("cls_token"), self.cls_token.dims());
         for (i, b) in self.blocks.iter_mut().enumerate() {
@@ -244,17 +345,30 @@ impl<B: Backend> Vit3d<B> {
             b.mlp.linear1 = linear(&b.mlp.linear1, n("mlp.linear1"));
             b.mlp.linear2 = linear(&b.mlp.linear2, n("mlp.linear2"));
         }
-        self.norm = ln(&self.norm, p("norm"));
+        self.norm = self.norm.map(|n| ln(&n, p("norm")));
         self
     }
 
-    /// MONAI's perceptron rearrangement `b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)`.
+    /// MONAI's perceptron rearrangement `b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)`
+    /// (its `h w d` are our D, H, W). RadFM reads the volume depth last with 3 channels:
+    /// `b c (h p1) (w p2) (f pf) -> b (h w f) (p1 p2 pf c)` on `[batch, c, H, W, D]`, so the
+    /// volume is permuted and its one channel repeated first.
     ///
     /// # Shapes
-    /// - x: `[batch, channels, D, H, W]` → `[batch, num_patches, p1·p2·p3·channels]`
+    /// - x: `[batch, channels, D, H, W]` → `[batch, num_patches, patch_dim]`
     pub fn patchify(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
+        let [pd, ph, pw] = self.patch_size;
+        let (x, [p1, p2, p3]) = match self.layout {
+            VitLayout::Monai => (x, self.patch_size),
+            VitLayout::Radfm => {
+                let channels = self.patch_embed.weight.dims()[0] / (pd * ph * pw);
+                let c = x.dims()[1];
+                let x = x.permute([0, 1, 3, 4, 2]);
+                let x = if c == 1 && channels > 1 { x.repeat_dim(1, channels) } else { x };
+                (x, [ph, pw, pd])
+            }
+        };
         let [b, c, d, h, w] = x.dims();
-        let [p1, p2, p3] = self.patch_size;
         let (g1, g2, g3) = (d / p1, h / p2, w / p3);
         x.reshape([b, c, g1, p1, g2, p2, g3, p3]).permute([0, 2, 4, 6, 3, 5, 7, 1]).reshape([
             b,
@@ -270,7 +384,31 @@ impl<B: Backend> Vit3d<B> {
     pub fn embed_patches(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
         // The input meets the patch embedding in the tower's precision (model::precision).
         let x = crate::model::precision::to_dtype(x, self.patch_embed.weight.val().dtype());
-        self.patch_embed.forward(self.patchify(x)) + self.pos_embed.val()
+        let e = match &self.patch_norms {
+            None => self.patch_embed.forward(self.patchify(x)),
+            Some(pn) => pn.after.forward(self.patch_embed.forward(pn.before.forward(self.patchify(x)))),
+        };
+        e + self.pos_embed.val()
+    }
+
+    /// The final LayerNorm, where the ViT has one.
+    pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.norm {
+            Some(n) => n.forward(x),
+            None => x,
+        }
+    }
+
+    /// The image's pooled token of [`forward`](Self::forward)'s output `[batch, hidden]`: CLS
+    /// where the ViT has one, else the mean of the patch tokens (RadFM's output is patch tokens
+    /// only; its generative model reads them all).
+    pub fn pooled(&self, last: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, _, h] = last.dims();
+        if self.layout.has_cls() {
+            last.narrow(1, 0, 1).reshape([b, h])
+        } else {
+            last.mean_dim(1).reshape([b, h])
+        }
     }
 
     /// Run the blocks on a prepared sequence; returns the normed output and, if asked, every
@@ -287,15 +425,19 @@ impl<B: Backend> Vit3d<B> {
         if keep_hidden {
             hidden.push(x.clone());
         }
-        (self.norm.forward(x), hidden)
+        (self.final_norm(x), hidden)
     }
 
-    /// The bare backbone: `[CLS, patches + pos]` through the blocks and the final norm.
+    /// The bare backbone: `[CLS, patches + pos]` through the blocks and the final norm (RadFM:
+    /// the patch tokens alone through the blocks).
     ///
     /// # Shapes
-    /// - x: `[batch, channels, D, H, W]` → `[batch, 1 + num_patches, hidden]`
+    /// - x: `[batch, channels, D, H, W]` → `[batch, 1 + num_patches, hidden]` (RadFM: `num_patches`)
     pub fn forward(&self, x: Tensor<B, 5>, keep_hidden: bool) -> (Tensor<B, 3>, HiddenStates<B>) {
         let e = self.embed_patches(x);
+        if !self.layout.has_cls() {
+            return self.encode(e, keep_hidden);
+        }
         let [b, _, h] = e.dims();
         let cls = crate::model::precision::to_dtype(self.cls_token.val(), e.dtype()).expand([b, 1, h]);
         self.encode(Tensor::cat(vec![cls, e], 1), keep_hidden)

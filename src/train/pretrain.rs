@@ -105,6 +105,8 @@ impl PretrainConfig {
             num_layers: self.layers,
             num_heads: self.heads,
             layer_norm_eps: 1e-5,
+            layout: Default::default(),
+            head_dim: None,
         }
     }
 

@@ -57,8 +57,7 @@ impl<B: Backend> ImageSide<B> {
     /// text tower's [CLS] states `text` `[m, text_hidden]`.
     pub fn logits(&self, images: Tensor<B, 5>, text: Tensor<B, 2>) -> Tensor<B, 2> {
         let (last, _) = self.vit.forward(images, false);
-        let [b, _, h] = last.dims();
-        let img = l2norm(self.vision_proj.forward(last.narrow(1, 0, 1).reshape([b, h])));
+        let img = l2norm(self.vision_proj.forward(self.vit.pooled(last)));
         let txt = l2norm(self.text_proj.forward(text));
         img.matmul(txt.transpose()) * self.logit_scale.val().reshape([1, 1])
     }

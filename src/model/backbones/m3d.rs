@@ -13,7 +13,7 @@ use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::text_model;
 use crate::model::tokenizer::TextTokenizer;
-use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
+use crate::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig, VitLayout};
 use crate::model::weights::{put, put_layer_norm, put_linear, read_safetensors, RawTensor, WeightStore};
 
 /// Checkpoint key prefix → internal prefix. The one place that knows M3D-CLIP's key names.
@@ -27,12 +27,19 @@ pub const KEY_TABLE: &[(&str, &str)] = &[
 /// `config.json` of an M3D-CLIP-layout backbone (its field names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackboneConfig {
+    /// The vision encoder's family: `"radfm"` for RadFM's ViT ([`super::radfm`]); absent (or
+    /// any other value, as M3D-CLIP's own) for MONAI's ViT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
     pub img_size: [usize; 3],
     pub patch_size: [usize; 3],
     pub hidden_size: usize,
     pub mlp_dim: usize,
     pub num_layers: usize,
     pub num_heads: usize,
+    /// Width of one attention head when it is not `hidden_size / num_heads` (RadFM: 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
     #[serde(default = "one")]
     pub in_channels: usize,
     #[serde(default = "perceptron")]
@@ -79,12 +86,14 @@ impl BackboneConfig {
         projection_dim: usize,
     ) -> Self {
         BackboneConfig {
+            model_type: (vit.layout == VitLayout::Radfm).then(|| super::radfm::MODEL_TYPE.to_string()),
             img_size: vit.img_size,
             patch_size: vit.patch_size,
             hidden_size: vit.hidden_size,
             mlp_dim: vit.mlp_dim,
             num_layers: vit.num_layers,
             num_heads: vit.num_heads,
+            head_dim: vit.head_dim,
             in_channels: vit.in_channels,
             pos_embed: "perceptron".into(),
             vocab_size: text.vocab_size,
@@ -105,6 +114,16 @@ impl BackboneConfig {
             num_layers: self.num_layers,
             num_heads: self.num_heads,
             layer_norm_eps: 1e-5,
+            layout: self.layout(),
+            head_dim: self.head_dim,
+        }
+    }
+
+    /// The vision encoder's layout, from `model_type`.
+    pub fn layout(&self) -> VitLayout {
+        match self.model_type.as_deref() {
+            Some(super::radfm::MODEL_TYPE) => VitLayout::Radfm,
+            _ => VitLayout::Monai,
         }
     }
 
@@ -152,7 +171,7 @@ pub fn read_config(dir: &Path) -> Result<BackboneConfig> {
     let path = dir.join("config.json");
     let text = crate::limits::read_text(&path)?;
     let cfg: BackboneConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
-    if cfg.pos_embed != "perceptron" {
+    if cfg.layout() == VitLayout::Monai && cfg.pos_embed != "perceptron" {
         return Err(Error::config(
             "pos_embed",
             format!("{:?}: only M3D's \"perceptron\" patch embedding is supported", cfg.pos_embed),
@@ -227,12 +246,18 @@ pub enum TextWeights {
 }
 
 /// Every tensor of a 3D ViT under MONAI's names after `prefix` (`vision_encoder.` in M3D-CLIP's
-/// file), PyTorch layouts; [`Vit3d::reload`] reads them back.
+/// file), PyTorch layouts; [`Vit3d::reload`] reads them back. A RadFM ViT is written under the
+/// same names (its patch LayerNorms as `patch_embeddings.{0,2}`, its position embedding one row
+/// per token): the form a fully fine-tuned run keeps, not RadFM's checkpoint layout.
 pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTensor)> {
     let mut out = Vec::new();
     let pe = format!("{prefix}patch_embedding");
     put(&mut out, format!("{pe}.position_embeddings"), v.pos_embed.val().into_data());
     put_linear(&mut out, &format!("{pe}.patch_embeddings.1"), &v.patch_embed);
+    if let Some(pn) = &v.patch_norms {
+        put_layer_norm(&mut out, &format!("{pe}.patch_embeddings.0"), &pn.before);
+        put_layer_norm(&mut out, &format!("{pe}.patch_embeddings.2"), &pn.after);
+    }
     put(&mut out, format!("{prefix}cls_token"), v.cls_token.val().into_data());
     for (i, b) in v.blocks.iter().enumerate() {
         let p = format!("{prefix}blocks.{i}");
@@ -243,7 +268,9 @@ pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTen
         put_linear(&mut out, &format!("{p}.mlp.linear1"), &b.mlp.linear1);
         put_linear(&mut out, &format!("{p}.mlp.linear2"), &b.mlp.linear2);
     }
-    put_layer_norm(&mut out, &format!("{prefix}norm"), &v.norm);
+    if let Some(norm) = &v.norm {
+        put_layer_norm(&mut out, &format!("{prefix}norm"), norm);
+    }
     out
 }
 
@@ -289,6 +316,12 @@ pub fn save<B: Backend>(
     vocab: Option<&Path>,
     text: TextWeights,
 ) -> Result<()> {
+    if model.vit.layout != VitLayout::Monai {
+        return Err(Error::config(
+            "model_type",
+            "only MONAI-layout backbones are written by adfit; a RadFM directory comes from scripts/extract_radfm.py",
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if let Some(vocab) = vocab {
         let name = vocab.file_name().unwrap_or_default();

@@ -1,5 +1,6 @@
 //! Pre-trained backbones: their directory layouts, configurations and checkpoint key tables.
 
 pub mod m3d;
+pub mod radfm;
 
 pub use m3d::{Backbone, BackboneConfig};

@@ -1,0 +1,163 @@
+//! RadFM's ViT against its reference (`scripts/generate_reference.py` fixture 9: a small random
+//! ViT in RadFM's layout, written from RadFM's public code), its checkpoint loaded strictly, and
+//! the method end to end on a RadFM-layout backbone (`tests/fixtures/backbones/radfm-tiny`, made
+//! by `scripts/extract_radfm.py`; its text tower is the fetched all-MiniLM-L6-v2).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use adfit::model::backbones::m3d::{read_config, Backbone, KEY_TABLE};
+use adfit::model::vit3d::{PosEmbedPolicy, Vit3d};
+use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use common::ok;
+
+fn backbone_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backbones/radfm-tiny")
+}
+
+fn reference() -> BTreeMap<String, RawTensor> {
+    read_safetensors(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/radfm.safetensors")).unwrap()
+}
+
+fn tensor<B: Backend, const D: usize>(t: &RawTensor, device: &B::Device) -> Tensor<B, D> {
+    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
+    Tensor::from_data(TensorData::new(t.data.clone(), shape), device)
+}
+
+fn max_abs<B: Backend, const D: usize>(got: Tensor<B, D>, want: &RawTensor, what: &str) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
+    let g: Vec<f32> = got.into_data().convert::<f32>().to_vec().unwrap();
+    g.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+/// The ViT of the fixture backbone, loaded strictly from `tensors` (its `vision_encoder.*`), for
+/// the reference input's 16³ grid.
+fn load_vit<B: Backend>(tensors: BTreeMap<String, RawTensor>, device: &B::Device) -> (Vit3d<B>, adfit::Result<()>) {
+    let config = read_config(&backbone_dir()).unwrap();
+    let mut cfg = config.vit();
+    cfg.img_size = [16, 16, 16];
+    let tensors = tensors.into_iter().filter(|(k, _)| k.starts_with("vision_encoder.")).collect();
+    let store = WeightStore::<B>::new(Path::new("radfm-tiny"), tensors, KEY_TABLE, device);
+    let vit = Vit3d::load(&cfg, &store, "vit.", config.vit().grid().unwrap(), PosEmbedPolicy::Reinterpret).unwrap();
+    (vit, store.finish())
+}
+
+/// Max abs error of every reference activation; panics past 1e-4.
+fn parity<B: Backend>(device: &B::Device) -> f32 {
+    let f = reference();
+    let (vit, loaded) = load_vit::<B>(read_safetensors(&backbone_dir().join("model.safetensors")).unwrap(), device);
+    loaded.unwrap();
+    let x: Tensor<B, 5> = tensor(&f["input.volume"], device);
+    let mut worst = max_abs(vit.patchify(x.clone()), &f["out.patches"], "patches");
+    let (last, hidden) = vit.forward(x, true);
+    assert_eq!(hidden.len(), 3);
+    for (l, h) in hidden.into_iter().enumerate() {
+        worst = worst.max(max_abs(h, &f[&format!("out.hidden_states.{l}")], &format!("hidden state {l}")));
+    }
+    // No final norm: the output is the last block's.
+    worst = worst.max(max_abs(last.clone(), &f["out.hidden_states.2"], "output"));
+    worst = worst.max(max_abs(vit.pooled(last), &f["out.pooled"], "pooled"));
+    assert!(worst <= 1e-4, "max abs error {worst}");
+    worst
+}
+
+#[test]
+fn radfm_vit_matches_the_reference() {
+    let worst = parity::<adfit::backend::Cpu>(&Default::default());
+    println!("RadFM ViT on cpu: max abs error {worst:.1e} against PyTorch");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn radfm_vit_matches_the_reference_on_wgpu() {
+    let worst = parity::<burn::backend::Wgpu>(&Default::default());
+    println!("RadFM ViT on wgpu: max abs error {worst:.1e} against PyTorch");
+}
+
+/// The fetched all-MiniLM-L6-v2 (the fixture backbone's text tower) where adfit looks for text
+/// models, for this process and the binaries it runs.
+fn find_minilm() {
+    std::env::set_var("ADFIT_TEXT_MODELS", common::minilm_dir().parent().unwrap());
+}
+
+#[test]
+fn the_radfm_backbone_embeds_as_the_reference() {
+    find_minilm();
+    let f = reference();
+    let device = Default::default();
+    let b = Backbone::<adfit::backend::Cpu>::load(
+        &backbone_dir(),
+        Some([16, 16, 16]),
+        PosEmbedPolicy::Reinterpret,
+        &device,
+    )
+    .unwrap();
+    let x: Tensor<adfit::backend::Cpu, 5> = tensor(&f["input.volume"], &device);
+    let err = max_abs(b.model.encode_image(x), &f["out.image_embedding"], "image embedding");
+    assert!(err <= 1e-5, "image embedding: max abs error {err}");
+}
+
+#[test]
+fn a_broken_radfm_checkpoint_is_refused_naming_each_key() {
+    let mut t = read_safetensors(&backbone_dir().join("model.safetensors")).unwrap();
+    t.remove("vision_encoder.transformer.layers.1.1.fn.net.3.bias");
+    t.insert("vision_encoder.transformer.layers.0.0.fn.to_out.0.weight".into(), RawTensor {
+        shape: vec![48, 48],
+        data: vec![0.0; 48 * 48],
+    });
+    t.insert("vision_encoder.pos_embedding.extra".into(), RawTensor { shape: vec![1], data: vec![0.0] });
+    let (_, loaded) = load_vit::<adfit::backend::Cpu>(t, &Default::default());
+    let msg = loaded.unwrap_err().to_string();
+    assert!(msg.contains("missing key vision_encoder.transformer.layers.1.1.fn.net.3.bias"), "{msg}");
+    assert!(
+        msg.contains("key vision_encoder.transformer.layers.0.0.fn.to_out.0.weight has shape [48, 48], expected [48, 32]"),
+        "{msg}"
+    );
+    assert!(msg.contains("unexpected key vision_encoder.pos_embedding.extra"), "{msg}");
+    assert!(msg.contains("3 problem(s)"), "{msg}");
+}
+
+/// The method, LoRA in place of the prompts, and the frozen-feature probe on a RadFM-layout
+/// backbone: `finetune`, `eval` (the test fold scored alike), `params` and `embed`.
+#[test]
+fn finetune_and_eval_run_on_a_radfm_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    find_minilm();
+    common::setup(d, "7");
+    let backbone = backbone_dir();
+    let backbone = backbone.to_str().unwrap();
+    let data = ["--index", "cache/index.csv", "--split", "split.csv", "--fold", "0"];
+    for (run, extra) in [("method", &[][..]), ("lora", &["--no-visual-prompts", "--adaptation", "lora"][..])] {
+        let mut args = vec!["finetune", "--backbone", backbone];
+        args.extend(data);
+        args.extend(["--epochs", "1", "--batch-size", "4", "--seed", "3", "--out", run]);
+        args.extend(extra);
+        ok(d, &args);
+        let ev = format!("{run}-eval");
+        let mut args = vec!["eval", "--backbone", backbone, "--run", run];
+        args.extend(data);
+        args.extend(["--out", &ev]);
+        ok(d, &args);
+        common::same_predictions(&d.join(run).join("test_predictions.csv"), &d.join(&ev).join("predictions.csv"), 1e-4);
+    }
+    let params = ok(d, &["params", "--backbone", backbone]);
+    assert!(params.contains("backbone CLS token"), "RadFM's CLS is adfit's and trains: {params}");
+    // One scan at the cache's grid, as NIfTI.
+    let images = std::fs::read_dir(d.join("demo/adni/images")).unwrap();
+    let mut images: Vec<PathBuf> = images.map(|e| e.unwrap().path()).collect();
+    images.sort();
+    ok(d, &["convert", images[0].to_str().unwrap(), "one.nii.gz", "--resize", "16,32,32", "--normalize", "zscore"]);
+    let args = ["--backbone", backbone, "--volume", "one.nii.gz", "--text", "A photo of AD."];
+    ok(d, &[&["embed"][..], &args, &["--out", "e.json", "--tokens", "tokens.json"]].concat());
+    let tokens: serde_json::Value = common::read_json(d.join("tokens.json"));
+    // 16×32×32 in 4×8×8 patches: 64 patch tokens of width 48, no CLS.
+    assert_eq!(tokens["shape"], serde_json::json!([1, 64, 48]));
+    assert_eq!(tokens["cls_first"], false);
+    let e: serde_json::Value = common::read_json(d.join("e.json"));
+    assert_eq!(e["image_embeddings"][0].as_array().map(Vec::len), Some(32));
+}
