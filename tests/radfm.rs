@@ -145,6 +145,15 @@ fn finetune_and_eval_run_on_a_radfm_backbone() {
         ok(d, &args);
         common::same_predictions(&d.join(run).join("test_predictions.csv"), &d.join(&ev).join("predictions.csv"), 1e-4);
     }
+    // Grad-ECLIP maps of RadFM's tokens (which run H, W, D) land on the volume's (D, H, W) grid.
+    let mut args = vec!["attribute", "--backbone", backbone, "--run", "method"];
+    args.extend(data);
+    args.extend(["--limit", "1", "--steps", "8", "--out", "attr"]);
+    ok(d, &args);
+    let maps: Vec<_> = std::fs::read_dir(d.join("attr/maps")).unwrap().map(|e| e.unwrap().path()).collect();
+    let map = adfit::data::nifti_io::read_nifti(&maps[0].join("hippocampal-volume.nii.gz")).unwrap().volume;
+    assert_eq!(map.shape, [16, 32, 32]);
+    assert!(map.data.iter().all(|v| v.is_finite() && *v >= 0.0));
     let params = ok(d, &["params", "--backbone", backbone]);
     assert!(params.contains("backbone CLS token"), "RadFM's CLS is adfit's and trains: {params}");
     // One scan at the cache's grid, as NIfTI.

@@ -70,26 +70,29 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
     // Patch tokens sit after [CLS], [MMSE] and the prompts.
     let prefix = 1 + usize::from(model.mmse_token.is_some()) + model.visual_prompts.as_ref().map_or(0, |p| p.len());
     let patches = n - prefix;
-    let g_cls = f32s(g.narrow(1, 0, 1).reshape([s, d]));
+    // q, k, v and the attention output live in the attention width (heads × head_dim), which
+    // RadFM's ViT keeps narrower than the stream.
+    let a = heads * hd;
+    let g_cls = f32s(g.narrow(1, 0, 1).reshape([s, a]));
     let v = f32s(merge_heads(v.inner()).narrow(1, prefix, patches));
     let q_cls = f32s(merge_heads(q.inner()).narrow(1, 0, 1));
     let k = f32s(merge_heads(k.inner()).narrow(1, prefix, patches));
     (0..s)
         .map(|t| {
-            let q = &q_cls[t * d..(t + 1) * d];
+            let q = &q_cls[t * a..(t + 1) * a];
             let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
             let cos: Vec<f32> = (0..patches)
                 .map(|i| {
-                    let kk = &k[(t * patches + i) * d..(t * patches + i + 1) * d];
+                    let kk = &k[(t * patches + i) * a..(t * patches + i + 1) * a];
                     let kn = kk.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                     q.iter().zip(kk).map(|(a, b)| a * b).sum::<f32>() / (qn * kn)
                 })
                 .collect();
             let (lo, hi) = cos.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &c| (a.min(c), b.max(c)));
-            let gt = &g_cls[t * d..(t + 1) * d];
+            let gt = &g_cls[t * a..(t + 1) * a];
             (0..patches)
                 .map(|i| {
-                    let vi = &v[(t * patches + i) * d..(t * patches + i + 1) * d];
+                    let vi = &v[(t * patches + i) * a..(t * patches + i + 1) * a];
                     let lambda = if hi > lo { (cos[i] - lo) / (hi - lo) } else { 1.0 };
                     gt.iter().zip(vi).map(|(a, b)| a * b).sum::<f32>().max(0.0) * lambda
                 })

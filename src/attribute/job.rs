@@ -201,8 +201,7 @@ impl Job for Explain<'_> {
             })
         };
         let (pad, mask) = (special("[PAD]")?, special("[MASK]")?);
-        let token_grid = f.model.backbone.vit.patch_size;
-        let token_grid = [grid[0] / token_grid[0], grid[1] / token_grid[1], grid[2] / token_grid[2]];
+        let vit = &f.model.backbone.vit;
         let bar = crate::util::progress_bar(ds.rows().len() as u64, "explaining scans", job.quiet);
         let mut scans = Vec::new();
         for (n, row) in ds.rows().iter().enumerate() {
@@ -233,7 +232,7 @@ impl Job for Explain<'_> {
                 tracing::warn!("scan {}: no biomarker sentence of the run's template is in its report", row.scan);
                 Vec::new()
             } else {
-                let scan = ScanInput { row, index: n, x, volume: &volume, ids: &ids, token_grid };
+                let scan = ScanInput { row, index: n, x, volume: &volume, ids: &ids, vit };
                 heat_maps(job, &f.model, scan, spans, &device)?
             };
             scans.push(ScanAttribution {
@@ -262,7 +261,8 @@ struct ScanInput<'a, B: Backend> {
     x: Tensor<B, 5>,
     volume: &'a Volume,
     ids: &'a [i64],
-    token_grid: [usize; 3],
+    /// The ViT whose tokens the maps are over (their order on the volume's grid).
+    vit: &'a crate::model::vit3d::Vit3d<B>,
 }
 
 /// The Grad-ECLIP map of each sentence (written unless `--no-maps`, with the scan's overview),
@@ -274,7 +274,8 @@ fn heat_maps<B: AutodiffBackend>(
     spans: Vec<Span>,
     device: &B::Device,
 ) -> Result<Vec<(Span, Option<Vec<MethodScore>>)>> {
-    let ScanInput { row, index, x, volume, ids, token_grid } = scan;
+    let ScanInput { row, index, x, volume, ids, vit } = scan;
+    let on_grid = |tokens: &[f32]| vit.tokens_to_dhw(tokens, volume.shape);
     let labels = if job.labels { Some(read_label_map(&job.index, row, volume)?) } else { None };
     let texts = sentence_embeddings(model, ids, &spans, device);
     let eclip = grad_eclip(model, x.clone(), texts.clone());
@@ -283,7 +284,8 @@ fn heat_maps<B: AutodiffBackend>(
     let mut out = Vec::new();
     let mut shown = Vec::new();
     for (i, span) in spans.into_iter().enumerate() {
-        let map = to_voxels(&eclip[i], token_grid, volume)?;
+        let (tokens, token_grid) = on_grid(&eclip[i]);
+        let map = to_voxels(&tokens, token_grid, volume)?;
         let inside = labels.as_ref().map(|l| structure_mask(l, span.biomarker));
         let scores = match (&inside, &grads) {
             (Some(inside), Some(g)) => {

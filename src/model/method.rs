@@ -427,8 +427,8 @@ impl<B: Backend> AdClip<B> {
     /// - x: `[batch, 1, D, H, W]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> ImageOutput<B> {
         let [_, _, d, h, w] = x.dims();
-        let ps = self.backbone.vit.patch_size;
-        let grid = [d / ps[0], h / ps[1], w / ps[2]];
+        // The perceiver pools the patch tokens on their grid, in the order they run.
+        let grid = self.backbone.vit.token_grid([d, h, w]);
         let batch = x.dims()[0];
         let guide = self.lga.as_ref().map(|lga| (lga, lga.text_stream(self.guide_features(), batch)));
         let (last, _) = prompted_vision(

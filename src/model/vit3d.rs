@@ -391,6 +391,35 @@ impl<B: Backend> Vit3d<B> {
         e + self.pos_embed.val()
     }
 
+    /// The patch-token grid of a volume of `volume` (D, H, W), in the order the tokens run:
+    /// (D, H, W) in MONAI's ViT, (H, W, D) in RadFM's.
+    pub fn token_grid(&self, volume: [usize; 3]) -> [usize; 3] {
+        let g = [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1));
+        match self.layout {
+            VitLayout::Monai => g,
+            VitLayout::Radfm => [g[1], g[2], g[0]],
+        }
+    }
+
+    /// One value per patch token, in token order, rearranged onto the (D, H, W) patch grid of a
+    /// volume of `volume` (a map that lies on the volume, as Grad-ECLIP's).
+    pub fn tokens_to_dhw(&self, values: &[f32], volume: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+        let g = [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1));
+        match self.layout {
+            VitLayout::Monai => (values.to_vec(), g),
+            VitLayout::Radfm => {
+                let [gd, gh, gw] = g;
+                let mut out = vec![0f32; values.len()];
+                for (t, v) in values.iter().enumerate() {
+                    let (hw, d) = (t / gd, t % gd);
+                    let (h, w) = (hw / gw, hw % gw);
+                    out[(d * gh + h) * gw + w] = *v;
+                }
+                (out, g)
+            }
+        }
+    }
+
     /// The final LayerNorm, where the ViT has one.
     pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.norm {
@@ -492,4 +521,49 @@ fn load_pos_embed<B: Backend>(
         }
     };
     Ok(Tensor::from_data(burn::tensor::TensorData::new(data, [1, n, h]), store.device()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = crate::backend::Cpu;
+
+    /// Each layout's patches run in its own order, and `token_grid` / `tokens_to_dhw` undo it:
+    /// a volume whose voxels carry their patch's (D, H, W) index comes back in raster order.
+    #[test]
+    fn token_order_maps_back_onto_the_volume_grid() {
+        let volume = [8, 12, 16];
+        for layout in [VitLayout::Monai, VitLayout::Radfm] {
+            let cfg = Vit3dConfig {
+                img_size: volume,
+                patch_size: [2, 4, 4],
+                in_channels: if layout == VitLayout::Radfm { 3 } else { 1 },
+                hidden_size: 12,
+                layout,
+                ..Vit3dConfig::tiny()
+            };
+            let vit = Vit3d::<B>::init(&cfg, &Default::default()).unwrap();
+            let g = [4, 3, 4];
+            let data: Vec<f32> = (0..volume.iter().product::<usize>())
+                .map(|i| {
+                    let (d, h, w) = (i / (12 * 16), i / 16 % 12, i % 16);
+                    ((d / 2 * g[1] + h / 4) * g[2] + w / 4) as f32
+                })
+                .collect();
+            let x = Tensor::<B, 5>::from_data(TensorData::new(data, [1, 1, 8, 12, 16]), &Default::default());
+            let patches = vit.patchify(x);
+            let [_, n, f] = patches.dims();
+            assert_eq!(f, cfg.patch_dim(), "{layout:?}");
+            let first: Vec<f32> = patches.narrow(2, 0, 1).reshape([n]).into_data().to_vec().unwrap();
+            let want_grid = if layout == VitLayout::Radfm { [3, 4, 4] } else { g };
+            assert_eq!(vit.token_grid(volume), want_grid, "{layout:?}");
+            let (back, grid) = vit.tokens_to_dhw(&first, volume);
+            assert_eq!(grid, g);
+            assert_eq!(back, (0..n).map(|i| i as f32).collect::<Vec<_>>(), "{layout:?}");
+            if layout == VitLayout::Radfm {
+                assert_ne!(first, back, "RadFM's tokens run depth fastest");
+            }
+        }
+    }
 }
