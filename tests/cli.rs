@@ -351,6 +351,26 @@ fn params_counts_the_perceiver_and_lga_at_the_m3d_shape() {
     );
 }
 
+/// RadFM's ViT at 128³ with bert-base-uncased: the method's count as on M3D-CLIP, LoRA sized to
+/// its attention (8 × 64 = 512 inside a 768-wide stream), the frozen ViT and BERT.
+#[test]
+fn params_counts_the_method_at_the_radfm_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = |extra: &[&str]| -> Value {
+        let mut args = vec!["params", "--json", "--shape", "radfm"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(dir.path(), &args)).unwrap()
+    };
+    let method = count(&[]);
+    assert_eq!(method["trainable"], 6_410_498);
+    assert_eq!(method["frozen"], 176_633_089);
+    let lora = count(&["--visual-prompts", "0", "--adaptation", "lora"]);
+    let group = lora["groups"].as_array().unwrap().iter().find(|g| g["group"] == "LoRA / adapters").unwrap();
+    // Rank 8 on qkv (768 → 3·512) and out_proj (512 → 768) in each of 12 blocks.
+    assert_eq!(group["params"], 12 * 8 * ((768 + 1536) + (512 + 768)));
+    assert_eq!(lora["trainable"], 6_410_498 - 184_320 + 344_064);
+}
+
 #[test]
 fn bench_step_times_each_adaptation() {
     let dir = tempfile::tempdir().unwrap();

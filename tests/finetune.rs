@@ -482,7 +482,11 @@ fn adapted_runs_resume_bit_identically_and_evaluate() {
         let test: serde_json::Value = read_json(d.join(&full).join("test_metrics.json"));
         let evaluated: serde_json::Value = read_json(d.join(&ev).join("metrics.json"));
         // The merged model (eval) scores the test fold as the trained one did (finetune).
-        common::same_predictions(&d.join(&full).join("test_predictions.csv"), &d.join(&ev).join("predictions.csv"), 1e-4);
+        common::same_predictions(
+            &d.join(&full).join("test_predictions.csv"),
+            &d.join(&ev).join("predictions.csv"),
+            1e-4,
+        );
         let bacc = |v: &serde_json::Value| v["classification"]["balanced_accuracy"].as_f64();
         println!("{kind}: test balanced accuracy {:?} (finetune) = {:?} (eval)", bacc(&test), bacc(&evaluated["scan"]));
         // Grad-ECLIP explains the plain blocks' CLS token: runs that pool through the perceiver

@@ -73,8 +73,8 @@ fn vit_config() -> Vit3dConfig {
         num_layers: 2,
         num_heads: 4,
         layer_norm_eps: 1e-5,
-            layout: Default::default(),
-            head_dim: None,
+        layout: Default::default(),
+        head_dim: None,
     }
 }
 

@@ -105,16 +105,18 @@ fn the_radfm_backbone_embeds_as_the_reference() {
 fn a_broken_radfm_checkpoint_is_refused_naming_each_key() {
     let mut t = read_safetensors(&backbone_dir().join("model.safetensors")).unwrap();
     t.remove("vision_encoder.transformer.layers.1.1.fn.net.3.bias");
-    t.insert("vision_encoder.transformer.layers.0.0.fn.to_out.0.weight".into(), RawTensor {
-        shape: vec![48, 48],
-        data: vec![0.0; 48 * 48],
-    });
+    t.insert(
+        "vision_encoder.transformer.layers.0.0.fn.to_out.0.weight".into(),
+        RawTensor { shape: vec![48, 48], data: vec![0.0; 48 * 48] },
+    );
     t.insert("vision_encoder.pos_embedding.extra".into(), RawTensor { shape: vec![1], data: vec![0.0] });
     let (_, loaded) = load_vit::<adfit::backend::Cpu>(t, &Default::default());
     let msg = loaded.unwrap_err().to_string();
     assert!(msg.contains("missing key vision_encoder.transformer.layers.1.1.fn.net.3.bias"), "{msg}");
     assert!(
-        msg.contains("key vision_encoder.transformer.layers.0.0.fn.to_out.0.weight has shape [48, 48], expected [48, 32]"),
+        msg.contains(
+            "key vision_encoder.transformer.layers.0.0.fn.to_out.0.weight has shape [48, 48], expected [48, 32]"
+        ),
         "{msg}"
     );
     assert!(msg.contains("unexpected key vision_encoder.pos_embedding.extra"), "{msg}");

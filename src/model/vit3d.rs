@@ -175,7 +175,10 @@ impl Vit3dConfig {
         if self.layout == VitLayout::Radfm && self.hidden_size % 3 != 0 {
             return Err(Error::config(
                 "hidden_size",
-                format!("{}: RadFM's position embedding is three tables of a third of the width each", self.hidden_size),
+                format!(
+                    "{}: RadFM's position embedding is three tables of a third of the width each",
+                    self.hidden_size
+                ),
             ));
         }
         if self.head_dim.is_none() && self.hidden_size % self.num_heads != 0 {
@@ -251,7 +254,11 @@ impl<B: Backend> Vit3d<B> {
         let blocks = (0..cfg.num_layers)
             .map(|_| Block {
                 norm1: ln(),
-                attn: SelfAttention { qkv: linear(h, 3 * a, false), out_proj: linear(a, h, true), heads: cfg.num_heads },
+                attn: SelfAttention {
+                    qkv: linear(h, 3 * a, false),
+                    out_proj: linear(a, h, true),
+                    heads: cfg.num_heads,
+                },
                 norm2: ln(),
                 mlp: Mlp { linear1: linear(h, cfg.mlp_dim, true), linear2: linear(cfg.mlp_dim, h, true) },
             })

@@ -68,7 +68,10 @@ pub fn load_vit<B: Backend>(
             before: store.layer_norm(&p("to_patch_embedding.1"), cfg.patch_dim(), eps),
             after: store.layer_norm(&p("to_patch_embedding.3"), h, eps),
         }),
-        pos_embed: Param::from_tensor(Tensor::from_data(TensorData::new(pos, [1, grid.iter().product(), h]), store.device())),
+        pos_embed: Param::from_tensor(Tensor::from_data(
+            TensorData::new(pos, [1, grid.iter().product(), h]),
+            store.device(),
+        )),
         cls_token: store.param(&p("cls_token"), [1, 1, h]),
         blocks,
         norm: None,
