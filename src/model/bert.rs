@@ -5,7 +5,7 @@
 //! Prompts can be inserted between the embedding layer and the encoder (after [CLS]), so the
 //! embedding and the encoder are separate calls.
 
-use burn::module::Initializer;
+use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
@@ -209,6 +209,41 @@ impl<B: Backend> Bert<B> {
                     intermediate: store.linear(&l("intermediate.dense"), h, m, true),
                     output: store.linear(&l("output.dense"), m, h, true),
                     out_norm: store.layer_norm(&l("output.LayerNorm"), h, eps),
+                    heads: cfg.num_attention_heads,
+                }
+            })
+            .collect();
+        Ok(Bert { embeddings, layers })
+    }
+
+    /// Load HF `DistilBertModel` weights under `prefix` (`embeddings.{word,position}_embeddings`,
+    /// `transformer.layer.i.attention.{q,k,v,out}_lin`, `sa_layer_norm`, `ffn.lin{1,2}`,
+    /// `output_layer_norm`). DistilBERT is BERT's post-norm layer without token types: the one
+    /// token-type row is zero, so `embed` adds nothing for it.
+    pub fn load_distilbert(cfg: &BertConfig, store: &mut WeightStore<B>, prefix: &str) -> Result<Self> {
+        cfg.validate()?;
+        store.ignore_prefix(&format!("{prefix}embeddings.position_ids"));
+        let (h, m, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let e = |s: &str| format!("{prefix}embeddings.{s}");
+        let device = store.device().clone();
+        let embeddings = BertEmbeddings {
+            word: store.embedding(&e("word_embeddings.weight"), cfg.vocab_size, h),
+            position: store.embedding(&e("position_embeddings.weight"), cfg.max_position_embeddings, h),
+            token_type: Embedding { weight: Param::from_tensor(Tensor::zeros([1, h], &device)) },
+            norm: store.layer_norm(&e("LayerNorm"), h, eps),
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = |s: &str| format!("{prefix}transformer.layer.{i}.{s}");
+                BertLayer {
+                    query: store.linear(&l("attention.q_lin"), h, h, true),
+                    key: store.linear(&l("attention.k_lin"), h, h, true),
+                    value: store.linear(&l("attention.v_lin"), h, h, true),
+                    attn_out: store.linear(&l("attention.out_lin"), h, h, true),
+                    attn_norm: store.layer_norm(&l("sa_layer_norm"), h, eps),
+                    intermediate: store.linear(&l("ffn.lin1"), h, m, true),
+                    output: store.linear(&l("ffn.lin2"), m, h, true),
+                    out_norm: store.layer_norm(&l("output_layer_norm"), h, eps),
                     heads: cfg.num_attention_heads,
                 }
             })

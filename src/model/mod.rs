@@ -9,6 +9,7 @@ pub mod bert;
 pub mod chunked_attention;
 pub mod clip;
 pub mod cross_attention;
+pub mod dcformer;
 pub mod heads;
 pub mod lga;
 pub mod loss;

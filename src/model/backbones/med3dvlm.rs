@@ -1,0 +1,251 @@
+//! Med3DVLM's CLIP (`dec_clip`, HF `MagicXin/DCFormer_SigLIP`; backbones.md §1-2): the DCFormer
+//! vision encoder, a DistilBERT text tower (ClinicalBERT), projections, and SigLIP's `t_prime` and
+//! `bias`. Its directory: `config.json` (`"model_type": "dec_clip"`), `model.safetensors` with
+//! `vision_encoder.encoder.*`, `language_encoder.*` (DistilBERT's names), `mm_vision_proj.*`,
+//! `mm_language_proj.*`, `t_prime`, `bias`, and the text tower's `vocab.txt` or `tokenizer.json`.
+//!
+//! Image embedding: the mean of the last stage's tokens → `mm_vision_proj` → L2. Text embedding:
+//! token 0 of DistilBERT's last hidden state → `mm_language_proj` → L2. Logits: `images · textsᵀ ·
+//! t_prime + bias`, with `t_prime` used raw as Med3DVLM's single-process path does.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::bert::{pool, Bert, BertConfig, Pooling};
+use crate::model::dcformer::{Dcformer, DcformerConfig};
+use crate::model::heads::l2norm;
+use crate::model::tokenizer::TextTokenizer;
+use crate::model::weights::{read_safetensors, WeightStore};
+
+/// `config.json`'s `model_type` of a Med3DVLM CLIP.
+pub const MODEL_TYPE: &str = "dec_clip";
+
+/// Checkpoint key prefix → internal prefix.
+pub const KEY_TABLE: &[(&str, &str)] = &[
+    ("vision_encoder.encoder.", "dc."),
+    ("language_encoder.", "text."),
+    ("mm_vision_proj.", "vision_proj."),
+    ("mm_language_proj.", "text_proj."),
+];
+
+/// HF `DistilBertConfig`'s shape fields (ClinicalBERT's by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistilBertConfig {
+    #[serde(default = "clinical_vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "d768")]
+    pub dim: usize,
+    #[serde(default = "six")]
+    pub n_layers: usize,
+    #[serde(default = "twelve")]
+    pub n_heads: usize,
+    #[serde(default = "d3072")]
+    pub hidden_dim: usize,
+    #[serde(default = "p512")]
+    pub max_position_embeddings: usize,
+}
+
+fn clinical_vocab() -> usize {
+    119_547
+}
+fn d768() -> usize {
+    768
+}
+fn six() -> usize {
+    6
+}
+fn twelve() -> usize {
+    12
+}
+fn d3072() -> usize {
+    3072
+}
+fn p512() -> usize {
+    512
+}
+
+impl Default for DistilBertConfig {
+    /// `medicalai/ClinicalBERT`: DistilBERT, 6 layers of 768, 12 heads, vocabulary 119,547.
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("every field has a default")
+    }
+}
+
+impl DistilBertConfig {
+    /// The same network as a [`Bert`]: DistilBERT is BERT without token types (adfit gives it a
+    /// single all-zero token-type row), post-norm, exact GELU, LayerNorm eps 1e-12.
+    pub fn bert(&self) -> BertConfig {
+        BertConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.dim,
+            num_hidden_layers: self.n_layers,
+            num_attention_heads: self.n_heads,
+            intermediate_size: self.hidden_dim,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: 1,
+            ..BertConfig::bert_base_uncased()
+        }
+    }
+}
+
+/// `config.json` of a Med3DVLM CLIP (`DEC_CLIPConfig`'s fields), with adfit's optional shape
+/// overrides for encoders other than the released one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Med3dvlmConfig {
+    pub model_type: String,
+    #[serde(default = "dcformer")]
+    pub vision_encoder: String,
+    /// (H, W, D) of the volumes it was trained on (Med3DVLM's order: 256, 256, 128).
+    #[serde(default = "native_input")]
+    pub input_size: [usize; 3],
+    /// Joint-space size (the projections' output).
+    #[serde(default = "joint")]
+    pub hidden_size: usize,
+    #[serde(default = "sigmoid")]
+    pub loss_type: String,
+    #[serde(default)]
+    pub language_model_name_or_path: String,
+    /// The encoder's shape when it is not `decomp_small`.
+    #[serde(default)]
+    pub dcformer: Option<DcformerConfig>,
+    /// The text tower's shape when it is not ClinicalBERT.
+    #[serde(default)]
+    pub text_config: Option<DistilBertConfig>,
+    #[serde(default = "p512")]
+    pub max_text_len: usize,
+}
+
+fn dcformer() -> String {
+    "dcformer".into()
+}
+fn native_input() -> [usize; 3] {
+    [256, 256, 128]
+}
+fn joint() -> usize {
+    768
+}
+fn sigmoid() -> String {
+    "sigmoid".into()
+}
+
+impl Med3dvlmConfig {
+    pub fn encoder(&self) -> DcformerConfig {
+        self.dcformer.clone().unwrap_or_else(DcformerConfig::decomp_small)
+    }
+
+    pub fn text(&self) -> DistilBertConfig {
+        self.text_config.clone().unwrap_or_default()
+    }
+}
+
+/// Whether `dir`'s `config.json` describes a Med3DVLM CLIP.
+pub fn is_med3dvlm(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return false };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map(|v| v.get("model_type").and_then(|t| t.as_str()) == Some(MODEL_TYPE))
+        .unwrap_or(false)
+}
+
+pub fn read_config(dir: &Path) -> Result<Med3dvlmConfig> {
+    let path = dir.join("config.json");
+    let text = crate::limits::read_text(&path)?;
+    let cfg: Med3dvlmConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+    if cfg.vision_encoder != "dcformer" {
+        return Err(Error::config(
+            "vision_encoder",
+            format!("{:?}: Med3DVLM released weights for \"dcformer\" only", cfg.vision_encoder),
+        ));
+    }
+    if cfg.loss_type != "sigmoid" {
+        return Err(Error::config(
+            "loss_type",
+            format!("{:?}: adfit reads Med3DVLM's SigLIP head (\"sigmoid\": t_prime and bias)", cfg.loss_type),
+        ));
+    }
+    Ok(cfg)
+}
+
+/// Med3DVLM's CLIP.
+#[derive(Module, Debug)]
+pub struct Med3dvlm<B: Backend> {
+    pub vision: Dcformer<B>,
+    pub text: Bert<B>,
+    pub vision_proj: Linear<B>,
+    pub text_proj: Linear<B>,
+    /// SigLIP's temperature, multiplied raw. `[1]`
+    pub t_prime: Param<Tensor<B, 1>>,
+    /// SigLIP's logit bias. `[1]`
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Med3dvlm<B> {
+    /// # Shapes
+    /// - x: `[batch, 1, D, H, W]` → `[batch, joint]`
+    pub fn encode_image(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
+        let tokens = self.vision.last_tokens(x);
+        let [b, _, c] = tokens.dims();
+        l2norm(self.vision_proj.forward(tokens.mean_dim(1).reshape([b, c])))
+    }
+
+    /// # Shapes
+    /// - ids, mask: `[batch, tokens]` → `[batch, joint]`
+    pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (last, _) = self.text.forward(ids, mask.clone(), false);
+        l2norm(self.text_proj.forward(pool(last, mask, Pooling::Cls)))
+    }
+
+    /// `images · textsᵀ · t_prime + bias`.
+    pub fn logits(&self, images: Tensor<B, 2>, texts: Tensor<B, 2>) -> Tensor<B, 2> {
+        images.matmul(texts.transpose()) * self.t_prime.val().reshape([1, 1]) + self.bias.val().reshape([1, 1])
+    }
+}
+
+/// A loaded Med3DVLM directory.
+pub struct Med3dvlmBackbone<B: Backend> {
+    pub dir: PathBuf,
+    pub config: Med3dvlmConfig,
+    pub model: Med3dvlm<B>,
+    pub tokenizer: TextTokenizer,
+}
+
+impl<B: Backend> Med3dvlmBackbone<B> {
+    /// Load `dir` strictly: one error lists every missing, unexpected or mis-shaped key.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let config = read_config(dir)?;
+        let weights = dir.join("model.safetensors");
+        let mut store = WeightStore::<B>::new(&weights, read_safetensors(&weights)?, KEY_TABLE, device);
+        let model = load_model(&config, &mut store)?;
+        store.finish()?;
+        let vocab = super::m3d::tokenizer_path(dir)?;
+        let tokenizer = TextTokenizer::from_file(&vocab, config.max_text_len)?;
+        Ok(Med3dvlmBackbone { dir: dir.into(), config, model, tokenizer })
+    }
+}
+
+/// The model from a store under [`KEY_TABLE`]'s internal names.
+pub fn load_model<B: Backend>(config: &Med3dvlmConfig, store: &mut WeightStore<B>) -> Result<Med3dvlm<B>> {
+    let enc = config.encoder();
+    let text = config.text();
+    let vision = Dcformer::load(&enc, store, "dc.");
+    let bert = Bert::load_distilbert(&text.bert(), store, "text.")?;
+    let scalar = |name: &str| -> Tensor<B, 1> {
+        let v = store.raw(name).map(|r| r.data.clone());
+        match v {
+            Some(v) if v.len() == 1 => Tensor::from_data(burn::tensor::TensorData::new(v, [1]), store.device()),
+            _ => store.tensor(name, [1]),
+        }
+    };
+    Ok(Med3dvlm {
+        vision,
+        text: bert,
+        vision_proj: store.linear("vision_proj", enc.width(), config.hidden_size, true),
+        text_proj: store.linear("text_proj", text.dim, config.hidden_size, true),
+        t_prime: Param::from_tensor(scalar("t_prime")),
+        bias: Param::from_tensor(scalar("bias")),
+    })
+}
