@@ -1151,12 +1151,15 @@ def fixture_med3dvlm(out: Path):
     with torch.no_grad():
         for name, m in enc.named_modules():
             if isinstance(m, nn.BatchNorm3d):  # running statistics, as a trained network has them
+                m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
                 m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
                 m.num_batches_tracked.fill_(1000)
             if isinstance(m, nn.Conv3d):  # randomise_ draws 5-D weights at 0.5·N(0, 1)
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(fan_in))
+                if m.bias is not None:  # small, so the input's variation shows through the stages
+                    m.bias.copy_(0.01 * torch.randn(m.bias.shape, generator=g))
         for name, p in enc.named_parameters():
             if name.endswith(".scale"):  # not DCFormer's 1e-6 start, so the blocks show
                 p.copy_(0.5 + 0.1 * torch.randn(p.shape, generator=g))
@@ -1170,7 +1173,7 @@ def fixture_med3dvlm(out: Path):
 
     x = med3dvlm_input((c["batch"], 1, *c["input"]))
     ids = torch.randint(1, t["vocab_size"], (3, 7), generator=g)
-    ids[:, 0] = 101  # [CLS]
+    ids[:, 0] = 2  # [CLS] in the fixture's vocabulary
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
     mask[2, 3:] = 0
@@ -1203,7 +1206,11 @@ def fixture_med3dvlm(out: Path):
         "max_text_len": 64,
     }
     (MED3DVLM_BACKBONE / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    vocab = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()[: t["vocab_size"]]
+    # The special tokens, then the uncased vocabulary from its single characters on (digits,
+    # letters, common words): reports tokenise to different ids, not all to [UNK].
+    full = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = (special + [w for w in full[999:] if w not in special])[: t["vocab_size"]]
     (MED3DVLM_BACKBONE / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
 
     tensors = {"input.ids": ids, "input.mask": mask, "out.image_embedding": f32(image),

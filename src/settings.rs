@@ -218,7 +218,25 @@ impl RunSettings {
             train_cls: self.train_cls,
             adaptation: self.adaptation,
             lambda: self.lambda,
+            mixer_layers: 1,
         })
+    }
+
+    /// Refuse what a vision tower cannot take: a CNN (Med3DVLM's DCFormer) has no blocks for LoRA,
+    /// adapters or LGA, no patch grid for the perceiver, and BatchNorm statistics that full
+    /// fine-tuning would need to treat apart; the method (prompts, [MMSE], the token mixer) runs.
+    pub fn check_tower(&self, layout: crate::model::vit3d::VitLayout) -> Result<()> {
+        if layout.is_cnn() && self.adaptation.kind != crate::model::adapt::AdaptKind::None {
+            return Err(Error::config(
+                "adaptation",
+                format!(
+                    "{:?} needs a ViT's blocks; this backbone's vision tower is a CNN (Med3DVLM's DCFormer), \
+                     where adfit runs the method (prompts and [MMSE] in trainable blocks after it) only",
+                    self.adaptation.kind
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The report template whose class prompts the run is scored against.

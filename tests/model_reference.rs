@@ -205,6 +205,7 @@ fn method_forward_matches_the_contract() {
         m.visual_prompts.as_ref(),
         &m.adaptation,
         None,
+        None,
         false,
     );
     assert_close(last, &f["out.vision_last"], "vision sequence");
@@ -449,7 +450,7 @@ fn adapted_forward<Bk: Backend>(
     f: &BTreeMap<String, RawTensor>,
     prefix: &str,
 ) -> Tensor<Bk, 3> {
-    let (last, hidden) = prompted_vision(vit, tensor(&f["input.volume"]), None, None, adaptation, None, true);
+    let (last, hidden) = prompted_vision(vit, tensor(&f["input.volume"]), None, None, adaptation, None, None, true);
     assert_eq!(hidden.len(), 3);
     for (l, h) in hidden.into_iter().enumerate() {
         assert_close(h, &f[&format!("{prefix}.out.hidden_states.{l}")], &format!("{prefix} hidden state {l}"));

@@ -45,6 +45,7 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
         model.visual_prompts.as_ref(),
         &model.adaptation,
         None,
+        None,
         true,
     );
     let [_, n, d] = hidden[layers - 1].dims();

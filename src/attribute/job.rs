@@ -171,6 +171,8 @@ impl Job for Explain<'_> {
             Some("pools its patch tokens through a spatial-pooling perceiver")
         } else if f.model.lga.is_some() {
             Some("runs a language-guided adapter beside its blocks")
+        } else if f.model.mixer.is_some() {
+            Some("reads a CNN's feature map (Med3DVLM's DCFormer) through trainable blocks")
         } else {
             None
         };

@@ -128,6 +128,9 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
         },
         ..RunSettings::default()
     };
+    if a.compare && backbone.vit.layout.is_cnn() {
+        anyhow::bail!("--compare: the adaptations need a ViT's blocks; this backbone's vision tower is a CNN");
+    }
     if a.compare {
         use crate::experiment::Variant;
         let variants = [
@@ -160,6 +163,7 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
         println!("(paper: M3D rows of its table 2, LoRA and adapter from its table 4; \"full\" is the method)");
         return Ok(());
     }
+    settings.check_tower(backbone.vit.layout)?;
     let cfg = settings.method(backbone.vit.hidden_size())?;
     let model = AdClip::new(backbone, &cfg, &device);
     let groups = parameter_groups(&model);

@@ -36,6 +36,12 @@ impl DcformerConfig {
     pub fn width(&self) -> usize {
         self.channels[4]
     }
+
+    /// The last stage's grid (D, H, W) for a volume of `volume` (D, H, W): the stem divides each
+    /// axis by 4 (`⌊(L − 1) / 4⌋ + 1`), each stage's max-pool halves it (`⌊(L + 1) / 2⌋`).
+    pub fn token_grid(volume: [usize; 3]) -> [usize; 3] {
+        volume.map(|l| (0..4).fold(l.saturating_sub(1) / 4 + 1, |l, _| l.div_ceil(2)))
+    }
 }
 
 /// A 3D convolution with PyTorch's weight layout `[out, in / groups, kD, kH, kW]`.

@@ -67,6 +67,14 @@ pub struct MethodConfig {
     pub adaptation: AdaptConfig,
     /// Weight of the MMSE loss.
     pub lambda: f64,
+    /// Trainable blocks the method adds after a vision tower with no blocks of its own
+    /// (Med3DVLM's DCFormer; [`super::mixer`]). Unused on a ViT.
+    #[serde(default = "one")]
+    pub mixer_layers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for MethodConfig {
@@ -84,6 +92,7 @@ impl Default for MethodConfig {
             train_cls: true,
             adaptation: AdaptConfig::default(),
             lambda: 0.5,
+            mixer_layers: 1,
         }
     }
 }
@@ -112,6 +121,8 @@ pub struct AdClip<B: Backend> {
     pub perceiver: Option<SpatialPooling<B>>,
     /// The language-guided adapter (`AdaptKind::Lga`).
     pub lga: Option<Lga<B>>,
+    /// Trainable blocks after a vision tower with none of its own (Med3DVLM's DCFormer).
+    pub mixer: Option<super::mixer::TokenMixer<B>>,
     /// The texts LGA's text stream starts from: the class prompts, tokenised ([`AdClip::with_guide`]).
     #[module(skip)]
     pub guide: Option<Encoded>,
@@ -146,8 +157,10 @@ impl<B: Backend> AdClip<B> {
     pub fn new(backbone: ClipBackbone<B>, cfg: &MethodConfig, device: &B::Device) -> Self {
         let hv = backbone.vit.hidden_size();
         let ht = backbone.bert.hidden_size();
-        let layers = backbone.vit.blocks.len();
-        let patch_dim = backbone.vit.patch_embed.weight.dims()[0];
+        let mixer = backbone.vit.blocks.is_empty().then(|| super::mixer::TokenMixer::init(cfg.mixer_layers, hv, device));
+        // Prompts for every block the sequence passes: the tower's, then the mixer's.
+        let layers = backbone.vit.blocks.len() + mixer.as_ref().map_or(0, |m| m.blocks.len());
+        let patch_dim = backbone.vit.patch_dim();
         let mlp = backbone.vit.blocks.first().map_or(1, |b| b.mlp.linear1.weight.dims()[1]);
         let attn = backbone.vit.blocks.first().map_or(hv, |b| b.attn.attention_dim());
         let mut backbone = backbone.no_grad();
@@ -178,6 +191,7 @@ impl<B: Backend> AdClip<B> {
             mmse_head: cfg.mmse_token.then(|| MmseHead::init(hv, cfg.mmse_hidden, device)),
             perceiver,
             lga,
+            mixer,
             guide: None,
             text_prompts: (cfg.text_prompts > 0).then(|| TextPrompts::init(cfg.text_prompts, ht, device)),
             f_v: LinearConfig::new(image_feature, cfg.embed_dim).init(device),
@@ -207,7 +221,7 @@ impl<B: Backend> AdClip<B> {
         device: &B::Device,
     ) -> Self {
         let vit = &backbone.vit;
-        let patch_dim = vit.patch_embed.weight.dims()[0];
+        let patch_dim = vit.patch_dim();
         let vit_stub = super::vit3d::Vit3dConfig {
             img_size: [1, 1, patch_dim],
             patch_size: [1, 1, patch_dim],
@@ -286,7 +300,7 @@ impl<B: Backend> AdClip<B> {
         let p = |s: &str| format!("{prefix}{s}");
         let hv = self.backbone.vit.hidden_size();
         let ht = self.backbone.bert.hidden_size();
-        let layers = self.backbone.vit.blocks.len();
+        let layers = self.backbone.vit.blocks.len() + self.mixer.as_ref().map_or(0, |m| m.blocks.len());
         if cfg.visual_prompts > 0 {
             self.visual_prompts =
                 Some(VisualPrompts { prompts: store.param(&p("visual_prompts"), [layers, cfg.visual_prompts, hv]) });
@@ -322,6 +336,7 @@ impl<B: Backend> AdClip<B> {
         }
         self.perceiver = self.perceiver.take().map(|m| m.load(store, prefix));
         self.lga = self.lga.take().map(|m| m.load(store, prefix));
+        self.mixer = self.mixer.take().map(|m| m.load(store, prefix));
         let image_feature = self.perceiver.as_ref().map_or(hv, |p| p.width());
         self.f_v = store.linear(&p("f_v"), image_feature, cfg.embed_dim, true);
         self.f_t = store.linear(&p("f_t"), ht, cfg.embed_dim, true);
@@ -385,6 +400,9 @@ impl<B: Backend> AdClip<B> {
         if let Some(lga) = &self.lga {
             lga.export(prefix, &mut out);
         }
+        if let Some(mixer) = &self.mixer {
+            mixer.export(prefix, &mut out);
+        }
         if let Some(t) = &self.text_prompts {
             put(&mut out, p("text_prompts"), t.prompts.val().into_data());
         }
@@ -438,6 +456,7 @@ impl<B: Backend> AdClip<B> {
             self.visual_prompts.as_ref(),
             &self.adaptation,
             guide,
+            self.mixer.as_ref(),
             false,
         );
         // Back to the trainable heads' precision (f32) from the frozen tower's.

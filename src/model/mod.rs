@@ -14,6 +14,7 @@ pub mod heads;
 pub mod lga;
 pub mod loss;
 pub mod method;
+pub mod mixer;
 pub mod params;
 pub mod perceiver;
 pub mod precision;

@@ -24,6 +24,7 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
         },
         ParamGroup { group: "spatial-pooling perceiver", params: m.perceiver.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup { group: "language-guided adapter", params: m.lga.as_ref().map_or(0, |l| l.num_params()) },
+        ParamGroup { group: "token mixer (CNN tower)", params: m.mixer.as_ref().map_or(0, |x| x.num_params()) },
         ParamGroup { group: "text prompts", params: m.text_prompts.as_ref().map_or(0, |p| p.num_params()) },
         ParamGroup { group: "image projection f_v", params: m.f_v.num_params() },
         ParamGroup { group: "text projection f_t", params: m.f_t.num_params() },

@@ -68,7 +68,10 @@ pub fn cast_frozen<B: Backend>(mut m: ClipBackbone<B>, precision: Precision) -> 
         ));
     }
     let mut cast = Cast(precision.dtype());
-    m.vit.patch_embed = m.vit.patch_embed.map(&mut cast);
+    if m.vit.cnn.is_some() {
+        return Err(Error::config("precision", "a CNN vision tower (Med3DVLM's DCFormer) runs in fp32 only"));
+    }
+    m.vit.patch_embed = Module::map(m.vit.patch_embed, &mut cast);
     m.vit.pos_embed = ModuleMapper::<B>::map_float(&mut cast, m.vit.pos_embed);
     m.vit.blocks = m.vit.blocks.into_iter().map(|b| b.map(&mut cast)).collect();
     m.vit.patch_norms = Module::map(m.vit.patch_norms, &mut cast);

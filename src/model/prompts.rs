@@ -43,6 +43,8 @@ impl<B: Backend> VisualPrompts<B> {
 ///
 /// Returns the final-normed sequence `[batch, prefix + n_prompts + patches, hidden]` where
 /// `prefix` is 1 (CLS) plus 1 when the MMSE token is used, and, if asked, every hidden state.
+/// With `mixer` (a CNN tower), its trainable blocks run after the tower's own, with the prompts
+/// of the layers after the tower's, and its norm replaces the tower's final norm.
 /// With `guide` (LGA and its text stream), LGA's interactions run before their blocks and its
 /// final injector after the last.
 pub fn prompted_vision<B: Backend>(
@@ -52,6 +54,7 @@ pub fn prompted_vision<B: Backend>(
     prompts: Option<&VisualPrompts<B>>,
     adaptation: &[super::adapt::BlockAdaptation<B>],
     mut guide: Option<(&super::lga::Lga<B>, Tensor<B, 3>)>,
+    mixer: Option<&super::mixer::TokenMixer<B>>,
     keep_hidden: bool,
 ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
     let e = vit.embed_patches(x);
@@ -71,7 +74,9 @@ pub fn prompted_vision<B: Backend>(
     parts.push(e);
     let mut x = Tensor::cat(parts, 1);
     let mut hidden = Vec::new();
-    for (l, block) in vit.blocks.iter().enumerate() {
+    // The frozen blocks, then the trainable mixer's (a CNN tower has only the latter).
+    let mixed = mixer.map_or(&[][..], |m| &m.blocks[..]);
+    for (l, block) in vit.blocks.iter().chain(mixed).enumerate() {
         if let (Some(p), true) = (prompts, l > 0) {
             let [_, n, _] = x.dims();
             let head = x.clone().narrow(1, 0, prefix);
@@ -96,7 +101,10 @@ pub fn prompted_vision<B: Backend>(
     if keep_hidden {
         hidden.push(x.clone());
     }
-    (vit.final_norm(x), hidden)
+    match mixer {
+        Some(m) => (m.norm.forward(x), hidden),
+        None => (vit.final_norm(x), hidden),
+    }
 }
 
 /// Learnable text prompt vectors. `[n, hidden]`

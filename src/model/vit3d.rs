@@ -56,12 +56,21 @@ pub enum VitLayout {
     /// `in_channels`, LayerNorm → Linear → LayerNorm patch embedding, factorised position
     /// embedding, no CLS, no final LayerNorm.
     Radfm,
+    /// Med3DVLM's DCFormer, a CNN ([`super::dcformer`]): its last stage's feature map is the token
+    /// sequence; no patch embedding, position embedding (a frozen zero row per token), blocks,
+    /// CLS or final norm of its own. The method adds a CLS token and trainable blocks after it.
+    Dcformer,
 }
 
 impl VitLayout {
     /// Whether the published encoder has a CLS token (RadFM's output is patch tokens only).
     pub fn has_cls(self) -> bool {
         self == VitLayout::Monai
+    }
+
+    /// Whether the tower is a CNN whose last feature map is its only token sequence.
+    pub fn is_cnn(self) -> bool {
+        self == VitLayout::Dcformer
     }
 }
 
@@ -143,6 +152,8 @@ impl Vit3dConfig {
             // Factorised position tables (a third of the width each), the patch embedding's two
             // LayerNorms, adfit's CLS; no final norm.
             VitLayout::Radfm => blocks + grid.iter().sum::<f64>() * h / 3.0 + patch_dim * (h + 2.0) + 4.0 * h,
+            // Med3DVLM's directories are loaded by their own loader, which checks no claim.
+            VitLayout::Dcformer => 0.0,
         }
     }
 
@@ -205,8 +216,10 @@ pub enum PosEmbedPolicy {
 
 #[derive(Module, Debug)]
 pub struct Vit3d<B: Backend> {
-    /// `Linear(patch_dim → hidden)`.
-    pub patch_embed: Linear<B>,
+    /// `Linear(patch_dim → hidden)` (none in front of a CNN).
+    pub patch_embed: Option<Linear<B>>,
+    /// The CNN whose last feature map is the token sequence ([`VitLayout::Dcformer`]).
+    pub cnn: Option<super::dcformer::Dcformer<B>>,
     /// RadFM's LayerNorms around the patch embedding (none in MONAI's ViT).
     pub patch_norms: Option<PatchNorms<B>>,
     /// `[1, num_patches, hidden]`
@@ -264,7 +277,8 @@ impl<B: Backend> Vit3d<B> {
             })
             .collect();
         Ok(Vit3d {
-            patch_embed: linear(cfg.patch_dim(), h, true),
+            patch_embed: Some(linear(cfg.patch_dim(), h, true)),
+            cnn: None,
             patch_norms: radfm.then(|| PatchNorms { before: ln_of(cfg.patch_dim()), after: ln() }),
             pos_embed: tn.init([1, n, h], device),
             cls_token: tn.init([1, 1, h], device),
@@ -311,7 +325,8 @@ impl<B: Backend> Vit3d<B> {
             .collect();
         let pos_embed = load_pos_embed(cfg, store, &p("patch_embedding.position_embeddings"), native, policy)?;
         Ok(Vit3d {
-            patch_embed: store.linear(&p("patch_embedding.patch_embeddings.1"), cfg.patch_dim(), h, true),
+            patch_embed: Some(store.linear(&p("patch_embedding.patch_embeddings.1"), cfg.patch_dim(), h, true)),
+            cnn: None,
             patch_norms: None,
             pos_embed: Param::from_tensor(pos_embed),
             cls_token: store.param(&p("cls_token"), [1, 1, h]),
@@ -336,7 +351,7 @@ impl<B: Backend> Vit3d<B> {
             store.linear(&name, i, o, l.bias.is_some())
         };
         let ln = |l: &LayerNorm<B>, name: String| store.fill_layer_norm(l.clone(), &name);
-        self.patch_embed = linear(&self.patch_embed, p("patch_embedding.patch_embeddings.1"));
+        self.patch_embed = self.patch_embed.map(|l| linear(&l, p("patch_embedding.patch_embeddings.1")));
         if let Some(pn) = self.patch_norms.as_mut() {
             pn.before = ln(&pn.before, p("patch_embedding.patch_embeddings.0"));
             pn.after = ln(&pn.after, p("patch_embedding.patch_embeddings.2"));
@@ -366,9 +381,9 @@ impl<B: Backend> Vit3d<B> {
     pub fn patchify(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
         let [pd, ph, pw] = self.patch_size;
         let (x, [p1, p2, p3]) = match self.layout {
-            VitLayout::Monai => (x, self.patch_size),
+            VitLayout::Monai | VitLayout::Dcformer => (x, self.patch_size),
             VitLayout::Radfm => {
-                let channels = self.patch_embed.weight.dims()[0] / (pd * ph * pw);
+                let channels = self.patch_dim() / (pd * ph * pw);
                 let c = x.dims()[1];
                 let x = x.permute([0, 1, 3, 4, 2]);
                 let x = if c == 1 && channels > 1 { x.repeat_dim(1, channels) } else { x };
@@ -390,12 +405,19 @@ impl<B: Backend> Vit3d<B> {
     /// - x: `[batch, channels, D, H, W]` → `[batch, num_patches, hidden]`
     pub fn embed_patches(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
         // The input meets the patch embedding in the tower's precision (model::precision).
-        let x = crate::model::precision::to_dtype(x, self.patch_embed.weight.val().dtype());
-        let e = match &self.patch_norms {
-            None => self.patch_embed.forward(self.patchify(x)),
-            Some(pn) => pn.after.forward(self.patch_embed.forward(pn.before.forward(self.patchify(x)))),
+        let x = crate::model::precision::to_dtype(x, self.pos_embed.val().dtype());
+        let e = match (&self.cnn, &self.patch_embed, &self.patch_norms) {
+            (Some(cnn), _, _) => cnn.last_tokens(x),
+            (None, Some(pe), None) => pe.forward(self.patchify(x)),
+            (None, Some(pe), Some(pn)) => pn.after.forward(pe.forward(pn.before.forward(self.patchify(x)))),
+            (None, None, _) => unreachable!("a ViT has a patch embedding or a CNN in front"),
         };
         e + self.pos_embed.val()
+    }
+
+    /// The width of a patch (`patch_embed`'s input; the token width in front of a CNN).
+    pub fn patch_dim(&self) -> usize {
+        self.patch_embed.as_ref().map_or(self.hidden_size(), |l| l.weight.dims()[0])
     }
 
     /// The patch-token grid of a volume of `volume` (D, H, W), in the order the tokens run:
@@ -403,7 +425,7 @@ impl<B: Backend> Vit3d<B> {
     pub fn token_grid(&self, volume: [usize; 3]) -> [usize; 3] {
         let g = [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1));
         match self.layout {
-            VitLayout::Monai => g,
+            VitLayout::Monai | VitLayout::Dcformer => g,
             VitLayout::Radfm => [g[1], g[2], g[0]],
         }
     }
@@ -413,7 +435,7 @@ impl<B: Backend> Vit3d<B> {
     pub fn tokens_to_dhw(&self, values: &[f32], volume: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
         let g = [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1));
         match self.layout {
-            VitLayout::Monai => (values.to_vec(), g),
+            VitLayout::Monai | VitLayout::Dcformer => (values.to_vec(), g),
             VitLayout::Radfm => {
                 let [gd, gh, gw] = g;
                 let mut out = vec![0f32; values.len()];

@@ -139,6 +139,7 @@ impl Job for FinetuneJob {
         let _lock = crate::lock::OutputLock::acquire(&a.out)?;
 
         let backbone = Backbone::<B>::load(&a.backbone, Some(img_size), s.pos_embed, &device)?;
+        s.check_tower(backbone.model.vit.layout)?;
         let method = s.method(backbone.model.vit.hidden_size())?;
         // Drawn on the CPU, so that a seed starts every device from the same point.
         let frozen = crate::model::precision::cast_frozen(backbone.model, s.precision)?;

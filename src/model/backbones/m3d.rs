@@ -123,6 +123,7 @@ impl BackboneConfig {
     pub fn layout(&self) -> VitLayout {
         match self.model_type.as_deref() {
             Some(super::radfm::MODEL_TYPE) => VitLayout::Radfm,
+            Some(super::med3dvlm::MODEL_TYPE) => VitLayout::Dcformer,
             _ => VitLayout::Monai,
         }
     }
@@ -185,6 +186,10 @@ impl<B: Backend> Backbone<B> {
     /// Load `dir` strictly. `img_size` overrides the input grid (e.g. 128³ for ADNI), with
     /// `policy` deciding how the position embedding meets it.
     pub fn load(dir: &Path, img_size: Option<[usize; 3]>, policy: PosEmbedPolicy, device: &B::Device) -> Result<Self> {
+        if super::med3dvlm::is_med3dvlm(dir) {
+            let (config, model, tokenizer) = super::med3dvlm::load_clip(dir, img_size, device)?;
+            return Ok(Backbone { dir: dir.into(), config, model, tokenizer });
+        }
         let config = read_config(dir)?;
         let native = config.vit().grid()?;
         let mut vit_cfg = config.vit();
@@ -253,7 +258,9 @@ pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTen
     let mut out = Vec::new();
     let pe = format!("{prefix}patch_embedding");
     put(&mut out, format!("{pe}.position_embeddings"), v.pos_embed.val().into_data());
-    put_linear(&mut out, &format!("{pe}.patch_embeddings.1"), &v.patch_embed);
+    if let Some(l) = &v.patch_embed {
+        put_linear(&mut out, &format!("{pe}.patch_embeddings.1"), l);
+    }
     if let Some(pn) = &v.patch_norms {
         put_layer_norm(&mut out, &format!("{pe}.patch_embeddings.0"), &pn.before);
         put_layer_norm(&mut out, &format!("{pe}.patch_embeddings.2"), &pn.after);

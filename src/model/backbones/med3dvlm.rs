@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::bert::{pool, Bert, BertConfig, Pooling};
+use crate::model::clip::ClipBackbone;
 use crate::model::dcformer::{Dcformer, DcformerConfig};
+use crate::model::vit3d::{Vit3d, VitLayout};
 use crate::model::heads::l2norm;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::weights::{read_safetensors, WeightStore};
@@ -225,6 +227,71 @@ impl<B: Backend> Med3dvlmBackbone<B> {
         let tokenizer = TextTokenizer::from_file(&vocab, config.max_text_len)?;
         Ok(Med3dvlmBackbone { dir: dir.into(), config, model, tokenizer })
     }
+}
+
+/// A Med3DVLM directory as adfit's CLIP backbone, for the method and the zero-shot baseline:
+/// DCFormer in front of no ViT blocks ([`VitLayout::Dcformer`]), DistilBERT as the text tower,
+/// `t_prime` as the logit scale. SigLIP's `bias` is read and left out: it shifts every class's
+/// logit alike, so a softmax over the class prompts is the same without it. The CLS token the
+/// method prepends is adfit's, drawn from a fixed seed (std 0.02). `img_size` is the volumes'
+/// grid (D, H, W); the released input is 128 × 256 × 256.
+pub fn load_clip<B: Backend>(
+    dir: &Path,
+    img_size: Option<[usize; 3]>,
+    device: &B::Device,
+) -> Result<(super::m3d::BackboneConfig, ClipBackbone<B>, TextTokenizer)> {
+    let config = read_config(dir)?;
+    let weights = dir.join("model.safetensors");
+    let mut store = WeightStore::<B>::new(&weights, read_safetensors(&weights)?, KEY_TABLE, device);
+    let m = load_model(&config, &mut store)?;
+    store.finish()?;
+    let [h, w, d] = config.input_size;
+    let volume = img_size.unwrap_or([d, h, w]);
+    let width = config.encoder().width();
+    let tokens: usize = DcformerConfig::token_grid(volume).iter().product();
+    let text = config.text();
+    let vit = Vit3d {
+        patch_embed: None,
+        cnn: Some(m.vision),
+        patch_norms: None,
+        pos_embed: Param::from_tensor(Tensor::zeros([1, tokens, width], device)),
+        cls_token: Param::from_tensor(cls_token(width, device)),
+        blocks: Vec::new(),
+        norm: None,
+        patch_size: [1, 1, 1],
+        layout: VitLayout::Dcformer,
+    };
+    let clip = ClipBackbone { vit, bert: m.text, vision_proj: m.vision_proj, text_proj: m.text_proj, logit_scale: m.t_prime };
+    let bc = super::m3d::BackboneConfig {
+        model_type: Some(MODEL_TYPE.into()),
+        img_size: volume,
+        patch_size: [1, 1, 1],
+        hidden_size: width,
+        mlp_dim: 4 * width,
+        num_layers: 0,
+        num_heads: 1,
+        head_dim: None,
+        in_channels: 1,
+        pos_embed: "dcformer".into(),
+        vocab_size: text.vocab_size,
+        language_model_name_or_path: config.language_model_name_or_path.clone(),
+        max_text_len: config.max_text_len,
+        text_config: Some(text.bert()),
+        projection_dim: Some(config.hidden_size),
+    };
+    let tokenizer = TextTokenizer::from_file(&super::m3d::tokenizer_path(dir)?, config.max_text_len)?;
+    Ok((bc, clip, tokenizer))
+}
+
+/// adfit's CLS token for a tower without one: normal, std 0.02, from a fixed seed, so every
+/// load of a directory starts the method from the same token.
+fn cls_token<B: Backend>(width: usize, device: &B::Device) -> Tensor<B, 3> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x0adf_17c1);
+    let normal = Normal::new(0.0f32, 0.02).expect("a valid normal");
+    let values: Vec<f32> = (0..width).map(|_| normal.sample(&mut rng)).collect();
+    Tensor::from_data(burn::tensor::TensorData::new(values, [1, 1, width]), device)
 }
 
 /// The model from a store under [`KEY_TABLE`]'s internal names.

@@ -63,7 +63,8 @@ pub fn load_vit<B: Backend>(
     let grid = cfg.grid()?;
     let pos = factorised_pos_embed([&dep_t, &row_t, &col_t], [dep, row, col], grid, third)?;
     Ok(Vit3d {
-        patch_embed: store.linear(&p("to_patch_embedding.2"), cfg.patch_dim(), h, true),
+        patch_embed: Some(store.linear(&p("to_patch_embedding.2"), cfg.patch_dim(), h, true)),
+        cnn: None,
         patch_norms: Some(PatchNorms {
             before: store.layer_norm(&p("to_patch_embedding.1"), cfg.patch_dim(), eps),
             after: store.layer_norm(&p("to_patch_embedding.3"), h, eps),
