@@ -371,6 +371,23 @@ fn params_counts_the_method_at_the_radfm_shape() {
     assert_eq!(lora["trainable"], 6_410_498 - 184_320 + 344_064);
 }
 
+/// Med3DVLM's released CLIP at 128³: one mixer block of 768 after DCFormer carries the prompts
+/// (20 for its one layer), and adaptations that need a ViT's blocks are refused.
+#[test]
+fn params_counts_the_method_at_the_med3dvlm_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let v: Value = serde_json::from_str(&ok(dir.path(), &["params", "--json", "--shape", "med3dvlm"])).unwrap();
+    let group = |name: &str| {
+        v["groups"].as_array().unwrap().iter().find(|g| g["group"] == name).unwrap()["params"].as_u64().unwrap()
+    };
+    let block = (768 * 2304) + (768 * 768 + 768) + (768 * 3072 + 3072) + (3072 * 768 + 768) + 4 * 768;
+    assert_eq!(group("token mixer (CNN tower)"), block + 2 * 768);
+    assert_eq!(group("visual prompts"), 20 * 768);
+    assert_eq!(v["trainable"], 13_328_642);
+    let e = fails(dir.path(), &["params", "--shape", "med3dvlm", "--visual-prompts", "0", "--adaptation", "lora"]);
+    assert!(e.contains("CNN"), "{e}");
+}
+
 #[test]
 fn bench_step_times_each_adaptation() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,10 @@ pub enum Shape {
     /// RadFM's ViT (768, 12 layers of 8 × 64 heads, 4×32×32 patches of 3 channels) at 128³, with
     /// bert-base-uncased (RadFM has no text tower; adfit pairs it with the paper's 12-layer BERT).
     Radfm,
+    /// Med3DVLM's released CLIP: DCFormer decomp_small at 128³ (8 tokens of 768) with
+    /// ClinicalBERT (DistilBERT, 6 layers of 768); the method runs its prompts in one trainable
+    /// block after the CNN.
+    Med3dvlm,
     /// The small test shape.
     Tiny,
 }
@@ -86,12 +90,18 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
     let device = Default::default();
     let backbone: ClipBackbone<crate::backend::Cpu> = match &a.backbone {
         Some(dir) => Backbone::load(dir, None, PosEmbedPolicy::Reinterpret, &device)?.model,
+        None if matches!(a.shape, Shape::Med3dvlm) => {
+            use crate::model::backbones::med3dvlm::{as_clip, shaped, Med3dvlmConfig};
+            let config = Med3dvlmConfig::released();
+            as_clip(shaped(&config, &device)?, &config, Some([128, 128, 128]), &device)
+        }
         None => {
             let (v, t) = match a.shape {
                 Shape::M3d => (Vit3dConfig::m3d(), BertConfig::bert_base_uncased()),
                 Shape::Radfm => {
                     (Vit3dConfig { img_size: [128, 128, 128], ..Vit3dConfig::radfm() }, BertConfig::bert_base_uncased())
                 }
+                Shape::Med3dvlm => unreachable!("built above"),
                 Shape::Tiny => (
                     Vit3dConfig::tiny(),
                     BertConfig {

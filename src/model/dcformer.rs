@@ -258,6 +258,19 @@ impl<B: Backend> Dcformer<B> {
         Dcformer { stem, stages }
     }
 
+    /// Zero weights of `cfg`'s shapes (BatchNorm variances 1): for counting parameters at a
+    /// published shape without its checkpoint.
+    pub fn shaped(cfg: &DcformerConfig, device: &B::Device) -> Self {
+        let store = WeightStore::<B>::new(std::path::Path::new("(shape only)"), Default::default(), &[], device);
+        let mut m = Self::load(cfg, &store, "");
+        for b in m.stem.iter_mut().chain(m.stages.iter_mut().flatten().map(|b| &mut b.dwconv)) {
+            for branch in &mut b.branches {
+                branch.norm.var = Param::from_tensor(branch.norm.var.val().ones_like());
+            }
+        }
+        m
+    }
+
     /// Every stage's output as tokens `[B, D·H·W, C]` in (D, H, W) order (entry 0 the stem's,
     /// entry 4 the last stage's).
     ///

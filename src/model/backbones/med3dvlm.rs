@@ -245,29 +245,14 @@ pub fn load_clip<B: Backend>(
     let mut store = WeightStore::<B>::new(&weights, read_safetensors(&weights)?, KEY_TABLE, device);
     let m = load_model(&config, &mut store)?;
     store.finish()?;
-    let [h, w, d] = config.input_size;
-    let volume = img_size.unwrap_or([d, h, w]);
-    let width = config.encoder().width();
-    let tokens: usize = DcformerConfig::token_grid(volume).iter().product();
+    let clip = as_clip(m, &config, img_size, device);
     let text = config.text();
-    let vit = Vit3d {
-        patch_embed: None,
-        cnn: Some(m.vision),
-        patch_norms: None,
-        pos_embed: Param::from_tensor(Tensor::zeros([1, tokens, width], device)),
-        cls_token: Param::from_tensor(cls_token(width, device)),
-        blocks: Vec::new(),
-        norm: None,
-        patch_size: [1, 1, 1],
-        layout: VitLayout::Dcformer,
-    };
-    let clip = ClipBackbone { vit, bert: m.text, vision_proj: m.vision_proj, text_proj: m.text_proj, logit_scale: m.t_prime };
     let bc = super::m3d::BackboneConfig {
         model_type: Some(MODEL_TYPE.into()),
-        img_size: volume,
+        img_size: clip_grid(&config, img_size),
         patch_size: [1, 1, 1],
-        hidden_size: width,
-        mlp_dim: 4 * width,
+        hidden_size: config.encoder().width(),
+        mlp_dim: 4 * config.encoder().width(),
         num_layers: 0,
         num_heads: 1,
         head_dim: None,
@@ -281,6 +266,60 @@ pub fn load_clip<B: Backend>(
     };
     let tokenizer = TextTokenizer::from_file(&super::m3d::tokenizer_path(dir)?, config.max_text_len)?;
     Ok((bc, clip, tokenizer))
+}
+
+/// The volumes' grid (D, H, W): `img_size`, else the released input (`input_size` is H, W, D).
+fn clip_grid(config: &Med3dvlmConfig, img_size: Option<[usize; 3]>) -> [usize; 3] {
+    let [h, w, d] = config.input_size;
+    img_size.unwrap_or([d, h, w])
+}
+
+/// Med3DVLM as adfit's CLIP backbone ([`load_clip`]).
+pub fn as_clip<B: Backend>(
+    m: Med3dvlm<B>,
+    config: &Med3dvlmConfig,
+    img_size: Option<[usize; 3]>,
+    device: &B::Device,
+) -> ClipBackbone<B> {
+    let volume = clip_grid(config, img_size);
+    let width = config.encoder().width();
+    let tokens: usize = DcformerConfig::token_grid(volume).iter().product();
+    let vit = Vit3d {
+        patch_embed: None,
+        cnn: Some(m.vision),
+        patch_norms: None,
+        pos_embed: Param::from_tensor(Tensor::zeros([1, tokens, width], device)),
+        cls_token: Param::from_tensor(cls_token(width, device)),
+        blocks: Vec::new(),
+        norm: None,
+        patch_size: [1, 1, 1],
+        layout: VitLayout::Dcformer,
+    };
+    ClipBackbone { vit, bert: m.text, vision_proj: m.vision_proj, text_proj: m.text_proj, logit_scale: m.t_prime }
+}
+
+impl Med3dvlmConfig {
+    /// The released CLIP's configuration (`MagicXin/DCFormer_SigLIP`): DCFormer `decomp_small`,
+    /// ClinicalBERT, a 768-wide joint space, 128 × 256 × 256 volumes.
+    pub fn released() -> Self {
+        serde_json::from_str(r#"{"model_type": "dec_clip", "language_model_name_or_path": "medicalai/ClinicalBERT"}"#)
+            .expect("every other field has a default")
+    }
+}
+
+/// Random-free weights of `config`'s shapes (zeros; BatchNorm variances 1): for counting
+/// parameters at the released shape without its checkpoint.
+pub fn shaped<B: Backend>(config: &Med3dvlmConfig, device: &B::Device) -> Result<Med3dvlm<B>> {
+    let (enc, text) = (config.encoder(), config.text());
+    let linear = |i, o| burn::nn::LinearConfig::new(i, o).init(device);
+    Ok(Med3dvlm {
+        vision: Dcformer::shaped(&enc, device),
+        text: Bert::init(&text.bert(), device)?,
+        vision_proj: linear(enc.width(), config.hidden_size),
+        text_proj: linear(text.dim, config.hidden_size),
+        t_prime: Param::from_tensor(Tensor::ones([1], device)),
+        bias: Param::from_tensor(Tensor::zeros([1], device)),
+    })
 }
 
 /// adfit's CLS token for a tower without one: normal, std 0.02, from a fixed seed, so every
