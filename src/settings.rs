@@ -223,15 +223,17 @@ impl RunSettings {
     }
 
     /// Refuse what a vision tower cannot take: a CNN (Med3DVLM's DCFormer) has no blocks for LoRA,
-    /// adapters or LGA, no patch grid for the perceiver, and BatchNorm statistics that full
-    /// fine-tuning would need to treat apart; the method (prompts, [MMSE], the token mixer) runs.
+    /// adapters or LGA and no patch grid for the perceiver; the method (prompts, [MMSE], the token
+    /// mixer) and full fine-tuning (BatchNorm statistics kept) run.
     pub fn check_tower(&self, layout: crate::model::vit3d::VitLayout) -> Result<()> {
-        if layout.is_cnn() && self.adaptation.kind != crate::model::adapt::AdaptKind::None {
+        use crate::model::adapt::AdaptKind;
+        if layout.is_cnn() && !matches!(self.adaptation.kind, AdaptKind::None | AdaptKind::Full) {
             return Err(Error::config(
                 "adaptation",
                 format!(
                     "{:?} needs a ViT's blocks; this backbone's vision tower is a CNN (Med3DVLM's DCFormer), \
-                     where adfit runs the method (prompts and [MMSE] in trainable blocks after it) only",
+                     where adfit runs the method (prompts and [MMSE] in trainable blocks after it) and full \
+                     fine-tuning only",
                     self.adaptation.kind
                 ),
             ));

@@ -180,6 +180,31 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
     let mixer = v["groups"].as_array().unwrap().iter().find(|g| g["group"] == "token mixer (CNN tower)").unwrap();
     // One block of width 24 (MLP ×4) and its final norm.
     assert_eq!(mixer["params"], 24 * 72 + (24 * 24 + 24) + (24 * 96 + 96) + (96 * 24 + 24) + 4 * 24 + 2 * 24);
+    // Full fine-tuning of DCFormer: resumes to the bit, BatchNorm statistics kept, eval agrees.
+    let full = |out: &str, epochs: &str| {
+        let mut a = run(&["--out", out, "--no-visual-prompts", "--adaptation", "full"]);
+        let at = a.iter().position(|x| x == "--epochs").unwrap();
+        a[at + 1] = epochs.into();
+        a
+    };
+    common::ok(d, &strs(&full("full", "2")).split('\u{1}').collect::<Vec<_>>());
+    common::ok(d, &strs(&full("part", "1")).split('\u{1}').collect::<Vec<_>>());
+    let mut resume = full("part", "2");
+    resume.push("--resume".into());
+    common::ok(d, &strs(&resume).split('\u{1}').collect::<Vec<_>>());
+    for file in ["checkpoint-1/trainable.safetensors", "best.safetensors", "metrics.csv"] {
+        assert_eq!(std::fs::read(d.join("full").join(file)).unwrap(), std::fs::read(d.join("part").join(file)).unwrap(), "{file}");
+    }
+    let saved = adfit::model::weights::read_safetensors(&d.join("full/checkpoint-1/trainable.safetensors")).unwrap();
+    let released = adfit::model::weights::read_safetensors(&backbone_dir().join("model.safetensors")).unwrap();
+    let key = |n: &str| saved.keys().find(|k| k.ends_with(&format!("vit.cnn.{n}"))).unwrap_or_else(|| panic!("{n}: {:?}", saved.keys()));
+    let (stat, weight) = ("s2.1.dwconv.c3.1.running_var", "s2.1.mlp.mlp.0.weight");
+    assert_eq!(saved[key(stat)].data, released[&format!("vision_encoder.encoder.{stat}")].data, "statistics kept");
+    assert_ne!(saved[key(weight)].data, released[&format!("vision_encoder.encoder.{weight}")].data, "the CNN trains");
+    let mut ev = vec!["eval", "--backbone", backbone, "--run", "full"];
+    ev.extend(data);
+    common::ok(d, &[&ev[..], &["--out", "full-eval"]].concat());
+    common::same_predictions(&d.join("full/test_predictions.csv"), &d.join("full-eval/predictions.csv"), 1e-5);
     let refused = common::fails(d, &strs(&run(&["--out", "lora", "--adaptation", "lora"])).split('\u{1}').collect::<Vec<_>>());
     assert!(refused.contains("CNN") && refused.contains("Lora"), "{refused}");
     assert!(!d.join("lora").exists(), "a refused run leaves no folder");

@@ -15,7 +15,7 @@ use burn::tensor::module::conv3d;
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
-use super::weights::WeightStore;
+use super::weights::{put, put_linear, RawTensor, WeightStore};
 
 /// DCFormer's shape: channels of the stem and the four stages, blocks per stage (entry 0 is the
 /// stem, always one), and each stage's decomposed-kernel size.
@@ -256,6 +256,78 @@ impl<B: Backend> Dcformer<B> {
             })
             .collect();
         Dcformer { stem, stages }
+    }
+
+    /// The shape this encoder was built with.
+    pub fn config(&self) -> DcformerConfig {
+        let mut channels = [0; 5];
+        let mut blocks = [1; 5];
+        let mut kernels = [0; 4];
+        channels[0] = self.stem.first().map_or(0, |c| c.branches[0].conv.weight.dims()[0]);
+        for (s, stage) in self.stages.iter().enumerate() {
+            blocks[s + 1] = stage.len();
+            if let Some(b) = stage.first() {
+                channels[s + 1] = b.scale.dims()[0];
+                kernels[s] = b.dwconv.branches[0].conv.weight.dims()[2];
+            }
+        }
+        DcformerConfig { channels, blocks, kernels }
+    }
+
+    /// Every tensor under Med3DVLM's names after `prefix` (the inverse of [`load`](Self::load)):
+    /// a fully fine-tuned encoder saved with its run.
+    pub fn export(&self, prefix: &str, out: &mut Vec<(String, RawTensor)>) {
+        let decomp = |out: &mut Vec<(String, RawTensor)>, name: String, c: &DecompConv<B>| {
+            for (a, b) in c.branches.iter().enumerate() {
+                let n = |s: &str| format!("{name}.c{}.{s}", a + 1);
+                put(out, n("0.weight"), b.conv.weight.val().into_data());
+                if let Some(bias) = &b.conv.bias {
+                    put(out, n("0.bias"), bias.val().into_data());
+                }
+                put(out, n("1.weight"), b.norm.weight.val().into_data());
+                put(out, n("1.bias"), b.norm.bias.val().into_data());
+                put(out, n("1.running_mean"), b.norm.mean.val().into_data());
+                put(out, n("1.running_var"), b.norm.var.val().into_data());
+            }
+        };
+        for (i, c) in self.stem.iter().enumerate() {
+            decomp(out, format!("{prefix}s0.0.{i}"), c);
+        }
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (i, b) in stage.iter().enumerate() {
+                let n = |x: &str| format!("{prefix}s{}.{i}.{x}", s + 1);
+                if let Some(p) = &b.proj {
+                    put(out, n("proj.weight"), p.weight.val().into_data());
+                }
+                decomp(out, n("dwconv"), &b.dwconv);
+                put_linear(out, &n("mlp.mlp.0"), &b.mlp1);
+                put_linear(out, &n("mlp.mlp.3"), &b.mlp2);
+                put(out, n("scale"), b.scale.val().into_data());
+            }
+        }
+    }
+
+    /// Every weight trainable except BatchNorm's running statistics, which stay as loaded (the
+    /// encoder runs BatchNorm in eval mode, fine-tuned or not).
+    pub fn trainable(self) -> Self {
+        let mut m = self.map(&mut super::adapt::RequireGrad);
+        for c in m.stem.iter_mut().chain(m.stages.iter_mut().flatten().map(|b| &mut b.dwconv)) {
+            for b in &mut c.branches {
+                b.norm.mean = b.norm.mean.clone().set_require_grad(false);
+                b.norm.var = b.norm.var.clone().set_require_grad(false);
+            }
+        }
+        m
+    }
+
+    /// How many values the running statistics hold (frozen even when the encoder trains).
+    pub fn statistics(&self) -> usize {
+        self.stem
+            .iter()
+            .chain(self.stages.iter().flatten().map(|b| &b.dwconv))
+            .flat_map(|c| &c.branches)
+            .map(|b| 2 * b.norm.mean.dims()[0])
+            .sum()
     }
 
     /// Zero weights of `cfg`'s shapes (BatchNorm variances 1): for counting parameters at a

@@ -166,7 +166,7 @@ impl<B: Backend> AdClip<B> {
         let mut backbone = backbone.no_grad();
         let full_vit = cfg.adaptation.kind == AdaptKind::Full;
         if full_vit {
-            backbone.vit = backbone.vit.map(&mut super::adapt::RequireGrad);
+            backbone.vit = backbone.vit.trainable();
         } else if cfg.train_cls {
             backbone.vit.cls_token = backbone.vit.cls_token.set_require_grad(true);
         }
@@ -347,7 +347,7 @@ impl<B: Backend> AdClip<B> {
         }
         self.scale = store.param(&p("scale"), [1]);
         if self.full_vit && store.contains(&p("vit.cls_token")) {
-            self.backbone.vit = self.backbone.vit.reload(store, &p("vit.")).map(&mut super::adapt::RequireGrad);
+            self.backbone.vit = self.backbone.vit.reload(store, &p("vit.")).trainable();
         } else if cfg.train_cls && store.contains(&p("cls_token")) {
             self.backbone.vit.cls_token = store.param(&p("cls_token"), [1, 1, hv]);
         }

@@ -32,7 +32,7 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
         ParamGroup { group: "logit scale", params: m.scale.num_params() },
     ];
     if m.full_vit {
-        groups.push(ParamGroup { group: "vision encoder (all)", params: m.backbone.vit.num_params() });
+        groups.push(ParamGroup { group: "vision encoder (all)", params: m.backbone.vit.trainable_params() });
     } else if m.train_cls {
         groups.push(ParamGroup { group: "backbone CLS token", params: m.backbone.vit.cls_token.num_params() });
     }
@@ -43,7 +43,7 @@ pub fn parameter_groups<B: Backend>(m: &AdClip<B>) -> Vec<ParamGroup> {
 pub fn totals<B: Backend>(m: &AdClip<B>) -> (usize, usize) {
     let trainable: usize = parameter_groups(m).iter().map(|g| g.params).sum();
     let trained_in_backbone = match (m.full_vit, m.train_cls) {
-        (true, _) => m.backbone.vit.num_params(),
+        (true, _) => m.backbone.vit.trainable_params(),
         (false, true) => m.backbone.vit.cls_token.num_params(),
         _ => 0,
     };

@@ -368,6 +368,7 @@ impl<B: Backend> Vit3d<B> {
             b.mlp.linear2 = linear(&b.mlp.linear2, n("mlp.linear2"));
         }
         self.norm = self.norm.map(|n| ln(&n, p("norm")));
+        self.cnn = self.cnn.map(|c| super::dcformer::Dcformer::load(&c.config(), store, &p("cnn.")));
         self
     }
 
@@ -447,6 +448,18 @@ impl<B: Backend> Vit3d<B> {
                 (out, g)
             }
         }
+    }
+
+    /// Every weight trainable (full fine-tuning); a CNN in front keeps its BatchNorm statistics.
+    pub fn trainable(self) -> Self {
+        let mut v = self.map(&mut super::adapt::RequireGrad);
+        v.cnn = v.cnn.map(|c| c.trainable());
+        v
+    }
+
+    /// Parameters full fine-tuning trains: all but a CNN's BatchNorm statistics.
+    pub fn trainable_params(&self) -> usize {
+        self.num_params() - self.cnn.as_ref().map_or(0, |c| c.statistics())
     }
 
     /// The final LayerNorm, where the ViT has one.

@@ -278,6 +278,9 @@ pub fn export_vit<B: Backend>(v: &Vit3d<B>, prefix: &str) -> Vec<(String, RawTen
     if let Some(norm) = &v.norm {
         put_layer_norm(&mut out, &format!("{prefix}norm"), norm);
     }
+    if let Some(cnn) = &v.cnn {
+        cnn.export(&format!("{prefix}cnn."), &mut out);
+    }
     out
 }
 
