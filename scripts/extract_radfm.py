@@ -20,6 +20,9 @@ Usage (the venv of scripts/requirements.txt):
     python scripts/extract_radfm.py RadFM/pytorch_model.bin backbones/radfm
 
 Then ``adfit params --backbone backbones/radfm`` and ``adfit finetune --backbone backbones/radfm``.
+``--read-patch 4,16,16`` makes a directory that reads 128^3 volumes in 4x16x16 patches (a 32x8x8 grid
+of 2,048 tokens, as M3D's) instead of RadFM's 4x32x32 (32x4x4, 512 tokens): ``config.json`` then
+holds both patches and adfit resamples the patch embedding when it loads the weights.
 The text model's folder is found as for any backbone (``--text-model-dir`` / ``ADFIT_TEXT_MODELS``).
 """
 
@@ -49,9 +52,11 @@ def vit_shape(vit: dict) -> dict:
 
 
 def extract(state: dict, out: Path, *, patch=(4, 32, 32), heads=8, text_model="bert-base-uncased",
-            text_hidden=768, projection_dim=768, seed=0) -> dict:
+            text_hidden=768, projection_dim=768, seed=0, read_patch=None) -> dict:
     """Write the backbone directory ``out`` from a state dict holding ``embedding_layer.vision_encoder.*``
-    (or already-stripped ViT keys). ``patch`` is (D, H, W); returns the config written."""
+    (or already-stripped ViT keys). ``patch`` is the checkpoint's (D, H, W) patch; ``read_patch``
+    another in-plane patch adfit reads volumes with (its embedding resampled when loaded, FlexiViT-style).
+    Returns the config written."""
     vit = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
     if not vit:
         vit = {k: v for k, v in state.items() if k.startswith(("to_patch_embedding.", "pos_embedding.", "transformer."))}
@@ -76,11 +81,12 @@ def extract(state: dict, out: Path, *, patch=(4, 32, 32), heads=8, text_model="b
     linear(text_hidden, projection_dim, "mm_language_proj")
     tensors["logit_scale"] = torch.tensor(math.log(1 / 0.07), dtype=torch.float32)
     r = s["rows"]
+    rd, rh, rw = read_patch or (pd, ph, pw)
     config = {
         "model_type": "radfm",
-        # (D, H, W) spanned by the position tables: dep rows × pd, row rows × ph, col rows × pw.
-        "img_size": [r["dep"] * pd, r["row"] * ph, r["col"] * pw],
-        "patch_size": [pd, ph, pw],
+        # (D, H, W) spanned by the position tables at the patch volumes are read with.
+        "img_size": [r["dep"] * rd, r["row"] * rh, r["col"] * rw],
+        "patch_size": [rd, rh, rw],
         "hidden_size": h,
         "mlp_dim": s["mlp"],
         "num_layers": s["layers"],
@@ -92,6 +98,8 @@ def extract(state: dict, out: Path, *, patch=(4, 32, 32), heads=8, text_model="b
         "projection_dim": projection_dim,
         "extracted_with": {"script": "scripts/extract_radfm.py", "seed": seed},
     }
+    if read_patch and tuple(read_patch) != (pd, ph, pw):
+        config["checkpoint_patch_size"] = [pd, ph, pw]
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
@@ -112,6 +120,9 @@ def main() -> None:
     ap.add_argument("--text-hidden", type=int, default=768)
     ap.add_argument("--projection-dim", type=int, default=768)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--read-patch", default=None,
+                    help="read volumes with this patch instead, e.g. 4,16,16 (grid 32x8x8 at 128^3 instead of "
+                         "32x4x4): the in-plane patch embedding is resampled when adfit loads it")
     a = ap.parse_args()
     if a.checkpoint.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -120,7 +131,8 @@ def main() -> None:
     else:
         state = torch.load(a.checkpoint, map_location="cpu", mmap=True, weights_only=True)
     cfg = extract(state, a.out, patch=tuple(int(p) for p in a.patch.split(",")), heads=a.heads,
-                  text_model=a.text_model, text_hidden=a.text_hidden, projection_dim=a.projection_dim, seed=a.seed)
+                  text_model=a.text_model, text_hidden=a.text_hidden, projection_dim=a.projection_dim, seed=a.seed,
+                  read_patch=tuple(int(p) for p in a.read_patch.split(",")) if a.read_patch else None)
     print(json.dumps(cfg, indent=2))
 
 

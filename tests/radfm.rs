@@ -172,3 +172,98 @@ fn finetune_and_eval_run_on_a_radfm_backbone() {
     let e: serde_json::Value = common::read_json(d.join("e.json"));
     assert_eq!(e["image_embeddings"][0].as_array().map(Vec::len), Some(32));
 }
+
+/// RadFM read at half its in-plane patch (FlexiViT-style: `patch_size` 4×4×4 in `config.json`,
+/// the checkpoint's 4×8×8 embedding resampled when loaded) on a volume agrees with RadFM at its
+/// own patch on that volume upsampled 2× in-plane: the same token grid, the patch embedding exact
+/// but for the LayerNorm's statistics (those of the small patch, not of its upsampled copy).
+#[test]
+fn a_resampled_patch_reads_a_volume_as_the_native_patch_reads_it_upsampled() {
+    use adfit::data::resample::resize;
+    use adfit::data::volume::{identity, Volume};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("radfm-4x4x4");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(backbone_dir().join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value = common::read_json(backbone_dir().join("config.json"));
+    cfg["checkpoint_patch_size"] = serde_json::json!([4, 8, 8]);
+    cfg["patch_size"] = serde_json::json!([4, 4, 4]);
+    cfg["img_size"] = serde_json::json!([32, 16, 16]);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let device = Default::default();
+    type C = adfit::backend::Cpu;
+    // Smooth volumes, as MRI is at the scale of a patch (white noise would change its variance
+    // when upsampled, and with it the LayerNorm's statistics).
+    let smooth = |b: usize| -> Vec<f32> {
+        (0..16 * 16 * 16)
+            .map(|i| {
+                let (d, h, w) = ((i / 256) as f32, (i / 16 % 16) as f32, (i % 16) as f32);
+                (0.3 * d + b as f32).sin() + (0.25 * h).cos() * (0.2 * w + 0.5 * b as f32).sin() + 0.05 * h
+            })
+            .collect()
+    };
+    // Bilinear 4 → 8 (align_corners = false) inside each 4×4 in-plane patch: the model the
+    // resampling is exact for; and the whole volume resized, where patch edges see neighbours.
+    let taps = |o: usize| -> [(usize, f32); 2] {
+        let src = ((o as f32 + 0.5) * 0.5 - 0.5).max(0.0);
+        let i0 = src.floor() as usize;
+        let i1 = (i0 + 1).min(3);
+        [(i0, 1.0 - (src - i0 as f32)), (i1, src - i0 as f32)]
+    };
+    let mut small = Vec::new();
+    let (mut per_patch, mut whole) = (Vec::new(), Vec::new());
+    for b in 0..2 {
+        let vol = Volume { shape: [16, 16, 16], data: smooth(b), affine: identity() };
+        whole.extend(resize(&vol, [16, 32, 32]).unwrap().data);
+        for d in 0..16 {
+            for hh in 0..32 {
+                for ww in 0..32 {
+                    let mut v = 0.0;
+                    for (i, a) in taps(hh % 8) {
+                        for (j, c) in taps(ww % 8) {
+                            v += a * c * vol.data[(d * 16 + hh / 8 * 4 + i) * 16 + ww / 8 * 4 + j];
+                        }
+                    }
+                    per_patch.push(v);
+                }
+            }
+        }
+        small.extend(vol.data);
+    }
+    let small = Tensor::<C, 5>::from_data(TensorData::new(small, [2, 1, 16, 16, 16]), &device);
+    let vit = |dir: &Path, grid: [usize; 3]| {
+        let config = read_config(dir).unwrap();
+        let mut cfg = config.vit();
+        cfg.img_size = grid;
+        let tensors = read_safetensors(&dir.join("model.safetensors")).unwrap();
+        let tensors = tensors.into_iter().filter(|(k, _)| k.starts_with("vision_encoder.")).collect();
+        let store = WeightStore::<C>::new(dir, tensors, KEY_TABLE, &device);
+        let v = Vit3d::load(&cfg, &store, "vit.", config.vit().grid().unwrap(), PosEmbedPolicy::Reinterpret).unwrap();
+        store.finish().unwrap();
+        v
+    };
+    let resampled = vit(&dir, [16, 16, 16]);
+    let native = vit(&backbone_dir(), [16, 32, 32]);
+    let (a, ha) = resampled.forward(small, true);
+    let big = |v: Vec<f32>| Tensor::<C, 5>::from_data(TensorData::new(v, [2, 1, 16, 32, 32]), &device);
+    let (w, hw) = native.forward(big(whole), true);
+    let (b, hb) = native.forward(big(per_patch), true);
+    let rel = |a: Tensor<C, 3>, b: Tensor<C, 3>| -> f32 {
+        let scale = b.clone().abs().max().into_scalar();
+        (a - b).abs().max().into_scalar() / scale
+    };
+    let embedded = rel(ha[0].clone(), hb[0].clone());
+    let output = rel(a.clone(), b.clone());
+    let cos = {
+        let (pa, pb) = (resampled.pooled(a.clone()), native.pooled(b));
+        let dot = (pa.clone() * pb.clone()).sum_dim(1);
+        let n = (pa.clone() * pa).sum_dim(1).sqrt() * (pb.clone() * pb).sum_dim(1).sqrt();
+        (dot / n).min().into_scalar()
+    };
+    let (whole_embedded, whole_output) = (rel(ha[0].clone(), hw[0].clone()), rel(a.clone(), w));
+    println!(
+        "resampled vs native on patches upsampled in place: embedded tokens {embedded:.1e}, output {output:.1e} of \
+         the largest value, pooled cosine {cos:.5}; on the volume upsampled whole: {whole_embedded:.1e}, {whole_output:.1e}"
+    );
+    assert!(embedded < 0.02 && output < 0.05 && cos > 0.999, "{embedded} {output} {cos}");
+}

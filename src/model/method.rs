@@ -233,6 +233,7 @@ impl<B: Backend> AdClip<B> {
             layer_norm_eps: 1e-5,
             layout: super::vit3d::VitLayout::Monai,
             head_dim: Some(vit.blocks.first().map_or(1, |b| b.attn.attention_dim())),
+            checkpoint_patch_size: None,
         };
         let text_stub = super::bert::BertConfig {
             vocab_size: 1,

@@ -42,6 +42,10 @@ pub struct Vit3dConfig {
     /// heads in a 768-wide stream).
     #[serde(default)]
     pub head_dim: Option<usize>,
+    /// The patch the checkpoint's patch embedding was trained on, when `patch_size` differs from
+    /// it (RadFM at 4×16×16: its 4×32×32 embedding resampled, [`super::backbones::radfm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_patch_size: Option<[usize; 3]>,
 }
 
 /// The published ViT a [`Vit3d`] follows.
@@ -92,6 +96,7 @@ impl Vit3dConfig {
             layer_norm_eps: 1e-5,
             layout: VitLayout::Monai,
             head_dim: None,
+            checkpoint_patch_size: None,
         }
     }
 
@@ -110,6 +115,7 @@ impl Vit3dConfig {
             layer_norm_eps: 1e-5,
             layout: VitLayout::Radfm,
             head_dim: Some(64),
+            checkpoint_patch_size: None,
         }
     }
 
@@ -126,6 +132,7 @@ impl Vit3dConfig {
             layer_norm_eps: 1e-5,
             layout: VitLayout::Monai,
             head_dim: None,
+            checkpoint_patch_size: None,
         }
     }
 

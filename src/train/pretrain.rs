@@ -107,6 +107,7 @@ impl PretrainConfig {
             layer_norm_eps: 1e-5,
             layout: Default::default(),
             head_dim: None,
+            checkpoint_patch_size: None,
         }
     }
 

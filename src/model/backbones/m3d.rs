@@ -40,6 +40,10 @@ pub struct BackboneConfig {
     /// Width of one attention head when it is not `hidden_size / num_heads` (RadFM: 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
+    /// The patch the checkpoint's patch embedding was trained on, when `patch_size` differs
+    /// (RadFM read at 4×16×16: the 4×32×32 embedding resampled when loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_patch_size: Option<[usize; 3]>,
     #[serde(default = "one")]
     pub in_channels: usize,
     #[serde(default = "perceptron")]
@@ -94,6 +98,7 @@ impl BackboneConfig {
             num_layers: vit.num_layers,
             num_heads: vit.num_heads,
             head_dim: vit.head_dim,
+            checkpoint_patch_size: vit.checkpoint_patch_size,
             in_channels: vit.in_channels,
             pos_embed: "perceptron".into(),
             vocab_size: text.vocab_size,
@@ -116,6 +121,7 @@ impl BackboneConfig {
             layer_norm_eps: 1e-5,
             layout: self.layout(),
             head_dim: self.head_dim,
+            checkpoint_patch_size: self.checkpoint_patch_size,
         }
     }
 

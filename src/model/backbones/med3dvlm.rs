@@ -256,6 +256,7 @@ pub fn load_clip<B: Backend>(
         num_layers: 0,
         num_heads: 1,
         head_dim: None,
+        checkpoint_patch_size: None,
         in_channels: 1,
         pos_embed: "dcformer".into(),
         vocab_size: text.vocab_size,
