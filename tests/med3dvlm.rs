@@ -170,7 +170,11 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
     common::ok(d, &[&ev[..], &["--out", "method-eval"]].concat());
     common::same_predictions(&d.join("method/test_predictions.csv"), &d.join("method-eval/predictions.csv"), 1e-5);
     let trained = adfit::model::weights::read_safetensors(&d.join("method/best.safetensors")).unwrap();
-    assert!(trained.contains_key("adfit.mixer.0.attn.qkv.weight") && trained.contains_key("adfit.cls_token"), "{:?}", trained.keys());
+    assert!(
+        trained.contains_key("adfit.mixer.0.attn.qkv.weight") && trained.contains_key("adfit.cls_token"),
+        "{:?}",
+        trained.keys()
+    );
     // Zero-shot: Med3DVLM's own embeddings and SigLIP temperature.
     let mut zs = vec!["eval", "--backbone", backbone];
     zs.extend(data);
@@ -193,11 +197,17 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
     resume.push("--resume".into());
     common::ok(d, &strs(&resume).split('\u{1}').collect::<Vec<_>>());
     for file in ["checkpoint-1/trainable.safetensors", "best.safetensors", "metrics.csv"] {
-        assert_eq!(std::fs::read(d.join("full").join(file)).unwrap(), std::fs::read(d.join("part").join(file)).unwrap(), "{file}");
+        assert_eq!(
+            std::fs::read(d.join("full").join(file)).unwrap(),
+            std::fs::read(d.join("part").join(file)).unwrap(),
+            "{file}"
+        );
     }
     let saved = adfit::model::weights::read_safetensors(&d.join("full/checkpoint-1/trainable.safetensors")).unwrap();
     let released = adfit::model::weights::read_safetensors(&backbone_dir().join("model.safetensors")).unwrap();
-    let key = |n: &str| saved.keys().find(|k| k.ends_with(&format!("vit.cnn.{n}"))).unwrap_or_else(|| panic!("{n}: {:?}", saved.keys()));
+    let key = |n: &str| {
+        saved.keys().find(|k| k.ends_with(&format!("vit.cnn.{n}"))).unwrap_or_else(|| panic!("{n}: {:?}", saved.keys()))
+    };
     let (stat, weight) = ("s2.1.dwconv.c3.1.running_var", "s2.1.mlp.mlp.0.weight");
     assert_eq!(saved[key(stat)].data, released[&format!("vision_encoder.encoder.{stat}")].data, "statistics kept");
     assert_ne!(saved[key(weight)].data, released[&format!("vision_encoder.encoder.{weight}")].data, "the CNN trains");
@@ -205,7 +215,8 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
     ev.extend(data);
     common::ok(d, &[&ev[..], &["--out", "full-eval"]].concat());
     common::same_predictions(&d.join("full/test_predictions.csv"), &d.join("full-eval/predictions.csv"), 1e-5);
-    let refused = common::fails(d, &strs(&run(&["--out", "lora", "--adaptation", "lora"])).split('\u{1}').collect::<Vec<_>>());
+    let refused =
+        common::fails(d, &strs(&run(&["--out", "lora", "--adaptation", "lora"])).split('\u{1}').collect::<Vec<_>>());
     assert!(refused.contains("CNN") && refused.contains("Lora"), "{refused}");
     assert!(!d.join("lora").exists(), "a refused run leaves no folder");
     let mut at = vec!["attribute", "--backbone", backbone, "--run", "method"];

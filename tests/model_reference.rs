@@ -75,7 +75,7 @@ fn vit_config() -> Vit3dConfig {
         layer_norm_eps: 1e-5,
         layout: Default::default(),
         head_dim: None,
-            checkpoint_patch_size: None,
+        checkpoint_patch_size: None,
     }
 }
 

@@ -157,7 +157,8 @@ impl<B: Backend> AdClip<B> {
     pub fn new(backbone: ClipBackbone<B>, cfg: &MethodConfig, device: &B::Device) -> Self {
         let hv = backbone.vit.hidden_size();
         let ht = backbone.bert.hidden_size();
-        let mixer = backbone.vit.blocks.is_empty().then(|| super::mixer::TokenMixer::init(cfg.mixer_layers, hv, device));
+        let mixer =
+            backbone.vit.blocks.is_empty().then(|| super::mixer::TokenMixer::init(cfg.mixer_layers, hv, device));
         // Prompts for every block the sequence passes: the tower's, then the mixer's.
         let layers = backbone.vit.blocks.len() + mixer.as_ref().map_or(0, |m| m.blocks.len());
         let patch_dim = backbone.vit.patch_dim();

@@ -37,7 +37,11 @@ impl<B: Backend> TokenMixer<B> {
         let blocks = (0..layers)
             .map(|_| Block {
                 norm1: ln(),
-                attn: SelfAttention { qkv: linear(width, 3 * width, false), out_proj: linear(width, width, true), heads: heads_for(width) },
+                attn: SelfAttention {
+                    qkv: linear(width, 3 * width, false),
+                    out_proj: linear(width, width, true),
+                    heads: heads_for(width),
+                },
                 norm2: ln(),
                 mlp: Mlp { linear1: linear(width, 4 * width, true), linear2: linear(4 * width, width, true) },
             })

@@ -19,9 +19,9 @@ use crate::error::{Error, Result};
 use crate::model::bert::{pool, Bert, BertConfig, Pooling};
 use crate::model::clip::ClipBackbone;
 use crate::model::dcformer::{Dcformer, DcformerConfig};
-use crate::model::vit3d::{Vit3d, VitLayout};
 use crate::model::heads::l2norm;
 use crate::model::tokenizer::TextTokenizer;
+use crate::model::vit3d::{Vit3d, VitLayout};
 use crate::model::weights::{read_safetensors, WeightStore};
 
 /// `config.json`'s `model_type` of a Med3DVLM CLIP.

@@ -267,10 +267,11 @@ mod tests {
         }
         for o in 0..hidden {
             let want: f64 = e.bias[o] as f64
-                + (0..d).map(|k| e.weight[o * d + k] as f64 * (e.gamma[k] as f64 * big[k] + e.beta[k] as f64)).sum::<f64>();
+                + (0..d)
+                    .map(|k| e.weight[o * d + k] as f64 * (e.gamma[k] as f64 * big[k] + e.beta[k] as f64))
+                    .sum::<f64>();
             let n = small.len();
-            let got: f64 =
-                r.bias[o] as f64 + (0..n).map(|k| r.weight[o * n + k] as f64 * small[k] as f64).sum::<f64>();
+            let got: f64 = r.bias[o] as f64 + (0..n).map(|k| r.weight[o * n + k] as f64 * small[k] as f64).sum::<f64>();
             assert!((got - want).abs() < 1e-4, "output {o}: {got} vs {want}");
         }
         assert!(e.resampled([1, 4, 4]).is_err(), "the depth patch stays");
