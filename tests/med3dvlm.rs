@@ -12,6 +12,7 @@ use adfit::model::backbones::med3dvlm::{load_model, read_config, Med3dvlmBackbon
 use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use common::max_abs;
 
 fn backbone_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backbones/med3dvlm-tiny")
@@ -28,12 +29,6 @@ fn input<B: Backend>(device: &B::Device) -> Tensor<B, 5> {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|i| ((0.0137 * i as f64).sin() + (0.00071 * i as f64).cos()) as f32).collect();
     Tensor::from_data(TensorData::new(data, shape), device)
-}
-
-fn max_abs<B: Backend, const D: usize>(got: Tensor<B, D>, want: &RawTensor, what: &str) -> f32 {
-    assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
-    let g: Vec<f32> = got.into_data().convert::<f32>().to_vec().unwrap();
-    g.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 fn ints<B: Backend>(t: &RawTensor, device: &B::Device) -> Tensor<B, 2, Int> {

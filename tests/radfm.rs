@@ -13,7 +13,7 @@ use adfit::model::vit3d::{PosEmbedPolicy, Vit3d};
 use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use common::ok;
+use common::{max_abs, ok, tensor};
 
 fn backbone_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/backbones/radfm-tiny")
@@ -21,17 +21,6 @@ fn backbone_dir() -> PathBuf {
 
 fn reference() -> BTreeMap<String, RawTensor> {
     read_safetensors(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model/radfm.safetensors")).unwrap()
-}
-
-fn tensor<B: Backend, const D: usize>(t: &RawTensor, device: &B::Device) -> Tensor<B, D> {
-    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
-    Tensor::from_data(TensorData::new(t.data.clone(), shape), device)
-}
-
-fn max_abs<B: Backend, const D: usize>(got: Tensor<B, D>, want: &RawTensor, what: &str) -> f32 {
-    assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
-    let g: Vec<f32> = got.into_data().convert::<f32>().to_vec().unwrap();
-    g.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 /// The ViT of the fixture backbone, loaded strictly from `tensors` (its `vision_encoder.*`), for

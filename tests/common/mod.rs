@@ -176,3 +176,23 @@ pub fn same_predictions(a: &Path, b: &Path, tol: f64) {
     println!("{} vs {}: probabilities within {worst:e}", a.display(), b.display());
     assert!(worst <= tol, "{} vs {}: probabilities differ by {worst:e}", a.display(), b.display());
 }
+
+/// A stored tensor on `device`.
+pub fn tensor<B: burn::prelude::Backend, const D: usize>(
+    t: &adfit::model::weights::RawTensor,
+    device: &B::Device,
+) -> burn::prelude::Tensor<B, D> {
+    let shape: [usize; D] = t.shape.clone().try_into().unwrap();
+    burn::prelude::Tensor::from_data(burn::tensor::TensorData::new(t.data.clone(), shape), device)
+}
+
+/// The largest absolute difference between `got` and a stored reference of the same shape.
+pub fn max_abs<B: burn::prelude::Backend, const D: usize>(
+    got: burn::prelude::Tensor<B, D>,
+    want: &adfit::model::weights::RawTensor,
+    what: &str,
+) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
+    let g: Vec<f32> = got.into_data().convert::<f32>().to_vec().unwrap();
+    g.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
