@@ -12,8 +12,9 @@ use crate::model::vit3d::PosEmbedPolicy;
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Backbone directory in M3D-CLIP's (or RadFM's) layout: config.json, model.safetensors,
-    /// and vocab.txt or tokenizer.json (or the text model config.json names).
+    /// Backbone directory: M3D-CLIP's layout, RadFM's (`"model_type": "radfm"`) or Med3DVLM's
+    /// (`"dec_clip"`): config.json, model.safetensors, and vocab.txt or tokenizer.json (or the
+    /// text model config.json names).
     #[arg(long)]
     pub backbone: PathBuf,
     /// A volume, used as stored (no reorientation, resampling or normalisation: run `adfit

@@ -16,7 +16,9 @@ use crate::train::finetune::{FinetuneJob, RunPaths};
 
 #[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
-    /// Backbone directory in M3D-CLIP's layout (`backbones/brain-64` is adfit's own small one).
+    /// Backbone directory in M3D-CLIP's layout (`backbones/brain-64` is adfit's own small one),
+    /// RadFM's (`scripts/extract_radfm.py`) or Med3DVLM's released CLIP (DCFormer: the prompts
+    /// and [MMSE] run in a trainable block after the CNN); config.json's `model_type` says which.
     #[arg(long)]
     pub backbone: PathBuf,
     /// Cohort index written by `adfit preprocess`.

@@ -32,7 +32,7 @@ pub enum Shape {
 
 #[derive(Debug, Args)]
 pub struct ParamsArgs {
-    /// A backbone directory (M3D-CLIP or RadFM layout); its weights are loaded.
+    /// A backbone directory (M3D-CLIP, RadFM or Med3DVLM layout); its weights are loaded.
     #[arg(long, conflicts_with = "shape")]
     pub backbone: Option<PathBuf>,
     /// A named backbone shape, built with random weights (no download needed).
@@ -170,7 +170,10 @@ pub fn run(a: ParamsArgs) -> anyhow::Result<()> {
                 r.paper_adni_accuracy.map_or("-".into(), |x| format!("{x:.1}%")),
             );
         }
-        println!("(paper: M3D rows of its table 2, LoRA and adapter from its table 4; \"full\" is the method)");
+        println!(
+            "(paper: its M3D rows of table 2, whatever the backbone here; LoRA and adapter from its table 4; \
+             \"full\" is the method)"
+        );
         return Ok(());
     }
     settings.check_tower(backbone.vit.layout)?;
