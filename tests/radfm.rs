@@ -123,7 +123,12 @@ fn finetune_and_eval_run_on_a_radfm_backbone() {
     let backbone = backbone_dir();
     let backbone = backbone.to_str().unwrap();
     let data = ["--index", "cache/index.csv", "--split", "split.csv", "--fold", "0"];
-    for (run, extra) in [("method", &[][..]), ("lora", &["--no-visual-prompts", "--adaptation", "lora"][..])] {
+    for (run, extra) in [
+        ("method", &[][..]),
+        ("lora", &["--no-visual-prompts", "--adaptation", "lora"][..]),
+        ("adapter", &["--no-visual-prompts", "--adaptation", "adapter"][..]),
+        ("perceiver", &["--no-visual-prompts", "--adaptation", "perceiver-lora"][..]),
+    ] {
         let mut args = vec!["finetune", "--backbone", backbone];
         args.extend(data);
         args.extend(["--epochs", "1", "--batch-size", "4", "--seed", "3", "--out", run]);
@@ -255,4 +260,23 @@ fn a_resampled_patch_reads_a_volume_as_the_native_patch_reads_it_upsampled() {
          the largest value, pooled cosine {cos:.5}; on the volume upsampled whole: {whole_embedded:.1e}, {whole_output:.1e}"
     );
     assert!(embedded < 0.02 && output < 0.05 && cos > 0.999, "{embedded} {output} {cos}");
+}
+
+/// A config.json whose img_size / patch_size do not span the checkpoint's position tables is
+/// refused by name, not as a mis-shaped key.
+#[test]
+fn an_img_size_that_does_not_span_the_tables_is_named() {
+    find_minilm();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("radfm");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(backbone_dir().join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value = common::read_json(backbone_dir().join("config.json"));
+    cfg["img_size"] = serde_json::json!([16, 16, 16]);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let e = Backbone::<adfit::backend::Cpu>::load(&dir, None, PosEmbedPolicy::Reinterpret, &Default::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("img_size must span") && e.contains("dep_embed"), "{e}");
 }

@@ -33,7 +33,8 @@ fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 ///
 /// # Shapes
 /// - volume: `[1, 1, D, H, W]`, w: `[texts, embed]` (L2-normalised text embeddings)
-/// - → per text, one value per patch token in the ViT's (D, H, W) token order
+/// - → per text, one value per patch token in the ViT's token order ((D, H, W) in MONAI's ViT, (H, W, D) in
+///   RadFM's: `Vit3d::tokens_to_dhw` puts it on the volume's grid)
 pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let vit = &model.backbone.vit;
     let layers = vit.blocks.len();

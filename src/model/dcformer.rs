@@ -249,7 +249,8 @@ impl<B: Backend> Dcformer<B> {
                             dwconv: decomp(&n("dwconv"), c, c, cfg.kernels[s - 1], 1, c),
                             mlp1: store.linear(&n("mlp.mlp.0"), c, 4 * c, true),
                             mlp2: store.linear(&n("mlp.mlp.3"), 4 * c, c, true),
-                            scale: store.param(&n("scale"), [c]),
+                            // `scale` in the released weights; some copies of the code call it `gamma`.
+                            scale: store.param(&n(if store.contains(&n("gamma")) { "gamma" } else { "scale" }), [c]),
                         }
                     })
                     .collect()

@@ -60,6 +60,9 @@ pub fn cast_frozen<B: Backend>(mut m: ClipBackbone<B>, precision: Precision) -> 
     if precision == Precision::Fp32 {
         return Ok(m);
     }
+    if m.vit.cnn.is_some() {
+        return Err(Error::config("precision", "a CNN vision tower (Med3DVLM's DCFormer) runs in fp32 only"));
+    }
     let device = m.logit_scale.val().device();
     if !B::supports_dtype(&device, DType::from(precision.dtype())) {
         return Err(Error::config(
@@ -68,9 +71,6 @@ pub fn cast_frozen<B: Backend>(mut m: ClipBackbone<B>, precision: Precision) -> 
         ));
     }
     let mut cast = Cast(precision.dtype());
-    if m.vit.cnn.is_some() {
-        return Err(Error::config("precision", "a CNN vision tower (Med3DVLM's DCFormer) runs in fp32 only"));
-    }
     m.vit.patch_embed = Module::map(m.vit.patch_embed, &mut cast);
     m.vit.pos_embed = ModuleMapper::<B>::map_float(&mut cast, m.vit.pos_embed);
     m.vit.blocks = m.vit.blocks.into_iter().map(|b| b.map(&mut cast)).collect();

@@ -431,17 +431,26 @@ impl<B: Backend> Vit3d<B> {
     /// The patch-token grid of a volume of `volume` (D, H, W), in the order the tokens run:
     /// (D, H, W) in MONAI's ViT, (H, W, D) in RadFM's.
     pub fn token_grid(&self, volume: [usize; 3]) -> [usize; 3] {
-        let g = [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1));
+        let g = self.dhw_grid(volume);
         match self.layout {
             VitLayout::Monai | VitLayout::Dcformer => g,
             VitLayout::Radfm => [g[1], g[2], g[0]],
         }
     }
 
+    /// The token grid of a volume of `volume` in (D, H, W) order: the patch grid, or a CNN's last
+    /// feature map.
+    fn dhw_grid(&self, volume: [usize; 3]) -> [usize; 3] {
+        match &self.cnn {
+            Some(_) => super::dcformer::DcformerConfig::token_grid(volume),
+            None => [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1)),
+        }
+    }
+
     /// One value per patch token, in token order, rearranged onto the (D, H, W) patch grid of a
     /// volume of `volume` (a map that lies on the volume, as Grad-ECLIP's).
     pub fn tokens_to_dhw(&self, values: &[f32], volume: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
-        let g = [0, 1, 2].map(|a| volume[a] / self.patch_size[a].max(1));
+        let g = self.dhw_grid(volume);
         match self.layout {
             VitLayout::Monai | VitLayout::Dcformer => (values.to_vec(), g),
             VitLayout::Radfm => {
@@ -460,13 +469,19 @@ impl<B: Backend> Vit3d<B> {
     /// Every weight trainable (full fine-tuning); a CNN in front keeps its BatchNorm statistics.
     pub fn trainable(self) -> Self {
         let mut v = self.map(&mut super::adapt::RequireGrad);
-        v.cnn = v.cnn.map(|c| c.trainable());
+        if let Some(cnn) = v.cnn.take() {
+            // A CNN's tokens have no position embedding: the zero rows stay zero.
+            v.cnn = Some(cnn.trainable());
+            v.pos_embed = v.pos_embed.clone().set_require_grad(false);
+        }
         v
     }
 
-    /// Parameters full fine-tuning trains: all but a CNN's BatchNorm statistics.
+    /// Parameters full fine-tuning trains: all but a CNN's BatchNorm statistics and zero
+    /// position rows.
     pub fn trainable_params(&self) -> usize {
-        self.num_params() - self.cnn.as_ref().map_or(0, |c| c.statistics())
+        let frozen = self.cnn.as_ref().map_or(0, |c| c.statistics() + self.pos_embed.num_params());
+        self.num_params() - frozen
     }
 
     /// The final LayerNorm, where the ViT has one.

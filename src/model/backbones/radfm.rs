@@ -55,6 +55,21 @@ pub fn load_vit<B: Backend>(
         .collect();
     let [dep, row, col] = native;
     let third = h / 3;
+    // The tables' rows come from config.json's img_size / patch_size: say so when they disagree.
+    for (name, rows) in [("dep_embed", dep), ("row_embed", row), ("col_embed", col)] {
+        if let Some(t) = store.raw(&p(&format!("pos_embedding.{name}.weight"))) {
+            if t.shape.len() == 2 && t.shape[0] != rows && t.shape[1] == third {
+                return Err(Error::config(
+                    "img_size",
+                    format!(
+                        "config.json's img_size {:?} / patch_size {:?} give {rows} {name} rows but the checkpoint's \
+                         table has {}: img_size must span RadFM's position tables (patch × rows on each axis)",
+                        cfg.img_size, cfg.patch_size, t.shape[0]
+                    ),
+                ));
+            }
+        }
+    }
     let table = |name: &str, rows: usize| -> Vec<f32> {
         let name = p(&format!("pos_embedding.{name}.weight"));
         store.tensor(&name, [rows, third]).into_data().to_vec::<f32>().unwrap_or_default()
@@ -202,14 +217,14 @@ fn upsampling(n: usize, m: usize) -> Vec<Vec<(usize, f64)>> {
 /// `[tokens × 3·width]` values.
 pub fn factorised_pos_embed(tables: [&[f32]; 3], rows: [usize; 3], grid: [usize; 3], width: usize) -> Result<Vec<f32>> {
     let mut pick: Vec<Vec<usize>> = Vec::with_capacity(3);
-    for axis in 0..3 {
+    for (axis, name) in ["D (dep_embed)", "H (row_embed)", "W (col_embed)"].iter().enumerate() {
         let (n, g) = (rows[axis], grid[axis]);
         if g == 0 || n / g == 0 {
             return Err(Error::config(
                 "img_size",
                 format!(
-                    "RadFM's position table for axis {axis} (D, H, W) has {n} rows: a grid of {g} tokens on it \
-                     needs at most {n} (a smaller volume or a larger patch)"
+                    "RadFM's position table for axis {name} has {n} rows, but the volume makes {g} tokens on that \
+                     axis: at most {n} fit (a smaller volume or a larger patch)"
                 ),
             ));
         }
