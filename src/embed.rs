@@ -41,8 +41,11 @@ pub struct Embeddings {
     pub logits: RawTensor,
     pub logit_scale: f32,
     /// The vision encoder's output sequence `[n, tokens, hidden]` when asked for: after the final
-    /// norm, CLS first (M3D-CLIP's ViT); the patch tokens of the last block (RadFM's).
+    /// norm, CLS first (M3D-CLIP's ViT); the patch tokens of the last block (RadFM's); the last
+    /// stage's tokens (Med3DVLM's DCFormer).
     pub tokens: Option<RawTensor>,
+    /// Whether token 0 of `tokens` is a CLS token.
+    pub cls_first: bool,
 }
 
 /// `tokens.json`: the token sequences `[N][T][hidden]` and whether token 0 is a CLS.
@@ -95,7 +98,8 @@ impl Embeddings {
 impl Embeddings {
     /// The token sequences ([`EmbedJob::tokens`]) as `.json` (`tokens` [N][T][hidden], `shape`,
     /// `cls_first`) or `.safetensors` (`tokens`), when they were kept.
-    pub fn write_tokens(&self, path: &Path, cls_first: bool) -> Result<()> {
+    pub fn write_tokens(&self, path: &Path) -> Result<()> {
+        let cls_first = self.cls_first;
         let Some(t) = &self.tokens else {
             return Err(Error::config("--tokens", "the job was not asked to keep the token sequences"));
         };
@@ -108,47 +112,6 @@ impl Embeddings {
             .map(|i| t.data[i * per_scan..(i + 1) * per_scan].chunks(h.max(1)).map(<[f32]>::to_vec).collect())
             .collect();
         crate::util::write_json(path, &TokensJson { tokens, shape: t.shape.clone(), cls_first })
-    }
-}
-
-impl EmbedJob {
-    /// A Med3DVLM CLIP ([`med3dvlm`]): DCFormer's mean last-stage token, DistilBERT's token 0,
-    /// SigLIP's logits (`t_prime` raw, `bias`); the token sequences are the last stage's.
-    fn run_med3dvlm<B: Backend>(
-        &self,
-        volumes: Option<([usize; 3], Vec<f32>)>,
-        device: &B::Device,
-    ) -> Result<Embeddings> {
-        if self.precision != Precision::Fp32 {
-            return Err(Error::config("precision", "Med3DVLM backbones run in fp32 only"));
-        }
-        let b = med3dvlm::Med3dvlmBackbone::<B>::load(&self.backbone, device)?;
-        let joint = b.config.hidden_size;
-        let mut tokens = None;
-        let images = match volumes {
-            None => Tensor::<B, 2>::zeros([0, joint], device),
-            Some(([d, h, w], voxels)) => {
-                let x: Tensor<B, 5> =
-                    Tensor::from_data(TensorData::new(voxels, [self.volumes.len(), 1, d, h, w]), device);
-                if self.tokens {
-                    tokens = Some(raw(b.model.vision.last_tokens(x.clone()))?);
-                }
-                b.model.encode_image(x)
-            }
-        };
-        let texts = if self.texts.is_empty() {
-            Tensor::<B, 2>::zeros([0, joint], device)
-        } else {
-            let (ids, mask) = tokenize::<B>(&b.tokenizer, &self.texts, device)?;
-            b.model.encode_text(ids, mask)
-        };
-        let logits = if self.volumes.is_empty() || self.texts.is_empty() {
-            RawTensor { shape: vec![self.volumes.len(), self.texts.len()], data: Vec::new() }
-        } else {
-            raw(b.model.logits(images.clone(), texts.clone()))?
-        };
-        let logit_scale = raw(b.model.t_prime.val())?.data[0];
-        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale, tokens })
     }
 }
 
@@ -223,9 +186,6 @@ impl Job for EmbedJob {
             return Err(Error::config("embed", "nothing to embed: give at least one volume or text"));
         }
         let volumes = read_volumes(&self)?;
-        if med3dvlm::is_med3dvlm(&self.backbone) {
-            return self.run_med3dvlm::<B<AD>>(volumes, &device);
-        }
         let grid = volumes.as_ref().map(|(g, _)| *g);
         let mut backbone = Backbone::<B<AD>>::load(&self.backbone, grid, self.pos_embed, &device)?;
         backbone.model = cast_frozen(backbone.model, self.precision)?;
@@ -254,6 +214,7 @@ impl Job for EmbedJob {
         } else {
             raw(backbone.model.logits(images.clone(), texts.clone()))?
         };
-        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale, tokens })
+        let cls_first = backbone.model.vit.layout.has_cls();
+        Ok(Embeddings { images: raw(images)?, texts: raw(texts)?, logits, logit_scale, tokens, cls_first })
     }
 }

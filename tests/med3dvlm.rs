@@ -8,7 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adfit::model::backbones::med3dvlm::{load_model, read_config, Med3dvlmBackbone, KEY_TABLE};
+use adfit::model::backbones::m3d::Backbone;
+use adfit::model::backbones::med3dvlm::{load_model, read_config, KEY_TABLE};
+use adfit::model::vit3d::PosEmbedPolicy;
 use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -40,10 +42,10 @@ fn ints<B: Backend>(t: &RawTensor, device: &B::Device) -> Tensor<B, 2, Int> {
 /// the text states and the logits (absolute); panics past 1e-4.
 fn parity<B: Backend>(device: &B::Device) -> f32 {
     let f = reference();
-    let b = Med3dvlmBackbone::<B>::load(&backbone_dir(), device).unwrap();
+    let b = Backbone::<B>::load(&backbone_dir(), Some([64, 128, 64]), PosEmbedPolicy::Reinterpret, device).unwrap();
     let m = &b.model;
     let x = input::<B>(device);
-    let stages = m.vision.forward(x.clone());
+    let stages = m.vit.cnn.as_ref().expect("DCFormer").forward(x.clone());
     assert_eq!(stages.len(), 5);
     // The random stages' activations reach ~30: their error is taken relative to their largest
     // value; embeddings, text states and logits (order 1) absolutely.
@@ -58,7 +60,7 @@ fn parity<B: Backend>(device: &B::Device) -> f32 {
     let image = m.encode_image(x);
     worst = worst.max(max_abs(image.clone(), &f["out.image_embedding"], "image embedding"));
     let (ids, mask) = (ints::<B>(&f["input.ids"], device), ints::<B>(&f["input.mask"], device).float());
-    let (last, _) = m.text.forward(ids.clone(), mask.clone(), false);
+    let (last, _) = m.bert.forward(ids.clone(), mask.clone(), false);
     // Padded positions differ (HF fills their scores with the dtype's minimum): compare the rest.
     let keep = |t: Tensor<B, 3>| t * mask.clone().unsqueeze_dim::<3>(2);
     let want = &f["out.text_last"];
@@ -130,13 +132,19 @@ fn embed_reads_a_med3dvlm_directory() {
     assert_eq!(t["shape"], serde_json::json!([1, 1, 24]));
     assert_eq!(t["cls_first"], false);
     let device = Default::default();
-    let b = Med3dvlmBackbone::<adfit::backend::Cpu>::load(&backbone_dir(), &device).unwrap();
+    let b = Backbone::<adfit::backend::Cpu>::load(&backbone_dir(), Some(shape), PosEmbedPolicy::Reinterpret, &device)
+        .unwrap();
     let x = Tensor::<adfit::backend::Cpu, 5>::from_data(TensorData::new(data, [1, 1, 32, 64, 64]), &device);
     let want: Vec<f32> = b.model.encode_image(x).into_data().to_vec().unwrap();
     let got: Vec<f32> =
         e["image_embeddings"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     assert_eq!(got, want);
     assert_eq!(e["logit_scale"].as_f64().map(|v| v as f32), Some((1.0f32 / 0.07).ln()));
+    // SigLIP's logit: the cosine times t_prime, plus the fixture's bias (−1.5).
+    let text: Vec<f64> = e["text_embeddings"][0].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let cos: f64 = got.iter().zip(&text).map(|(a, b)| *a as f64 * b).sum();
+    let logit = e["logits"][0][0].as_f64().unwrap();
+    assert!((logit - (cos * (1.0f64 / 0.07).ln() - 1.5)).abs() < 1e-5, "{logit} vs cosine {cos}");
 }
 
 /// The method on Med3DVLM: CLS, [MMSE] and the prompts in a trainable block after DCFormer's last
@@ -157,9 +165,9 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
         a.extend(extra);
         a.iter().map(|s| s.to_string()).collect()
     };
-    let strs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join("\u{1}");
-    let args = run(&["--out", "method"]);
-    common::ok(d, &strs(&args).split('\u{1}').collect::<Vec<_>>());
+    let ok = |a: Vec<String>| common::ok(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let fails = |a: Vec<String>| common::fails(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(run(&["--out", "method"]));
     let mut ev = vec!["eval", "--backbone", backbone, "--run", "method"];
     ev.extend(data);
     common::ok(d, &[&ev[..], &["--out", "method-eval"]].concat());
@@ -186,11 +194,11 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
         a[at + 1] = epochs.into();
         a
     };
-    common::ok(d, &strs(&full("full", "2")).split('\u{1}').collect::<Vec<_>>());
-    common::ok(d, &strs(&full("part", "1")).split('\u{1}').collect::<Vec<_>>());
+    ok(full("full", "2"));
+    ok(full("part", "1"));
     let mut resume = full("part", "2");
     resume.push("--resume".into());
-    common::ok(d, &strs(&resume).split('\u{1}').collect::<Vec<_>>());
+    ok(resume);
     for file in ["checkpoint-1/trainable.safetensors", "best.safetensors", "metrics.csv"] {
         assert_eq!(
             std::fs::read(d.join("full").join(file)).unwrap(),
@@ -210,8 +218,7 @@ fn finetune_and_eval_run_on_a_med3dvlm_backbone() {
     ev.extend(data);
     common::ok(d, &[&ev[..], &["--out", "full-eval"]].concat());
     common::same_predictions(&d.join("full/test_predictions.csv"), &d.join("full-eval/predictions.csv"), 1e-5);
-    let refused =
-        common::fails(d, &strs(&run(&["--out", "lora", "--adaptation", "lora"])).split('\u{1}').collect::<Vec<_>>());
+    let refused = fails(run(&["--out", "lora", "--adaptation", "lora"]));
     assert!(refused.contains("CNN") && refused.contains("Lora"), "{refused}");
     assert!(!d.join("lora").exists(), "a refused run leaves no folder");
     let mut at = vec!["attribute", "--backbone", backbone, "--run", "method"];

@@ -74,7 +74,7 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
     let patches = n - prefix;
     // q, k, v and the attention output live in the attention width (heads × head_dim), which
     // RadFM's ViT keeps narrower than the stream.
-    let a = heads * hd;
+    let a = block.attn.attention_dim();
     let g_cls = f32s(g.narrow(1, 0, 1).reshape([s, a]));
     let v = f32s(merge_heads(v.inner()).narrow(1, prefix, patches));
     let q_cls = f32s(merge_heads(q.inner()).narrow(1, 0, 1));

@@ -70,9 +70,7 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
     let e = crate::backend::dispatch(a.device.device, job)?;
     e.write(&a.out)?;
     if let Some(t) = &a.tokens {
-        let cls_first = !crate::model::backbones::med3dvlm::is_med3dvlm(&a.backbone)
-            && crate::model::backbones::m3d::read_config(&a.backbone)?.layout().has_cls();
-        e.write_tokens(t, cls_first)?;
+        e.write_tokens(t)?;
         println!("token sequences {:?} → {}", e.tokens.as_ref().map(|t| t.shape.clone()), t.display());
     }
     println!("embedded {n} volume(s) and {m} text(s) with {} → {}", a.backbone.display(), a.out.display());

@@ -22,6 +22,9 @@ pub struct ClipBackbone<B: Backend> {
     pub text_proj: Linear<B>,
     /// Multiplied raw (no exp, no clamp), as M3D-CLIP does. `[1]`
     pub logit_scale: Param<Tensor<B, 1>>,
+    /// Added to every logit, where the backbone has one (Med3DVLM's SigLIP `bias`). A softmax over
+    /// class prompts does not see it. `[1]`
+    pub logit_bias: Option<Param<Tensor<B, 1>>>,
 }
 
 impl<B: Backend> ClipBackbone<B> {
@@ -35,6 +38,7 @@ impl<B: Backend> ClipBackbone<B> {
             vit,
             bert,
             logit_scale: Param::from_tensor(scale),
+            logit_bias: None,
         }
     }
 
@@ -73,8 +77,12 @@ impl<B: Backend> ClipBackbone<B> {
         l2norm(self.text_proj.forward(pooled))
     }
 
-    /// `images · textsᵀ · logit_scale`.
+    /// `images · textsᵀ · logit_scale` (`+ logit_bias` where there is one).
     pub fn logits(&self, images: Tensor<B, 2>, texts: Tensor<B, 2>) -> Tensor<B, 2> {
-        images.matmul(texts.transpose()) * self.logit_scale.val().reshape([1, 1])
+        let logits = images.matmul(texts.transpose()) * self.logit_scale.val().reshape([1, 1]);
+        match &self.logit_bias {
+            Some(b) => logits + b.val().reshape([1, 1]),
+            None => logits,
+        }
     }
 }

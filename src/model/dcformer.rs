@@ -184,6 +184,12 @@ fn max_pool_axis<B: Backend>(x: Tensor<B, 5>, axis: usize) -> Tensor<B, 5> {
     first.max_pair(third)
 }
 
+/// A feature map `[B, C, H, W, D]` as tokens `[B, D·H·W, C]` in (D, H, W) order.
+fn tokens<B: Backend>(t: Tensor<B, 5>) -> Tensor<B, 3> {
+    let [b, c, h, w, d] = t.dims();
+    t.permute([0, 4, 2, 3, 1]).reshape([b, d * h * w, c])
+}
+
 /// DCFormer's encoder.
 #[derive(Module, Debug)]
 pub struct Dcformer<B: Backend> {
@@ -350,28 +356,31 @@ impl<B: Backend> Dcformer<B> {
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]`
     pub fn forward(&self, x: Tensor<B, 5>) -> Vec<Tensor<B, 3>> {
-        let tokens = |t: Tensor<B, 5>| {
-            let [b, c, h, w, d] = t.dims();
-            t.permute([0, 4, 2, 3, 1]).reshape([b, d * h * w, c])
-        };
-        // Med3DVLM reads the volume as (H, W, D).
+        let mut out = Vec::with_capacity(5);
+        self.run(x, |t| out.push(tokens(t)));
+        out
+    }
+
+    /// The last stage's tokens `[B, tokens, C]` (the stages before stay feature maps).
+    pub fn last_tokens(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
+        tokens(self.run(x, |_| {}))
+    }
+
+    /// The stem and the stages on `x`, read as (H, W, D) as Med3DVLM does; `each` sees every
+    /// stage's feature map `[B, C, H, W, D]`; returns the last one.
+    fn run(&self, x: Tensor<B, 5>, mut each: impl FnMut(Tensor<B, 5>)) -> Tensor<B, 5> {
         let mut x = x.permute([0, 1, 3, 4, 2]);
         for conv in &self.stem {
             x = conv.forward(x);
         }
-        let mut out = vec![tokens(x.clone())];
+        each(x.clone());
         for stage in &self.stages {
             for block in stage {
                 x = block.forward(x);
             }
-            out.push(tokens(x.clone()));
+            each(x.clone());
         }
-        out
-    }
-
-    /// The last stage's tokens `[B, tokens, C]`.
-    pub fn last_tokens(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
-        self.forward(x).pop().expect("DCFormer has stages")
+        x
     }
 }
 
@@ -380,6 +389,19 @@ mod tests {
     use super::*;
 
     type B = crate::backend::Cpu;
+
+    /// The grid `token_grid` predicts is the one the encoder makes (128³: 2×2×2, as released).
+    #[test]
+    fn the_token_grid_is_the_last_stage_s() {
+        assert_eq!(DcformerConfig::token_grid([128, 128, 128]), [2, 2, 2]);
+        let cfg = DcformerConfig { channels: [2, 2, 2, 2, 2], blocks: [1, 1, 1, 1, 1], kernels: [3; 4] };
+        let m = Dcformer::<B>::shaped(&cfg, &Default::default());
+        for volume in [[32, 64, 64], [16, 32, 32], [40, 70, 96]] {
+            let x = Tensor::<B, 5>::zeros([1, 1, volume[0], volume[1], volume[2]], &Default::default());
+            let n: usize = DcformerConfig::token_grid(volume).iter().product();
+            assert_eq!(m.last_tokens(x).dims(), [1, n, 2], "{volume:?}");
+        }
+    }
 
     #[test]
     fn max_pool_matches_pytorchs_on_odd_and_even_sizes() {

@@ -17,6 +17,7 @@ pub mod method;
 pub mod mixer;
 pub mod params;
 pub mod perceiver;
+pub mod pos_embed;
 pub mod precision;
 pub mod prompts;
 pub mod text_model;

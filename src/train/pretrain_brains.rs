@@ -70,6 +70,7 @@ impl<B: Backend> ImageSide<B> {
             vision_proj: self.vision_proj,
             text_proj: self.text_proj,
             logit_scale: self.logit_scale,
+            logit_bias: None,
         }
     }
 }

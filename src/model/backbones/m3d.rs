@@ -226,6 +226,7 @@ impl<B: Backend> Backbone<B> {
             vision_proj: store.linear("vision_proj", vit_cfg.hidden_size, joint, true),
             text_proj: store.linear("text_proj", text_cfg.hidden_size, joint, true),
             logit_scale: burn::module::Param::from_tensor(scalar_param(&store, "logit_scale")),
+            logit_bias: None,
             vit,
             bert,
         };

@@ -4,11 +4,12 @@
 //! `vision_encoder.encoder.*`, `language_encoder.*` (DistilBERT's names), `mm_vision_proj.*`,
 //! `mm_language_proj.*`, `t_prime`, `bias`, and the text tower's `vocab.txt` or `tokenizer.json`.
 //!
-//! Image embedding: the mean of the last stage's tokens → `mm_vision_proj` → L2. Text embedding:
-//! token 0 of DistilBERT's last hidden state → `mm_language_proj` → L2. Logits: `images · textsᵀ ·
-//! t_prime + bias`, with `t_prime` used raw as Med3DVLM's single-process path does.
+//! It loads as adfit's CLIP backbone ([`load_clip`]): image embedding the mean of the last
+//! stage's tokens → `mm_vision_proj` → L2; text embedding token 0 of DistilBERT's last hidden
+//! state → `mm_language_proj` → L2; logits `images · textsᵀ · t_prime + bias`, with `t_prime`
+//! used raw as Med3DVLM's single-process path does.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::Linear;
@@ -16,10 +17,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::bert::{pool, Bert, BertConfig, Pooling};
+use crate::model::bert::{Bert, BertConfig};
 use crate::model::clip::ClipBackbone;
 use crate::model::dcformer::{Dcformer, DcformerConfig};
-use crate::model::heads::l2norm;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::vit3d::{Vit3d, VitLayout};
 use crate::model::weights::{read_safetensors, WeightStore};
@@ -172,7 +172,7 @@ pub fn read_config(dir: &Path) -> Result<Med3dvlmConfig> {
     Ok(cfg)
 }
 
-/// Med3DVLM's CLIP.
+/// Med3DVLM's CLIP as its checkpoint holds it; [`as_clip`] makes it adfit's CLIP backbone.
 #[derive(Module, Debug)]
 pub struct Med3dvlm<B: Backend> {
     pub vision: Dcformer<B>,
@@ -185,54 +185,11 @@ pub struct Med3dvlm<B: Backend> {
     pub bias: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Med3dvlm<B> {
-    /// # Shapes
-    /// - x: `[batch, 1, D, H, W]` → `[batch, joint]`
-    pub fn encode_image(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
-        let tokens = self.vision.last_tokens(x);
-        let [b, _, c] = tokens.dims();
-        l2norm(self.vision_proj.forward(tokens.mean_dim(1).reshape([b, c])))
-    }
-
-    /// # Shapes
-    /// - ids, mask: `[batch, tokens]` → `[batch, joint]`
-    pub fn encode_text(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
-        let (last, _) = self.text.forward(ids, mask.clone(), false);
-        l2norm(self.text_proj.forward(pool(last, mask, Pooling::Cls)))
-    }
-
-    /// `images · textsᵀ · t_prime + bias`.
-    pub fn logits(&self, images: Tensor<B, 2>, texts: Tensor<B, 2>) -> Tensor<B, 2> {
-        images.matmul(texts.transpose()) * self.t_prime.val().reshape([1, 1]) + self.bias.val().reshape([1, 1])
-    }
-}
-
-/// A loaded Med3DVLM directory.
-pub struct Med3dvlmBackbone<B: Backend> {
-    pub dir: PathBuf,
-    pub config: Med3dvlmConfig,
-    pub model: Med3dvlm<B>,
-    pub tokenizer: TextTokenizer,
-}
-
-impl<B: Backend> Med3dvlmBackbone<B> {
-    /// Load `dir` strictly: one error lists every missing, unexpected or mis-shaped key.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config = read_config(dir)?;
-        let weights = dir.join("model.safetensors");
-        let mut store = WeightStore::<B>::new(&weights, read_safetensors(&weights)?, KEY_TABLE, device);
-        let model = load_model(&config, &mut store)?;
-        store.finish()?;
-        let vocab = super::m3d::tokenizer_path(dir)?;
-        let tokenizer = TextTokenizer::from_file(&vocab, config.max_text_len)?;
-        Ok(Med3dvlmBackbone { dir: dir.into(), config, model, tokenizer })
-    }
-}
-
 /// A Med3DVLM directory as adfit's CLIP backbone, for the method and the zero-shot baseline:
 /// DCFormer in front of no ViT blocks ([`VitLayout::Dcformer`]), DistilBERT as the text tower,
-/// `t_prime` as the logit scale. SigLIP's `bias` is read and left out: it shifts every class's
-/// logit alike, so a softmax over the class prompts is the same without it. The CLS token the
+/// `t_prime` as the logit scale, SigLIP's `bias` as the logit bias (a softmax over the class
+/// prompts does not see it). Image embedding: the mean of the last stage's tokens →
+/// `mm_vision_proj` → L2; text: token 0 → `mm_language_proj` → L2. The CLS token the
 /// method prepends is adfit's, drawn from a fixed seed (std 0.02). `img_size` is the volumes'
 /// grid (D, H, W); the released input is 128 × 256 × 256.
 pub fn load_clip<B: Backend>(
@@ -296,7 +253,14 @@ pub fn as_clip<B: Backend>(
         patch_size: [1, 1, 1],
         layout: VitLayout::Dcformer,
     };
-    ClipBackbone { vit, bert: m.text, vision_proj: m.vision_proj, text_proj: m.text_proj, logit_scale: m.t_prime }
+    ClipBackbone {
+        vit,
+        bert: m.text,
+        vision_proj: m.vision_proj,
+        text_proj: m.text_proj,
+        logit_scale: m.t_prime,
+        logit_bias: Some(m.bias),
+    }
 }
 
 impl Med3dvlmConfig {
