@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use adfit::model::chunked_attention::{backward, forward};
+use adfit::model::chunked_attention::{backward, backward_blocks, forward, forward_blocks};
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -41,7 +41,25 @@ fn main() {
     let (q, k, v) = (r([1, h, n, hd]), r([1, h, n, hd]), r([1, h, n, hd]));
     let s = r([1, h, n, n]);
     let matmul_flops = Some(2.0 * (h * n * n * hd) as f64);
+    if std::env::var("MALLOPT").is_ok() {
+        extern "C" { fn mallopt(param: i32, value: i32) -> i32; }
+        unsafe { mallopt(-3, 32 << 20); mallopt(-1, 1 << 30); }
+    }
+    if std::env::var("PIECE").is_ok() {
+        let q_block = q.clone().narrow(2, 0, 168) * 1.0;
+        for _ in 0..100 {
+            let _ = q_block.clone().matmul(k.clone().swap_dims(2, 3)).slice([0..1, 0..1, 0..1, 0..1]).into_data();
+        }
+        return;
+    }
     report("Q Kt (scores, inner size 64)", median(|| q.clone().matmul(k.clone().swap_dims(2, 3))), matmul_flops);
+    // The same product for one block's rows: a 16 MiB output instead of a fresh 205 MiB one.
+    let q_block = q.clone().narrow(2, 0, 168) * 1.0;
+    report(
+        "Q_b Kt, one block (168 rows)",
+        median(|| q_block.clone().matmul(k.clone().swap_dims(2, 3))),
+        Some(2.0 * (h * 168 * n * hd) as f64),
+    );
     report("P V (inner size n)", median(|| s.clone().matmul(v.clone())), matmul_flops);
     // One block's rows (168 of 2,070) minus a per-row value: fresh, and as a narrowed view.
     let rows = 168;
@@ -55,10 +73,20 @@ fn main() {
         median(|| burn::tensor::module::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default())),
         None,
     );
-    report("block-wise forward", median(|| forward(q.clone(), k.clone(), v.clone(), 0.125, None).0), None);
+    report("block-wise forward, tensor ops", median(|| forward_blocks(q.clone(), k.clone(), v.clone(), 0.125, None).0), None);
+    report("block-wise forward, CPU kernel", median(|| forward(q.clone(), k.clone(), v.clone(), 0.125, None).0), None);
+    let (o, lse) = forward_blocks(q.clone(), k.clone(), v.clone(), 0.125, None);
+    report(
+        "block-wise backward, tensor ops",
+        median(|| {
+            let [dq, _, _] = backward_blocks(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), q.clone(), 0.125, None);
+            dq
+        }),
+        None,
+    );
     let (o, lse) = forward(q.clone(), k.clone(), v.clone(), 0.125, None);
     report(
-        "block-wise backward",
+        "block-wise backward, CPU kernel",
         median(|| {
             let [dq, _, _] = backward(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), q.clone(), 0.125, None);
             dq

@@ -12,8 +12,9 @@
 //!   `dS = P ⊙ (dO_b Vᵀ − D_b)`, `dQ_b = dS K·scale`, `dK += dSᵀ Q_b·scale`.
 //!
 //! A block holds at most [`BLOCK_ELEMENTS`] scores, so memory stays linear in the token count.
-//! The blocks are plain tensor ops on the inner backend, so the op runs on every backend:
-//! Flex on the CPU, and CubeCL's wgpu and CUDA. The additive bias (BERT's padding mask) is a
+//! The blocks are plain tensor ops on the inner backend, so the op runs on every backend
+//! (CubeCL's wgpu and CUDA; Flex too). On the CPU (f32), the same passes run as fused kernels
+//! over the raw buffers instead ([`crate::model::cpu_attention`]). The additive bias (BERT's padding mask) is a
 //! constant: a bias that needs a gradient takes the decomposed path (see
 //! [`crate::model::attention::attention`]).
 
@@ -25,6 +26,8 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorPrimitive;
+
+use crate::model::cpu_attention;
 
 /// The most scores (`batch · heads · rows · n_k`) one block computes at once: 2²² floats,
 /// 16 MiB in fp32.
@@ -55,14 +58,29 @@ fn scores<B: Backend>(q_scaled: Tensor<B, 4>, k_t: Tensor<B, 4>, bias: Option<Te
     }
 }
 
-/// The output and, per block of query rows, each row's log-sum-exp (`[batch, heads, rows, 1]`).
-/// The log-sum-exp stays in blocks: Flex broadcasts a fresh tensor about 11× faster than a
-/// narrowed view of a larger one (`cargo bench --bench attention`).
+/// The output and each query row's log-sum-exp, in blocks of rows (`[batch, heads, rows, 1]`
+/// each): on the CPU, [`cpu_attention::forward`] (one block of all rows); elsewhere
+/// [`forward_blocks`].
 ///
 /// # Shapes
 /// - q: `[batch, heads, n_q, head_dim]`, k and v: `[batch, heads, n_k, head_dim]`
 /// - bias: broadcastable to `[batch, heads, n_q, n_k]`
 pub fn forward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    bias: Option<Tensor<B, 4>>,
+) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
+    match cpu_attention::forward(&q, &k, &v, scale, bias.as_ref()) {
+        Some((out, lse)) => (out, vec![lse]),
+        None => forward_blocks(q, k, v, scale, bias),
+    }
+}
+
+/// [`forward`] from Burn tensor ops, on any backend. The log-sum-exp stays in blocks: Flex
+/// broadcasts a fresh tensor about 11× faster than a narrowed view of a larger one.
+pub fn forward_blocks<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -87,9 +105,30 @@ pub fn forward<B: Backend>(
 }
 
 /// The gradients of Q, K and V, recomputing the scores block by block (`lse` as [`forward`]
-/// returns it).
+/// returns it): on the CPU, [`cpu_attention::backward`]; elsewhere [`backward_blocks`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    out: Tensor<B, 4>,
+    lse: Vec<Tensor<B, 4>>,
+    grad_out: Tensor<B, 4>,
+    scale: f64,
+    bias: Option<Tensor<B, 4>>,
+) -> [Tensor<B, 4>; 3] {
+    if let [all] = lse.as_slice() {
+        if let Some(grads) = cpu_attention::backward(&q, &k, &v, &out, all, &grad_out, scale, bias.as_ref()) {
+            return grads;
+        }
+    }
+    backward_blocks(q, k, v, out, lse, grad_out, scale, bias)
+}
+
+/// [`backward`] from Burn tensor ops, on any backend; `lse` in blocks of rows as
+/// [`forward_blocks`] returns it, or as one tensor of all rows.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_blocks<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -102,6 +141,12 @@ pub fn backward<B: Backend>(
     let [b, h, n_q, _] = q.dims();
     let n_k = k.dims()[2];
     let rows = block_rows(b, h, n_q, n_k);
+    let lse = if lse.len() == n_q.div_ceil(rows) {
+        lse
+    } else {
+        let all = Tensor::cat(lse, 2);
+        (0..n_q).step_by(rows).map(|start| all.clone().narrow(2, start, rows.min(n_q - start))).collect()
+    };
     let k_t = k.clone().swap_dims(2, 3);
     let v_t = v.clone().swap_dims(2, 3);
     let mut dq = Vec::new();
@@ -238,6 +283,40 @@ mod tests {
             for (a, b) in g1.into_iter().zip(g2) {
                 a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-5));
             }
+        }
+    }
+
+    #[test]
+    fn the_cpu_kernels_match_the_tensor_op_blocks_with_every_bias_shape() {
+        let (q, k, v) = (random([2, 3, 7, 4], 11), random([2, 3, 9, 4], 12), random([2, 3, 9, 4], 13));
+        let g = random([2, 3, 7, 4], 14).inner();
+        let [q, k, v] = [q, k, v].map(|t| t.inner());
+        for bias in [None, Some([2, 1, 1, 9]), Some([1, 3, 7, 9]), Some([2, 3, 7, 1])] {
+            let bias = bias.map(|s| random(s, 15).inner() * 2.0);
+            let (o1, lse) = forward(q.clone(), k.clone(), v.clone(), 0.3, bias.clone());
+            assert_eq!(lse.len(), 1, "the CPU kernel ran");
+            let (o2, blocks) = forward_blocks(q.clone(), k.clone(), v.clone(), 0.3, bias.clone());
+            o1.clone().into_data().assert_approx_eq::<f32>(&o2.into_data(), Tolerance::absolute(1e-6));
+            Tensor::cat(blocks, 2).into_data().assert_approx_eq::<f32>(&lse[0].clone().into_data(), Tolerance::absolute(1e-6));
+            let g1 = backward(q.clone(), k.clone(), v.clone(), o1.clone(), lse.clone(), g.clone(), 0.3, bias.clone());
+            let g2 = backward_blocks(q.clone(), k.clone(), v.clone(), o1, lse, g.clone(), 0.3, bias);
+            for (a, b) in g1.into_iter().zip(g2) {
+                a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-5));
+            }
+        }
+    }
+
+    #[test]
+    fn the_tensor_op_backward_takes_the_cpu_kernels_single_log_sum_exp() {
+        // As in several_blocks_give_the_same_gradients_as_one: blocks of 2, 2 and 1 query rows.
+        let n_k = BLOCK_ELEMENTS / 2;
+        let [q, k, v] = [([1, 1, 5, 2], 4), ([1, 1, n_k, 2], 5), ([1, 1, n_k, 2], 6)].map(|(s, seed)| random(s, seed).inner());
+        let g = random([1, 1, 5, 2], 7).inner();
+        let (o, lse) = forward(q.clone(), k.clone(), v.clone(), 0.3, None);
+        let g1 = backward(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), g.clone(), 0.3, None);
+        let g2 = backward_blocks(q, k, v, o, lse, g, 0.3, None);
+        for (a, b) in g1.into_iter().zip(g2) {
+            a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-4));
         }
     }
 

@@ -8,6 +8,7 @@ pub mod backbones;
 pub mod bert;
 pub mod chunked_attention;
 pub mod clip;
+pub mod cpu_attention;
 pub mod cross_attention;
 pub mod dcformer;
 pub mod heads;
