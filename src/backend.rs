@@ -88,18 +88,25 @@ pub type AttentionInputs<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Option<
 /// this binary trains with (the CPU's, plain and with balanced checkpointing, and each built
 /// GPU backend's); the inputs come back otherwise (inference backends, which have Burn's fused
 /// op). Model code is generic over `B: Backend`, so the concrete type is found at run time.
+///
+/// On the GPU backends, scores that fit in one block (`one_block`) come back too: there the
+/// op's blocks are tensor ops, and recomputing so few scores costs more time than keeping them
+/// costs memory. The CPU's fused kernels are faster than the decomposed form at every size.
 pub fn chunked_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     scale: f64,
     bias: Option<Tensor<B, 4>>,
+    one_block: bool,
 ) -> std::result::Result<Tensor<B, 4>, AttentionInputs<B>> {
     use crate::model::chunked_attention::autodiff;
     use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
     macro_rules! on {
         ($inner:ty, $strategy:ty) => {
-            if std::any::TypeId::of::<B>() == std::any::TypeId::of::<Autodiff<$inner, $strategy>>() {
+            if std::any::TypeId::of::<B>() == std::any::TypeId::of::<Autodiff<$inner, $strategy>>()
+                && (!one_block || std::any::TypeId::of::<$inner>() == std::any::TypeId::of::<Cpu>())
+            {
                 let (q, k, v, bias): AttentionInputs<Autodiff<$inner, $strategy>> =
                     same((q, k, v, bias)).expect("the same backend");
                 return Ok(same(autodiff::<$inner, $strategy>(q, k, v, scale, bias)).expect("the same backend"));
@@ -303,7 +310,7 @@ mod tests {
     fn training_attention_takes_the_block_wise_op_and_inference_keeps_the_fused_one() {
         fn applies<B: Backend>() -> bool {
             let x = || Tensor::<B, 4>::zeros([1, 1, 2, 2], &Default::default());
-            chunked_attention(x(), x(), x(), 1.0, None).is_ok()
+            chunked_attention(x(), x(), x(), 1.0, None, false).is_ok()
         }
         use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
         assert!(applies::<Autodiff<Cpu>>());

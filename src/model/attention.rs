@@ -18,10 +18,9 @@ use crate::model::chunked_attention::fits_one_block;
 ///
 /// - Training (an autodiff backend this binary was built with): adfit's block-wise op
 ///   ([`crate::model::chunked_attention`]), whose backward pass recomputes the scores instead
-///   of keeping `n_q × n_k` tensors. Scores that fit in one block ([`fits_one_block`]) and a
-///   bias that needs a gradient take the decomposed form: with so few scores, recomputing them
-///   costs more time than keeping them costs memory (phantom's 86 tokens: 46.6 scans/s
-///   decomposed, 38.6 block-wise).
+///   of keeping `n_q × n_k` tensors. A bias that needs a gradient takes the decomposed form, and
+///   so do scores that fit in one block ([`fits_one_block`]) on the GPU backends (see
+///   [`crate::backend::chunked_attention`]).
 /// - Inference on the CPU: the block-wise op's forward kernel
 ///   ([`crate::model::cpu_attention::forward`]; 3.7× faster than Flex's fused attention at
 ///   M3D-CLIP's 2,070 tokens), with or without a bias.
@@ -38,8 +37,8 @@ pub fn attention<B: Backend>(
     let constant_bias = bias.as_ref().is_none_or(|b| !b.is_require_grad());
     let [b, h, n_q, _] = q.dims();
     let one_block = fits_one_block(b, h, n_q, k.dims()[2]);
-    let (q, k, v, bias) = if constant_bias && !one_block && !DECOMPOSED_TRAINING.load(Ordering::Relaxed) {
-        match crate::backend::chunked_attention(q, k, v, scale, bias) {
+    let (q, k, v, bias) = if constant_bias && !DECOMPOSED_TRAINING.load(Ordering::Relaxed) {
+        match crate::backend::chunked_attention(q, k, v, scale, bias, one_block) {
             Ok(out) => return out,
             Err(inputs) => inputs,
         }
