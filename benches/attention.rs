@@ -2,10 +2,16 @@
 //! tokens, head size 64) on Flex, where its time goes: the two kinds of matmul it runs (scores
 //! `Q Kᵀ`, inner size 64 with an n×n output; `P V`, inner size n), a broadcast against a fresh
 //! tensor and against a narrowed view, and the op's forward and backward passes beside Burn's
-//! fused (inference) attention kernel. One JSON line per piece: median seconds of 3 runs, and
+//! fused (inference) attention kernel. The op's passes run twice: built from Burn tensor ops
+//! (`forward_blocks` / `backward_blocks`, what wgpu and CUDA run) and as adfit's CPU kernels
+//! (`forward` / `backward` on Flex). One JSON line per piece: median seconds of 3 runs, and
 //! GFLOP/s for the matmuls.
 //!
 //!   cargo bench --bench attention
+//!
+//! Two switches for the allocation study in the README: `ADFIT_BENCH_ONE_PRODUCT=1` runs only
+//! one block's `Q_b Kᵀ` a hundred times (for `perf stat -e page-faults`), and
+//! `ADFIT_BENCH_MALLOPT=1` first raises glibc's mmap and trim thresholds (32 MiB, 1 GiB).
 
 use std::time::Instant;
 
@@ -41,11 +47,10 @@ fn main() {
     let (q, k, v) = (r([1, h, n, hd]), r([1, h, n, hd]), r([1, h, n, hd]));
     let s = r([1, h, n, n]);
     let matmul_flops = Some(2.0 * (h * n * n * hd) as f64);
-    if std::env::var("MALLOPT").is_ok() {
-        extern "C" { fn mallopt(param: i32, value: i32) -> i32; }
-        unsafe { mallopt(-3, 32 << 20); mallopt(-1, 1 << 30); }
+    if std::env::var("ADFIT_BENCH_MALLOPT").is_ok() {
+        raise_malloc_thresholds();
     }
-    if std::env::var("PIECE").is_ok() {
+    if std::env::var("ADFIT_BENCH_ONE_PRODUCT").is_ok() {
         let q_block = q.clone().narrow(2, 0, 168) * 1.0;
         for _ in 0..100 {
             let _ = q_block.clone().matmul(k.clone().swap_dims(2, 3)).slice([0..1, 0..1, 0..1, 0..1]).into_data();
@@ -93,4 +98,25 @@ fn main() {
         }),
         None,
     );
+}
+
+/// glibc's `mallopt(M_MMAP_THRESHOLD, 32 MiB)` and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`: buffers
+/// up to 32 MiB come from the heap and freed memory stays there for the next one.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn raise_malloc_thresholds() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt only sets glibc's allocator parameters.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn raise_malloc_thresholds() {
+    eprintln!("ADFIT_BENCH_MALLOPT needs glibc; ignored");
 }

@@ -42,7 +42,7 @@ fn run<B: AutodiffBackend>(
 ) -> [Vec<f32>; 4] {
     let [q, k, v] = [q, k, v].map(|t| t.require_grad());
     let out = if chunked {
-        chunked_attention(q.clone(), k.clone(), v.clone(), scale, bias)
+        chunked_attention(q.clone(), k.clone(), v.clone(), scale, bias, false)
             .unwrap_or_else(|_| panic!("the block-wise op does not apply to this autodiff backend"))
     } else {
         decomposed(q.clone(), k.clone(), v.clone(), scale, bias)

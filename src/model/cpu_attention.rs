@@ -108,7 +108,8 @@ impl Inputs {
     fn new<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Option<Self> {
         let [b, h, n_q, d] = q.dims();
         let n_k = k.dims()[2];
-        if k.dims() != [b, h, n_k, d] || v.dims() != [b, h, n_k, d] {
+        // Empty tensors (and shapes that do not match) take the generic path.
+        if k.dims() != [b, h, n_k, d] || v.dims() != [b, h, n_k, d] || b * h * n_q * n_k * d == 0 {
             return None;
         }
         let contiguous = |t: &Tensor<B, 4>| flex(t.clone()).map(|t| t.to_contiguous());
