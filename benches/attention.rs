@@ -15,6 +15,9 @@
 
 use std::time::Instant;
 
+mod common;
+use common::raise_malloc_thresholds;
+
 use adfit::model::chunked_attention::{backward, backward_blocks, forward, forward_blocks};
 use burn::backend::Flex;
 use burn::prelude::*;
@@ -47,9 +50,7 @@ fn main() {
     let (q, k, v) = (r([1, h, n, hd]), r([1, h, n, hd]), r([1, h, n, hd]));
     let s = r([1, h, n, n]);
     let matmul_flops = Some(2.0 * (h * n * n * hd) as f64);
-    if std::env::var("ADFIT_BENCH_MALLOPT").is_ok() {
-        raise_malloc_thresholds();
-    }
+    raise_malloc_thresholds();
     if std::env::var("ADFIT_BENCH_ONE_PRODUCT").is_ok() {
         let q_block = q.clone().narrow(2, 0, 168) * 1.0;
         for _ in 0..100 {
@@ -98,25 +99,4 @@ fn main() {
         }),
         None,
     );
-}
-
-/// glibc's `mallopt(M_MMAP_THRESHOLD, 32 MiB)` and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`: buffers
-/// up to 32 MiB come from the heap and freed memory stays there for the next one.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn raise_malloc_thresholds() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only sets glibc's allocator parameters.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn raise_malloc_thresholds() {
-    eprintln!("ADFIT_BENCH_MALLOPT needs glibc; ignored");
 }

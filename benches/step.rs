@@ -7,6 +7,7 @@
 //!   cargo bench --bench step                        # both shapes
 //!   ADFIT_BENCH_SHAPE=phantom cargo bench --bench step
 //!   ADFIT_BENCH_ATTENTION=decomposed cargo bench --bench step   # the attention path before adfit's op
+//!   ADFIT_BENCH_MALLOPT=1 cargo bench --bench step              # glibc's malloc thresholds raised
 //!
 //! Shapes: `phantom` (adfit's own backbone: 64³, 16³ patches, width 64, 4 + 2 blocks; batch 8)
 //! and `m3d` (M3D-CLIP: 128³, 4×16×16 patches = 2048 tokens, ViT-B and bert-base; batch 2).
@@ -23,6 +24,7 @@ use adfit::train::step_bench::{BenchShape, StepBench};
 use clap::ValueEnum;
 
 fn single(name: &str, repeat: usize, tokens: usize) {
+    raise_malloc_thresholds();
     let shape = if name == "m3d" { BenchShape::M3d } else { BenchShape::Phantom };
     let attention = std::env::var("ADFIT_BENCH_ATTENTION")
         .map(|a| TrainingAttention::from_str(&a, true).expect("ADFIT_BENCH_ATTENTION: block-wise or decomposed"))
