@@ -112,7 +112,7 @@ impl Inputs {
         if k.dims() != [b, h, n_k, d] || v.dims() != [b, h, n_k, d] || b * h * n_q * n_k * d == 0 {
             return None;
         }
-        let contiguous = |t: &Tensor<B, 4>| flex(t.clone()).map(|t| t.to_contiguous());
+        let contiguous = |t: &Tensor<B, 4>| flex(crate::model::cpu_layout::contiguous(t.clone())).map(|t| t.to_contiguous());
         let bias = match bias {
             Some(t) => Some(Bias::new(flex(t.clone())?, [b, h, n_q, n_k])?),
             None => None,

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod chunked_attention;
 pub mod clip;
 pub mod cpu_attention;
+pub mod cpu_layout;
 pub mod cross_attention;
 pub mod dcformer;
 pub mod heads;

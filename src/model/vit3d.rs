@@ -388,11 +388,8 @@ impl<B: Backend> Vit3d<B> {
         };
         let [b, c, d, h, w] = x.dims();
         let (g1, g2, g3) = (d / p1, h / p2, w / p3);
-        x.reshape([b, c, g1, p1, g2, p2, g3, p3]).permute([0, 2, 4, 6, 3, 5, 7, 1]).reshape([
-            b,
-            g1 * g2 * g3,
-            p1 * p2 * p3 * c,
-        ])
+        let patches = x.reshape([b, c, g1, p1, g2, p2, g3, p3]).permute([0, 2, 4, 6, 3, 5, 7, 1]);
+        crate::model::cpu_layout::contiguous(patches).reshape([b, g1 * g2 * g3, p1 * p2 * p3 * c])
     }
 
     /// Patch tokens with their position embedding.
