@@ -15,16 +15,21 @@ use burn_flex::{FlexTensor, Layout};
 
 use crate::backend::Cpu;
 
-/// `t` in contiguous memory. On the CPU (Flex, or Flex under autodiff when `t` needs no
-/// gradient) through [`copy_runs`] when its innermost axis is contiguous; otherwise as the
-/// backend's reshape would copy it.
+/// `t` in contiguous memory. On the CPU (Flex, or Flex under autodiff when `t` is outside the
+/// autodiff graph) through [`copy_runs`] when its innermost axis is contiguous; otherwise `t`
+/// as it is, for the backend's reshape to copy.
 pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
     if let Some(flex) = same::<_, Tensor<Cpu, D>>(t.clone()) {
         return same(on_flex(flex)).expect("the same backend");
     }
-    if let Some(tracked) = same::<_, Tensor<Autodiff<Cpu>, D>>(t.clone()) {
-        if !tracked.is_require_grad() {
-            return same(Tensor::<Autodiff<Cpu>, D>::from_inner(on_flex(tracked.inner()))).expect("the same backend");
+    if let Some(ad) = same::<_, Tensor<Autodiff<Cpu>, D>>(t.clone()) {
+        // `is_require_grad` is true for leaves only; a tensor computed from one is tracked too.
+        let untracked = match ad.clone().into_primitive() {
+            TensorPrimitive::Float(p) => p.node.requirement.is_none(),
+            TensorPrimitive::QFloat(_) => false,
+        };
+        if untracked {
+            return same(Tensor::<Autodiff<Cpu>, D>::from_inner(on_flex(ad.inner()))).expect("the same backend");
         }
     }
     t
@@ -111,5 +116,14 @@ mod tests {
         contiguous(w.clone()).into_data().assert_approx_eq::<f32>(&w.into_data(), Tolerance::absolute(0.0));
         let ad = Tensor::<Autodiff<Cpu>, 5>::from_inner(x.clone()).permute([0, 2, 1, 3, 4]);
         contiguous(ad.clone()).into_data().assert_approx_eq::<f32>(&ad.into_data(), Tolerance::absolute(0.0));
+    }
+
+    #[test]
+    fn a_tensor_in_the_autodiff_graph_keeps_its_gradient() {
+        let x = Tensor::<Autodiff<Cpu>, 3>::ones([2, 3, 4], &Default::default()).require_grad();
+        let y = contiguous((x.clone() * 2.0).permute([0, 2, 1]));
+        let grads = (y * 3.0).sum().backward();
+        let g = x.grad(&grads).expect("the input keeps its gradient");
+        g.into_data().assert_approx_eq::<f32>(&Tensor::<Cpu, 3>::full([2, 3, 4], 6.0, &Default::default()).into_data(), Tolerance::absolute(0.0));
     }
 }
