@@ -79,13 +79,18 @@ fn main() {
         median(|| burn::tensor::module::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default())),
         None,
     );
-    report("block-wise forward, tensor ops", median(|| forward_blocks(q.clone(), k.clone(), v.clone(), 0.125, None).0), None);
+    report(
+        "block-wise forward, tensor ops",
+        median(|| forward_blocks(q.clone(), k.clone(), v.clone(), 0.125, None).0),
+        None,
+    );
     report("block-wise forward, CPU kernel", median(|| forward(q.clone(), k.clone(), v.clone(), 0.125, None).0), None);
     let (o, lse) = forward_blocks(q.clone(), k.clone(), v.clone(), 0.125, None);
     report(
         "block-wise backward, tensor ops",
         median(|| {
-            let [dq, _, _] = backward_blocks(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), q.clone(), 0.125, None);
+            let [dq, _, _] =
+                backward_blocks(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), q.clone(), 0.125, None);
             dq
         }),
         None,

@@ -122,8 +122,9 @@ pub fn chunked_attention<B: Backend>(
     Err((q, k, v, bias))
 }
 
-/// `a` as a `T` when `A` and `T` are the same type.
-fn same<A: 'static, T: 'static>(a: A) -> Option<T> {
+/// `a` as a `T` when `A` and `T` are the same type (how backend-specific code is reached from
+/// code generic over `B`).
+pub(crate) fn same<A: 'static, T: 'static>(a: A) -> Option<T> {
     let a: Box<dyn std::any::Any> = Box::new(a);
     a.downcast::<T>().ok().map(|t| *t)
 }

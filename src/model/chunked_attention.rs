@@ -297,7 +297,9 @@ mod tests {
             assert_eq!(lse.len(), 1, "the CPU kernel ran");
             let (o2, blocks) = forward_blocks(q.clone(), k.clone(), v.clone(), 0.3, bias.clone());
             o1.clone().into_data().assert_approx_eq::<f32>(&o2.into_data(), Tolerance::absolute(1e-6));
-            Tensor::cat(blocks, 2).into_data().assert_approx_eq::<f32>(&lse[0].clone().into_data(), Tolerance::absolute(1e-6));
+            Tensor::cat(blocks, 2)
+                .into_data()
+                .assert_approx_eq::<f32>(&lse[0].clone().into_data(), Tolerance::absolute(1e-6));
             let g1 = backward(q.clone(), k.clone(), v.clone(), o1.clone(), lse.clone(), g.clone(), 0.3, bias.clone());
             let g2 = backward_blocks(q.clone(), k.clone(), v.clone(), o1, lse, g.clone(), 0.3, bias);
             for (a, b) in g1.into_iter().zip(g2) {
@@ -310,7 +312,8 @@ mod tests {
     fn the_tensor_op_backward_takes_the_cpu_kernels_single_log_sum_exp() {
         // As in several_blocks_give_the_same_gradients_as_one: blocks of 2, 2 and 1 query rows.
         let n_k = BLOCK_ELEMENTS / 2;
-        let [q, k, v] = [([1, 1, 5, 2], 4), ([1, 1, n_k, 2], 5), ([1, 1, n_k, 2], 6)].map(|(s, seed)| random(s, seed).inner());
+        let [q, k, v] =
+            [([1, 1, 5, 2], 4), ([1, 1, n_k, 2], 5), ([1, 1, n_k, 2], 6)].map(|(s, seed)| random(s, seed).inner());
         let g = random([1, 1, 5, 2], 7).inner();
         let (o, lse) = forward(q.clone(), k.clone(), v.clone(), 0.3, None);
         let g1 = backward(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), g.clone(), 0.3, None);

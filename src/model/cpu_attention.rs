@@ -16,14 +16,13 @@
 //! head; rayon spreads the heads over the cores. Only f32 runs here: other dtypes, and every
 //! other backend, take the generic path.
 
-use std::any::Any;
-
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use crate::backend::Cpu;
+use crate::backend::{same, Cpu};
+use crate::model::cpu_layout;
 
 /// Bytes of scores one tile holds (126 query rows at 2,070 keys). Measured on a 2-core AMD EPYC
 /// with 512 KiB of L2 per core, with a standalone copy of the forward kernel at M3D-CLIP's shape
@@ -66,7 +65,7 @@ impl Bias {
             strides[i] = if shape[i] == 1 { 0 } else { step };
             step *= shape[i];
         }
-        Some(Self { values: t.to_contiguous(), strides })
+        Some(Self { values: t, strides })
     }
 
     /// Adds the bias of `(batch, head, query row)` to one row of scores.
@@ -83,20 +82,18 @@ impl Bias {
     }
 }
 
-/// `t` as Flex's tensor when `B` is the CPU backend.
-fn flex<B: Backend>(t: Tensor<B, 4>) -> Option<FlexTensor> {
-    if std::any::TypeId::of::<B>() != std::any::TypeId::of::<Cpu>() {
-        return None;
-    }
-    let p: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-    p.downcast::<FlexTensor>().ok().map(|t| *t).filter(|t| t.dtype() == DType::F32)
+/// `t` as a contiguous f32 Flex tensor when `B` is the CPU backend (copied in runs where it
+/// is permuted, [`cpu_layout::contiguous`]).
+fn flat<B: Backend>(t: &Tensor<B, 4>) -> Option<FlexTensor> {
+    let t = same::<_, Tensor<Cpu, 4>>(cpu_layout::contiguous(t.clone()))?;
+    Some(t.into_primitive().tensor()).filter(|t| t.dtype() == DType::F32).map(|t| t.to_contiguous())
 }
 
 /// A contiguous f32 buffer of `shape` as a tensor of `B` (which is the CPU backend).
 fn tensor<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> Tensor<B, 4> {
-    let t: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(values, shape)));
-    let p = *t.downcast::<B::FloatTensorPrimitive>().expect("B is the CPU backend");
-    Tensor::from_primitive(TensorPrimitive::Float(p))
+    let t =
+        Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(TensorData::new(values, shape))));
+    same(t).expect("B is the CPU backend")
 }
 
 /// The values of a contiguous f32 tensor.
@@ -105,19 +102,23 @@ fn slice(t: &FlexTensor) -> &[f32] {
 }
 
 impl Inputs {
-    fn new<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, bias: Option<&Tensor<B, 4>>) -> Option<Self> {
+    fn new<B: Backend>(
+        q: &Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        v: &Tensor<B, 4>,
+        bias: Option<&Tensor<B, 4>>,
+    ) -> Option<Self> {
         let [b, h, n_q, d] = q.dims();
         let n_k = k.dims()[2];
         // Empty tensors (and shapes that do not match) take the generic path.
         if k.dims() != [b, h, n_k, d] || v.dims() != [b, h, n_k, d] || b * h * n_q * n_k * d == 0 {
             return None;
         }
-        let contiguous = |t: &Tensor<B, 4>| flex(crate::model::cpu_layout::contiguous(t.clone())).map(|t| t.to_contiguous());
         let bias = match bias {
-            Some(t) => Some(Bias::new(flex(t.clone())?, [b, h, n_q, n_k])?),
+            Some(t) => Some(Bias::new(flat(t)?, [b, h, n_q, n_k])?),
             None => None,
         };
-        Some(Self { q: contiguous(q)?, k: contiguous(k)?, v: contiguous(v)?, bias, dims: [b, h, n_q, n_k, d] })
+        Some(Self { q: flat(q)?, k: flat(k)?, v: flat(v)?, bias, dims: [b, h, n_q, n_k, d] })
     }
 }
 
@@ -181,8 +182,7 @@ pub fn backward<B: Backend>(
 ) -> Option<[Tensor<B, 4>; 3]> {
     let x = Inputs::new(q, k, v, bias)?;
     let [b, h, n_q, n_k, d] = x.dims;
-    let contiguous = |t: &Tensor<B, 4>| flex(t.clone()).map(|t| t.to_contiguous());
-    let (o, lse, g) = (contiguous(out)?, contiguous(lse)?, contiguous(grad_out)?);
+    let (o, lse, g) = (flat(out)?, flat(lse)?, flat(grad_out)?);
     let (q, k, v, o, lse, g) = (slice(&x.q), slice(&x.k), slice(&x.v), slice(&o), slice(&lse), slice(&g));
     let scale = scale as f32;
     let mut dq = vec![0f32; b * h * n_q * d];
@@ -216,10 +216,18 @@ pub fn backward<B: Backend>(
                     gemm(ds, n_k, false, Mat::rows(g_t, len, d), Mat::transposed(v, n_k, d), 1.0);
                     for (i, (ds, p)) in ds.chunks_exact_mut(n_k).zip(p.chunks_exact(n_k)).enumerate() {
                         let r = start + i;
-                        let dot: f32 = g[r * d..(r + 1) * d].iter().zip(&o[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum();
+                        let dot: f32 =
+                            g[r * d..(r + 1) * d].iter().zip(&o[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum();
                         ds.iter_mut().zip(p).for_each(|(ds, p)| *ds = p * (*ds - dot));
                     }
-                    gemm(&mut dq[start * d..(start + len) * d], d, false, Mat::rows(ds, len, n_k), Mat::rows(k, n_k, d), scale);
+                    gemm(
+                        &mut dq[start * d..(start + len) * d],
+                        d,
+                        false,
+                        Mat::rows(ds, len, n_k),
+                        Mat::rows(k, n_k, d),
+                        scale,
+                    );
                     gemm(dk, d, true, Mat::transposed(ds, len, n_k), Mat::rows(q_t, len, d), scale);
                 }
             },
@@ -251,7 +259,9 @@ impl<'a> Mat<'a> {
     }
 
     fn fits(&self) -> bool {
-        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
     }
 }
 
@@ -341,7 +351,13 @@ fn exp_shifted_sum_lanes(row: &mut [f32], shift: f32) -> f32 {
 fn exp(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer, which then sits in the low bits of the sum.
     const ROUND: f32 = 12_582_912.0;
-    let xc = if x < -87.0 { -87.0 } else if x > 88.0 { 88.0 } else { x };
+    let xc = if x < -87.0 {
+        -87.0
+    } else if x > 88.0 {
+        88.0
+    } else {
+        x
+    };
     let t = xc * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     let r = xc - n * 0.693_359_4 + n * 2.121_944_4e-4;

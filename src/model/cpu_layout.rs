@@ -6,14 +6,12 @@
 //! walks the outer axes with an odometer and moves each run of the innermost axis with one
 //! `copy_from_slice`.
 
-use std::any::Any;
-
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 
-use crate::backend::Cpu;
+use crate::backend::{same, Cpu};
 
 /// `t` in contiguous memory. On the CPU (Flex, or Flex under autodiff when `t` is outside the
 /// autodiff graph) through [`copy_runs`] when its innermost axis is contiguous; otherwise `t`
@@ -45,12 +43,6 @@ fn on_flex<const D: usize>(t: Tensor<Cpu, D>) -> Tensor<Cpu, D> {
     }
 }
 
-/// `a` as a `T` when `A` and `T` are the same type.
-fn same<A: 'static, T: 'static>(a: A) -> Option<T> {
-    let a: Box<dyn Any> = Box::new(a);
-    a.downcast::<T>().ok().map(|t| *t)
-}
-
 /// A contiguous f32 copy of a non-contiguous tensor whose innermost axis (after dropping axes
 /// of size 1) has stride 1. `None` when it is contiguous already or does not qualify.
 fn copy_runs(t: &FlexTensor) -> Option<FlexTensor> {
@@ -58,13 +50,8 @@ fn copy_runs(t: &FlexTensor) -> Option<FlexTensor> {
         return None;
     }
     let layout = t.layout();
-    let axes: Vec<(usize, isize)> = layout
-        .shape()
-        .iter()
-        .zip(layout.strides())
-        .filter(|(&n, _)| n != 1)
-        .map(|(&n, &s)| (n, s))
-        .collect();
+    let axes: Vec<(usize, isize)> =
+        layout.shape().iter().zip(layout.strides()).filter(|(&n, _)| n != 1).map(|(&n, &s)| (n, s)).collect();
     let &(run, inner_stride) = axes.last()?;
     if inner_stride != 1 || axes.iter().any(|&(_, s)| s < 0) {
         return None;
@@ -124,6 +111,9 @@ mod tests {
         let y = contiguous((x.clone() * 2.0).permute([0, 2, 1]));
         let grads = (y * 3.0).sum().backward();
         let g = x.grad(&grads).expect("the input keeps its gradient");
-        g.into_data().assert_approx_eq::<f32>(&Tensor::<Cpu, 3>::full([2, 3, 4], 6.0, &Default::default()).into_data(), Tolerance::absolute(0.0));
+        g.into_data().assert_approx_eq::<f32>(
+            &Tensor::<Cpu, 3>::full([2, 3, 4], 6.0, &Default::default()).into_data(),
+            Tolerance::absolute(0.0),
+        );
     }
 }
