@@ -17,10 +17,10 @@
 use burn::module::{Initializer, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{attention, merge_heads, Block};
+use super::attention::{packed_self_attention, Block};
+use super::cpu_norm::{gelu, layer_norm};
 
 /// Which adaptation the blocks get, and its sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -209,14 +209,11 @@ impl<B: Backend> BlockAdaptation<B> {
     /// linear map plus its LoRA update, each branch through its adapter before the residual.
     pub fn forward(&self, block: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let ad = Some(self);
-        let h = block.norm1.forward(x.clone());
-        let [b, n, _] = h.dims();
-        let (heads, hd) = (block.attn.heads, block.attn.head_dim());
-        let qkv = adapted_qkv(block, ad, h).reshape([b, n, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, heads, n, hd]);
-        let o = merge_heads(attention(part(0), part(1), part(2), (hd as f64).powf(-0.5), None));
+        let h = layer_norm(&block.norm1, x.clone());
+        let scale = (block.attn.head_dim() as f64).powf(-0.5);
+        let o = packed_self_attention(adapted_qkv(block, ad, h), block.attn.heads, scale);
         let x = x + adapted_attn_out(block, ad, o);
-        let h = block.norm2.forward(x.clone());
+        let h = layer_norm(&block.norm2, x.clone());
         x + adapted_mlp(block, ad, h)
     }
 

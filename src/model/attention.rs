@@ -3,7 +3,9 @@
 
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
+
+use crate::model::cpu_norm::{gelu, layer_norm};
 use burn::tensor::ops::AttentionModuleOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,7 +39,7 @@ pub fn attention<B: Backend>(
     let constant_bias = bias.as_ref().is_none_or(|b| !b.is_require_grad());
     let [b, h, n_q, _] = q.dims();
     let one_block = fits_one_block(b, h, n_q, k.dims()[2]);
-    let (q, k, v, bias) = if constant_bias && !DECOMPOSED_TRAINING.load(Ordering::Relaxed) {
+    let (q, k, v, bias) = if constant_bias && !decomposed_training() {
         match crate::backend::chunked_attention(q, k, v, scale, bias, one_block) {
             Ok(out) => return out,
             Err(inputs) => inputs,
@@ -101,6 +103,30 @@ pub fn set_training_attention(kind: TrainingAttention) {
     DECOMPOSED_TRAINING.store(kind == TrainingAttention::Decomposed, Ordering::Relaxed);
 }
 
+/// Whether training attention takes Burn's decomposed form ([`set_training_attention`]).
+pub(crate) fn decomposed_training() -> bool {
+    DECOMPOSED_TRAINING.load(Ordering::Relaxed)
+}
+
+/// Self-attention from one packed projection: [`attention`] over the heads of `qkv`, merged.
+/// On the CPU, one op from `qkv` to the merged output
+/// ([`crate::model::cpu_self_attention`]); elsewhere split, [`attention`], merge.
+///
+/// # Shapes
+/// - qkv: `[batch, tokens, 3 · heads · head_dim]`, `[q | k | v]` with heads outermost in each
+/// - output: `[batch, tokens, heads · head_dim]`
+pub fn packed_self_attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize, scale: f64) -> Tensor<B, 3> {
+    if let Some(out) = crate::model::cpu_self_attention::self_attention(&qkv, heads, scale) {
+        return out;
+    }
+    let [b, n, w] = qkv.dims();
+    let hd = w / (3 * heads);
+    // [batch, tokens, 3, heads, head_dim] → [3, batch, heads, tokens, head_dim]
+    let qkv = qkv.reshape([b, n, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
+    let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, heads, n, hd]);
+    merge_heads(attention(part(0), part(1), part(2), scale, None))
+}
+
 /// `[batch, tokens, heads·head_dim]` → `[batch, heads, tokens, head_dim]`.
 pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [b, n, d] = x.dims();
@@ -136,13 +162,8 @@ impl<B: Backend> SelfAttention<B> {
     /// # Shapes
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, n, _] = x.dims();
-        let hd = self.head_dim();
-        // [batch, tokens, 3, heads, head_dim] → [3, batch, heads, tokens, head_dim]
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, self.heads, hd]).permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, self.heads, n, hd]);
-        let out = attention(part(0), part(1), part(2), (hd as f64).powf(-0.5), None);
-        self.out_proj.forward(merge_heads(out))
+        let scale = (self.head_dim() as f64).powf(-0.5);
+        self.out_proj.forward(packed_self_attention(self.qkv.forward(x), self.heads, scale))
     }
 }
 
@@ -172,7 +193,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
-        x.clone() + self.mlp.forward(self.norm2.forward(x))
+        let x = x.clone() + self.attn.forward(layer_norm(&self.norm1, x));
+        x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
     }
 }

@@ -5,10 +5,10 @@
 //! Prompts can be inserted between the embedding layer and the encoder (after [CLS]), so the
 //! embedding and the encoder are separate calls.
 
+use super::cpu_norm::{gelu, layer_norm};
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{attention, merge_heads, split_heads};
@@ -131,9 +131,9 @@ impl<B: Backend> BertLayer<B> {
         let k = split_heads(self.key.forward(x.clone()), self.heads);
         let v = split_heads(self.value.forward(x.clone()), self.heads);
         let ctx = merge_heads(attention(q, k, v, 1.0 / (hd as f64).sqrt(), Some(mask_bias)));
-        let x = self.attn_norm.forward(x + self.attn_out.forward(ctx));
+        let x = layer_norm(&self.attn_norm, x + self.attn_out.forward(ctx));
         let y = self.output.forward(gelu(self.intermediate.forward(x.clone())));
-        self.out_norm.forward(x + y)
+        layer_norm(&self.out_norm, x + y)
     }
 }
 
@@ -266,7 +266,7 @@ impl<B: Backend> Bert<B> {
         let types = Tensor::<B, 2, Int>::zeros([b, n], &device);
         let e = &self.embeddings;
         let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(types);
-        e.norm.forward(x)
+        layer_norm(&e.norm, x)
     }
 
     /// The encoder layers on an embedded sequence; returns the last hidden state and, if asked,

@@ -348,7 +348,7 @@ fn exp_shifted_sum_lanes(row: &mut [f32], shift: f32) -> f32 {
 /// so that loops over it vectorise: `eˣ = 2ⁿ·eʳ` with `n = round(x/ln 2)`, `|r| ≤ ln 2 / 2`, and
 /// Cephes' degree-6 polynomial for `eʳ`.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer, which then sits in the low bits of the sum.
     const ROUND: f32 = 12_582_912.0;
     let xc = if x < -87.0 {

@@ -10,6 +10,8 @@ pub mod chunked_attention;
 pub mod clip;
 pub mod cpu_attention;
 pub mod cpu_layout;
+pub mod cpu_norm;
+pub mod cpu_self_attention;
 pub mod cross_attention;
 pub mod dcformer;
 pub mod heads;
