@@ -6,6 +6,7 @@
 //! walks the outer axes with an odometer and moves each run of the innermost axis with one
 //! `copy_from_slice`.
 
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -21,16 +22,20 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
         return same(on_flex(flex)).expect("the same backend");
     }
     if let Some(ad) = same::<_, Tensor<Autodiff<Cpu>, D>>(t.clone()) {
-        // `is_require_grad` is true for leaves only; a tensor computed from one is tracked too.
-        let untracked = match ad.clone().into_primitive() {
-            TensorPrimitive::Float(p) => p.node.requirement.is_none(),
-            TensorPrimitive::QFloat(_) => false,
-        };
-        if untracked {
+        if outside_graph(&ad) {
             return same(Tensor::<Autodiff<Cpu>, D>::from_inner(on_flex(ad.inner()))).expect("the same backend");
         }
     }
     t
+}
+
+/// Whether `t` is outside the autodiff graph. (`is_require_grad` is true for leaves only; a
+/// tensor computed from one is tracked too.)
+pub(crate) fn outside_graph<C: CheckpointStrategy, const D: usize>(t: &Tensor<Autodiff<Cpu, C>, D>) -> bool {
+    match t.clone().into_primitive() {
+        TensorPrimitive::Float(p) => p.node.requirement.is_none(),
+        TensorPrimitive::QFloat(_) => false,
+    }
 }
 
 fn on_flex<const D: usize>(t: Tensor<Cpu, D>) -> Tensor<Cpu, D> {

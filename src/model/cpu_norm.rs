@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use crate::backend::{same, Cpu};
 use crate::model::cpu_attention::exp;
+use crate::model::cpu_layout::outside_graph;
 
 /// Elements per parallel chunk of GELU, and the fewest a layer norm splits into rows for.
 const CHUNK: usize = 1 << 14;
@@ -68,7 +69,7 @@ fn cpu_layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: &Tensor<B,
     macro_rules! on {
         ($strategy:ty) => {
             if let Some(x) = same::<_, Tensor<Autodiff<Cpu, $strategy>, D>>(x.clone()) {
-                let frozen = |t: Tensor<Autodiff<Cpu, $strategy>, 1>| untracked(&t).then(|| t.inner());
+                let frozen = |t: Tensor<Autodiff<Cpu, $strategy>, 1>| outside_graph(&t).then(|| t.inner());
                 let gamma = frozen(same(gamma.clone())?)?;
                 let beta = match beta.clone() {
                     Some(b) => Some(frozen(same(b)?)?),
@@ -97,14 +98,6 @@ fn cpu_gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>
         return same(gelu_autodiff(x));
     }
     None
-}
-
-/// Whether `t` is outside the autodiff graph (`is_require_grad` is true for leaves only).
-fn untracked<C: CheckpointStrategy, const D: usize>(t: &Tensor<Autodiff<Cpu, C>, D>) -> bool {
-    match t.clone().into_primitive() {
-        TensorPrimitive::Float(p) => p.node.requirement.is_none(),
-        TensorPrimitive::QFloat(_) => false,
-    }
 }
 
 /// The values of `t` as a contiguous f32 Flex tensor.
