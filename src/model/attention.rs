@@ -4,10 +4,10 @@
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-
-use crate::model::cpu_norm::{gelu, layer_norm};
 use burn::tensor::ops::AttentionModuleOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::model::cpu_norm::{gelu, layer_norm};
 
 use crate::model::chunked_attention::fits_one_block;
 

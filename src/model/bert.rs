@@ -5,13 +5,13 @@
 //! Prompts can be inserted between the embedding layer and the encoder (after [CLS]), so the
 //! embedding and the encoder are separate calls.
 
-use super::cpu_norm::{gelu, layer_norm};
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{attention, merge_heads, split_heads};
+use super::cpu_norm::{gelu, layer_norm};
 use super::weights::WeightStore;
 use crate::error::{Error, Result};
 

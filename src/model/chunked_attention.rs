@@ -166,11 +166,12 @@ pub fn backward_blocks<B: Backend>(
     [Tensor::cat(dq, 2), dk, dv]
 }
 
-fn tensor<B: Backend>(p: FloatTensor<B>) -> Tensor<B, 4> {
+/// A float primitive as a tensor, and back: what autodiff ops save and hand over.
+pub(crate) fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-fn primitive<B: Backend>(t: Tensor<B, 4>) -> FloatTensor<B> {
+pub(crate) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
@@ -185,7 +186,7 @@ impl<B: Backend> Backward<B, 3> for ChunkedAttentionBackward {
     type State = Saved<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = tensor::<B>(grads.consume::<B>(&ops.node));
+        let grad_out = tensor::<B, 4>(grads.consume::<B>(&ops.node));
         let ([q, k, v, out], lse, bias, scale) = ops.state;
         let [dq, dk, dv] = backward(
             tensor(q),
@@ -217,7 +218,7 @@ pub fn autodiff<B: Backend, C: CheckpointStrategy>(
     let bias = bias.map(|b| b.inner());
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let prep = ChunkedAttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound();
-    let [qi, ki, vi] = [&q, &k, &v].map(|t| tensor::<B>(t.primitive.clone()));
+    let [qi, ki, vi] = [&q, &k, &v].map(|t| tensor::<B, 4>(t.primitive.clone()));
     let output = match prep.stateful() {
         OpsKind::Tracked(prep) => {
             let (out, lse) = forward(qi.clone(), ki.clone(), vi.clone(), scale, bias.clone());

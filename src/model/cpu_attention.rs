@@ -90,14 +90,14 @@ fn flat<B: Backend>(t: &Tensor<B, 4>) -> Option<FlexTensor> {
 }
 
 /// A contiguous f32 buffer of `shape` as a tensor of `B` (which is the CPU backend).
-fn tensor<B: Backend>(values: Vec<f32>, shape: [usize; 4]) -> Tensor<B, 4> {
+pub(crate) fn from_values<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
     let t =
-        Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(TensorData::new(values, shape))));
+        Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(TensorData::new(values, shape))));
     same(t).expect("B is the CPU backend")
 }
 
 /// The values of a contiguous f32 tensor.
-fn slice(t: &FlexTensor) -> &[f32] {
+pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
@@ -164,7 +164,7 @@ pub fn forward<B: Backend>(
             }
         },
     );
-    Some((tensor(out, [b, h, n_q, d]), tensor(lse, [b, h, n_q, 1])))
+    Some((from_values(out, [b, h, n_q, d]), from_values(lse, [b, h, n_q, 1])))
 }
 
 /// The backward pass on the CPU: the gradients of Q, K and V from the saved inputs, output and
@@ -233,7 +233,7 @@ pub fn backward<B: Backend>(
             },
         );
     let shape = |n| [b, h, n, d];
-    Some([tensor(dq, shape(n_q)), tensor(dk, shape(n_k)), tensor(dv, shape(n_k))])
+    Some([from_values(dq, shape(n_q)), from_values(dk, shape(n_k)), from_values(dv, shape(n_k))])
 }
 
 /// A matrix operand of [`gemm`]: `rows × cols` values read from `data` with a row stride and a

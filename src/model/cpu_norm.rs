@@ -19,12 +19,13 @@ use burn::backend::Autodiff;
 use burn::nn::LayerNorm;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, TensorData, TensorPrimitive};
+use burn::tensor::{DType, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use crate::backend::{same, Cpu};
-use crate::model::cpu_attention::exp;
+use crate::model::chunked_attention::{primitive, tensor};
+use crate::model::cpu_attention::{exp, from_values, slice};
 use crate::model::cpu_layout::outside_graph;
 
 /// Elements per parallel chunk of GELU, and the fewest a layer norm splits into rows for.
@@ -105,21 +106,13 @@ fn flat<const D: usize>(t: &Tensor<Cpu, D>) -> FlexTensor {
     t.clone().into_primitive().tensor().to_contiguous()
 }
 
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("a contiguous f32 tensor")
-}
-
-fn from_values<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Cpu, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(TensorData::new(values, shape))))
-}
-
 /// `f(x, out)` over `x`'s values in parallel chunks, into a new tensor of its shape.
 fn map_values<const D: usize>(x: &Tensor<Cpu, D>, f: fn(&[f32], &mut [f32])) -> Tensor<Cpu, D> {
     let x_flat = flat(x);
-    let xs = values(&x_flat);
+    let xs = slice(&x_flat);
     let mut out = vec![0f32; xs.len()];
     out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, x)| f(x, o));
-    from_values(out, x.dims())
+    from_values::<Cpu, D>(out, x.dims())
 }
 
 /// The normalised rows `x̂` and each row's `1/σ` (what the backward pass keeps), and the output
@@ -134,8 +127,8 @@ fn norm_forward<const D: usize>(
     let n = dims[D - 1];
     let (x_flat, g_flat) = (flat(&x), flat(&gamma));
     let b_flat = beta.as_ref().map(flat);
-    let (xs, g) = (values(&x_flat), values(&g_flat));
-    let b = b_flat.as_ref().map(values);
+    let (xs, g) = (slice(&x_flat), slice(&g_flat));
+    let b = b_flat.as_ref().map(slice);
     if g.len() != n || b.is_some_and(|b| b.len() != n) {
         return None;
     }
@@ -160,7 +153,7 @@ fn norm_forward<const D: usize>(
                 }
             }
         });
-    Some((from_values(out, dims), from_values(xhat, dims), rstd))
+    Some((from_values::<Cpu, D>(out, dims), from_values::<Cpu, D>(xhat, dims), rstd))
 }
 
 /// The gradient of the input of a layer norm with a frozen γ:
@@ -174,7 +167,7 @@ fn norm_backward<const D: usize>(
     let dims = grad.dims();
     let n = dims[D - 1];
     let (g_flat, h_flat, w_flat) = (flat(&grad), flat(xhat), flat(gamma));
-    let (gs, hs, w) = (values(&g_flat), values(&h_flat), values(&w_flat));
+    let (gs, hs, w) = (slice(&g_flat), slice(&h_flat), slice(&w_flat));
     let mut dx = vec![0f32; gs.len()];
     let per = (CHUNK / n).max(1);
     dx.par_chunks_mut(per * n)
@@ -194,15 +187,7 @@ fn norm_backward<const D: usize>(
                 }
             }
         });
-    from_values(dx, dims)
-}
-
-fn primitive<const D: usize>(t: Tensor<Cpu, D>) -> FloatTensor<Cpu> {
-    t.into_primitive().tensor()
-}
-
-fn tensor<const D: usize>(p: FloatTensor<Cpu>) -> Tensor<Cpu, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(p))
+    from_values::<Cpu, D>(dx, dims)
 }
 
 #[derive(Debug)]
@@ -213,11 +198,11 @@ impl<const D: usize> Backward<Cpu, 1> for LayerNormBackward<D> {
     type State = (FloatTensor<Cpu>, Vec<f32>, FloatTensor<Cpu>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = tensor::<D>(grads.consume::<Cpu>(&ops.node));
+        let grad = tensor::<Cpu, D>(grads.consume::<Cpu>(&ops.node));
         let (xhat, rstd, gamma) = ops.state;
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            let dx = norm_backward(grad, &tensor::<D>(xhat), &rstd, &tensor::<1>(gamma));
+            let dx = norm_backward(grad, &tensor::<Cpu, D>(xhat), &rstd, &tensor::<Cpu, 1>(gamma));
             grads.register::<Cpu>(node.id, primitive(dx));
         }
     }
@@ -230,7 +215,7 @@ fn layer_norm_autodiff<C: CheckpointStrategy, const D: usize>(
     eps: f64,
 ) -> Option<Tensor<Autodiff<Cpu, C>, D>> {
     let x = x.into_primitive().tensor();
-    let (out, xhat, rstd) = norm_forward(tensor::<D>(x.primitive.clone()), gamma.clone(), beta, eps)?;
+    let (out, xhat, rstd) = norm_forward(tensor::<Cpu, D>(x.primitive.clone()), gamma.clone(), beta, eps)?;
     let output = match LayerNormBackward::<D>.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((primitive(xhat), rstd, primitive(gamma)), primitive(out)),
         OpsKind::UnTracked(prep) => prep.finish(primitive(out)),
@@ -246,23 +231,23 @@ impl<const D: usize> Backward<Cpu, 1> for GeluBackward<D> {
     type State = FloatTensor<Cpu>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = tensor::<D>(grads.consume::<Cpu>(&ops.node));
+        let grad = tensor::<Cpu, D>(grads.consume::<Cpu>(&ops.node));
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            let (x, g) = (flat(&tensor::<D>(ops.state)), flat(&grad));
-            let (xs, gs) = (values(&x), values(&g));
+            let (x, g) = (flat(&tensor::<Cpu, D>(ops.state)), flat(&grad));
+            let (xs, gs) = (slice(&x), slice(&g));
             let mut dx = vec![0f32; xs.len()];
             dx.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).zip(gs.par_chunks(CHUNK)).for_each(|((dx, x), g)| {
                 gelu_grad_chunk(x, g, dx);
             });
-            grads.register::<Cpu>(node.id, primitive(from_values(dx, grad.dims())));
+            grads.register::<Cpu>(node.id, primitive(from_values::<Cpu, D>(dx, grad.dims())));
         }
     }
 }
 
 fn gelu_autodiff<C: CheckpointStrategy, const D: usize>(x: Tensor<Autodiff<Cpu, C>, D>) -> Tensor<Autodiff<Cpu, C>, D> {
     let x = x.into_primitive().tensor();
-    let out = map_values(&tensor::<D>(x.primitive.clone()), gelu_chunk);
+    let out = map_values(&tensor::<Cpu, D>(x.primitive.clone()), gelu_chunk);
     let output = match GeluBackward::<D>.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(x.primitive.clone(), primitive(out)),
         OpsKind::UnTracked(prep) => prep.finish(primitive(out)),

@@ -23,6 +23,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorPrimitive};
 
 use crate::backend::{same, Cpu};
+use crate::model::chunked_attention::{primitive, tensor};
 use crate::model::{cpu_attention, cpu_layout};
 
 /// `softmax(q kᵀ · scale) v` over heads, from the packed projection, when `qkv` lives on the CPU
@@ -83,14 +84,6 @@ fn pack([dq, dk, dv]: [Tensor<Cpu, 4>; 3]) -> Tensor<Cpu, 3> {
     cpu_layout::contiguous(Tensor::stack::<5>(vec![dq, dk, dv], 0).permute([1, 3, 0, 2, 4])).reshape([b, n, 3 * h * d])
 }
 
-fn primitive<const D: usize>(t: Tensor<Cpu, D>) -> FloatTensor<Cpu> {
-    t.into_primitive().tensor()
-}
-
-fn tensor<const D: usize>(p: FloatTensor<Cpu>) -> Tensor<Cpu, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
-
 #[derive(Debug)]
 struct SelfAttentionBackward;
 
@@ -98,9 +91,9 @@ impl Backward<Cpu, 1> for SelfAttentionBackward {
     type State = ([FloatTensor<Cpu>; 5], f64);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = tensor::<3>(grads.consume::<Cpu>(&ops.node));
+        let grad_out = tensor::<Cpu, 3>(grads.consume::<Cpu>(&ops.node));
         let (saved, scale) = ops.state;
-        let [q, k, v, out, lse] = saved.map(tensor::<4>);
+        let [q, k, v, out, lse] = saved.map(tensor::<Cpu, 4>);
         let [b, h, n, d] = q.dims();
         let grad_out = grad_out.reshape([b, n, h, d]).swap_dims(1, 2);
         let grads_qkv = cpu_attention::backward(&q, &k, &v, &out, &lse, &grad_out, scale, None)
