@@ -122,6 +122,19 @@ pub fn chunked_attention<B: Backend>(
     Err((q, k, v, bias))
 }
 
+/// The most scores one block of the block-wise attention's tensor-op path computes at once on
+/// `B` (the inner backend): [`CUDA_BLOCK_ELEMENTS`] on CUDA, [`BLOCK_ELEMENTS`] elsewhere.
+///
+/// [`CUDA_BLOCK_ELEMENTS`]: crate::model::chunked_attention::CUDA_BLOCK_ELEMENTS
+/// [`BLOCK_ELEMENTS`]: crate::model::chunked_attention::BLOCK_ELEMENTS
+pub fn attention_block_elements<B: Backend>() -> usize {
+    #[cfg(feature = "cuda")]
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::cuda::Cuda>() {
+        return crate::model::chunked_attention::CUDA_BLOCK_ELEMENTS;
+    }
+    crate::model::chunked_attention::BLOCK_ELEMENTS
+}
+
 /// `a` as a `T` when `A` and `T` are the same type (how backend-specific code is reached from
 /// code generic over `B`).
 pub(crate) fn same<A: 'static, T: 'static>(a: A) -> Option<T> {

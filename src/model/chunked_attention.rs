@@ -11,7 +11,8 @@
 //! - backward, with `D = rowsum(dO ⊙ O)`, per block: `P = exp(S − lse)`, `dV += Pᵀ dO_b`,
 //!   `dS = P ⊙ (dO_b Vᵀ − D_b)`, `dQ_b = dS K·scale`, `dK += dSᵀ Q_b·scale`.
 //!
-//! A block holds at most [`BLOCK_ELEMENTS`] scores, so memory stays linear in the token count.
+//! A block holds at most [`BLOCK_ELEMENTS`] scores ([`CUDA_BLOCK_ELEMENTS`] on CUDA), so memory
+//! stays linear in the token count.
 //! The blocks are plain tensor ops on the inner backend, so the op runs on every backend
 //! (CubeCL's wgpu and CUDA; Flex too). On the CPU (f32), the same passes run as fused kernels
 //! over the raw buffers instead ([`crate::model::cpu_attention`]). The additive bias (BERT's padding mask) is a
@@ -27,15 +28,24 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorPrimitive;
 
+use crate::backend::attention_block_elements;
 use crate::model::cpu_attention;
 
 /// The most scores (`batch · heads · rows · n_k`) one block computes at once: 2²² floats,
 /// 16 MiB in fp32.
 pub const BLOCK_ELEMENTS: usize = 1 << 22;
 
-/// Query rows per block.
-fn block_rows(batch: usize, heads: usize, n_q: usize, n_k: usize) -> usize {
-    (BLOCK_ELEMENTS / (batch * heads * n_k).max(1)).clamp(1, n_q.max(1))
+/// The block budget on CUDA: 2²⁷ scores, 512 MiB in fp32. Each block is a handful of kernel
+/// launches, and small blocks leave the GPU idle between them: at M3D-CLIP's shape, batch 8,
+/// 2²² scores make 21-row blocks, about 100 per attention call, and the step ran at 5.5 scans/s
+/// on an H200 against 12.0 for the decomposed form (`scripts/gpu_check.sh`). A few blocks of
+/// 2²⁷ keep the matrix products large; the backward pass's transient tensors stay a few GiB.
+/// (wgpu keeps [`BLOCK_ELEMENTS`]: its buffers bind at most 128 MiB on some drivers.)
+pub const CUDA_BLOCK_ELEMENTS: usize = 1 << 27;
+
+/// Query rows per block of at most `elements` scores.
+fn block_rows(elements: usize, batch: usize, heads: usize, n_q: usize, n_k: usize) -> usize {
+    (elements / (batch * heads * n_k).max(1)).clamp(1, n_q.max(1))
 }
 
 /// Whether all `batch · heads · n_q · n_k` scores fit in one block (then keeping them costs
@@ -89,7 +99,7 @@ pub fn forward_blocks<B: Backend>(
 ) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
     let [b, h, n_q, _] = q.dims();
     let n_k = k.dims()[2];
-    let rows = block_rows(b, h, n_q, n_k);
+    let rows = block_rows(attention_block_elements::<B>(), b, h, n_q, n_k);
     let k_t = k.swap_dims(2, 3);
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for start in (0..n_q).step_by(rows) {
@@ -140,7 +150,7 @@ pub fn backward_blocks<B: Backend>(
 ) -> [Tensor<B, 4>; 3] {
     let [b, h, n_q, _] = q.dims();
     let n_k = k.dims()[2];
-    let rows = block_rows(b, h, n_q, n_k);
+    let rows = block_rows(attention_block_elements::<B>(), b, h, n_q, n_k);
     let lse = if lse.len() == n_q.div_ceil(rows) {
         lse
     } else {
@@ -326,9 +336,12 @@ mod tests {
 
     #[test]
     fn a_block_never_exceeds_its_budget_and_the_rows_are_covered() {
-        assert_eq!(block_rows(2, 12, 2070, 2070), BLOCK_ELEMENTS / (24 * 2070));
-        assert_eq!(block_rows(1, 1, 5, 3), 5);
-        assert_eq!(block_rows(64, 64, 10, 1 << 22), 1);
+        assert_eq!(block_rows(BLOCK_ELEMENTS, 2, 12, 2070, 2070), BLOCK_ELEMENTS / (24 * 2070));
+        assert_eq!(block_rows(BLOCK_ELEMENTS, 1, 1, 5, 3), 5);
+        assert_eq!(block_rows(BLOCK_ELEMENTS, 64, 64, 10, 1 << 22), 1);
+        // On CUDA, batch 8 at M3D-CLIP's shape: four blocks of up to 675 rows, not about 100.
+        assert_eq!(block_rows(CUDA_BLOCK_ELEMENTS, 8, 12, 2070, 2070), 675);
+        assert_eq!(attention_block_elements::<Cpu>(), BLOCK_ELEMENTS);
     }
 
     #[test]
@@ -337,7 +350,7 @@ mod tests {
         // make blocks of 2, 2 and 1.
         let n_k = BLOCK_ELEMENTS / 2;
         let (q, k, v) = (random([1, 1, 5, 2], 4), random([1, 1, n_k, 2], 5), random([1, 1, n_k, 2], 6));
-        assert_eq!(block_rows(1, 1, 5, n_k), 2);
+        assert_eq!(block_rows(attention_block_elements::<Cpu>(), 1, 1, 5, n_k), 2);
         let (o1, g1) = grads(q.clone(), k.clone(), v.clone(), None, true);
         let (o2, g2) = grads(q, k, v, None, false);
         o1.into_data().assert_approx_eq::<f32>(&o2.into_data(), Tolerance::absolute(1e-5));
