@@ -60,7 +60,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--attn", choices=["eager", "sdpa"], default="eager", help="attention in both towers: eager (softmax(q kT) v, what M3D-CLIP runs) or sdpa "
                          "(F.scaled_dot_product_attention: MONAI's use_flash_attention, HF's sdpa)")
+    ap.add_argument("--tf32", action="store_true", help="let CUDA matrix products and convolutions round their inputs to TF32 "
+                    "(what CubeCL's f32 matmul does on GPUs that have it; PyTorch's matmul default is full fp32)")
     a = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    torch.backends.cudnn.allow_tf32 = a.tf32
     dev = torch.device(a.device)
     s = SHAPES[a.shape]
     batch = a.batch or s["batch"]
@@ -127,7 +131,7 @@ def main() -> None:
     sec = statistics.median(runs)
     gpu_mib = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     print(json.dumps({"tool": "pytorch", "torch": torch.__version__, "device": a.device, "attn": a.attn,
-                      "peak_gpu_alloc_mib": gpu_mib, "shape": a.shape, "batch": batch,
+                      "tf32": a.tf32, "peak_gpu_alloc_mib": gpu_mib, "shape": a.shape, "batch": batch,
                       "tokens": a.tokens, "threads": torch.get_num_threads(), "seconds": sec,
                       "scans_per_s": batch / sec, "warmup_s": warmup, "runs_s": runs,
                       "peak_rss_mib": peak_rss_mib()}))

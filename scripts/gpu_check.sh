@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with an NVIDIA GPU (CUDA driver + NVRTC, PyTorch; no network
-# needed). Sections, most important first, each under its own time limit:
+# needed). Sections, most important first, each command under its own time limit:
 #   1. the method's training step at the M3D-CLIP shape (128³, 2,048 tokens, ViT-B + bert-base,
-#      random weights) in scans/s and peak GPU memory (`adfit bench-step`): batch 2 and 8 with
-#      the block-wise attention op, batch 8 with Burn's decomposed attention (the path before
-#      the op), batch 8 with bf16 frozen towers, batch 32;
-#   2. the same step in PyTorch on the same GPU (scripts/bench_step.py, eager and SDPA), when
+#      random weights) in scans/s and peak GPU memory (`adfit bench-step`), batch 2 and 8;
+#   2. the same step with Burn's decomposed attention (the path before the block-wise op), with
+#      bf16 frozen towers, and at batch 32;
+#   3. the same step in PyTorch on the same GPU (scripts/bench_step.py, eager and SDPA), when
 #      torch, monai and transformers import;
-#   3. embed parity, cuda (fp32, bf16, f16) vs cpu: the phantom backbone on 4 volumes, 4 texts;
-#   4. one epoch of fine-tuning on a 64³ synthetic cohort (phantom backbone), cuda then cpu.
+#   4. PyTorch again with TF32 matrix products (CubeCL's f32 matmul uses TF32 where it can);
+#   5. embed parity, cuda (fp32, bf16, f16) vs cpu: the phantom backbone on 4 volumes, 4 texts;
+#   6. one epoch of fine-tuning on a 64³ synthetic cohort (phantom backbone), cuda then cpu.
 # After every section it rewrites $OUT/table.md (the summary) and $OUT/files.tar.gz (every JSON
 # line, log and memory trace); working files stay in $WORK. Under 8 minutes on an H200.
 #
 #   cargo build --release --locked --features cuda && bash scripts/gpu_check.sh
 #   ADFIT=/path/to/adfit OUT=/tmp/gpu bash scripts/gpu_check.sh      # a prebuilt binary
 #   WHEELS=dir bash scripts/gpu_check.sh    # pip-install these wheels first (a machine offline)
-#   SECTIONS="1 2" bash scripts/gpu_check.sh # only these sections
+#   SECTIONS="1 3" bash scripts/gpu_check.sh # only these sections
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ADFIT="${ADFIT:-target/release/adfit}"
 OUT="${OUT:-$(mktemp -d)}"
 WORK="${WORK:-$(mktemp -d)}"
 PY="${PYTHON:-python3}"
-SECTIONS="${SECTIONS:-1 2 3 4}"
+SECTIONS="${SECTIONS:-1 2 3 4 5 6}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -96,12 +97,13 @@ for name, what in rows:
         print(f"| M3D step, {what} | failed: {text(name + '.log')[-200:]!r} |")
 for b in (2, 8, 32):
     r = load(f"step-adfit-{b}")
-    for attn in ("eager", "sdpa"):
+    for attn in ("eager", "sdpa", "tf32-eager", "tf32-sdpa"):
         name = f"step-torch-{attn}-{b}"
         t = load(name)
         if t:
             ratio = f"; adfit/PyTorch {r['scans_per_s'] / t['scans_per_s']:.2f}x" if r else ""
-            print(f"| M3D step, batch {b}, PyTorch {t['torch']} ({attn}) | {t['scans_per_s']:.2f} scans/s ({t['seconds']:.3f} s/step), "
+            what = attn.replace("tf32-", "") + (", TF32" if attn.startswith("tf32") else "")
+            print(f"| M3D step, batch {b}, PyTorch {t['torch']} ({what}) | {t['scans_per_s']:.2f} scans/s ({t['seconds']:.3f} s/step), "
                   f"peak GPU {num(name, 'peak'):.0f} MiB (allocator {t['peak_gpu_alloc_mib']:.0f} MiB){ratio} |")
 print(f"| embed parity | {text('embed.txt')} |")
 for dev in ("cuda", "cpu"):
@@ -121,6 +123,11 @@ if want 1; then
 echo "== 1. training step at the M3D-CLIP shape on cuda (adfit)"
 peak_gpu step-adfit-2 150 $ADFIT -q bench-step --shape m3d --batch 2 --repeat 3 --device cuda
 peak_gpu step-adfit-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda
+summarise
+fi
+
+if want 2; then
+echo "== 2. the step's variants (adfit)"
 peak_gpu step-adfit-decomposed-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda --attention decomposed
 peak_gpu step-adfit-bf16-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda --precision bf16
 # A batch the decomposed form cannot hold (about 10 GiB of it per scan).
@@ -128,25 +135,35 @@ peak_gpu step-adfit-32 120 $ADFIT -q bench-step --shape m3d --batch 32 --repeat 
 summarise
 fi
 
-if want 2; then
-echo "== 2. the same step in PyTorch"
-if "$PY" -c "import torch, monai, transformers; assert torch.cuda.is_available()"; then
-  for attn in eager sdpa; do
-    for b in 2 8; do
-      peak_gpu step-torch-$attn-$b 90 "$PY" scripts/bench_step.py --shape m3d --batch $b --repeat 3 --device cuda --attn $attn
-      sed -i '/^{/!d' "$WORK/step-torch-$attn-$b.json"
-    done
+torch_ok() { "$PY" -c "import torch, monai, transformers; assert torch.cuda.is_available()" \
+  || { echo "PyTorch with monai and transformers on CUDA is not importable here: no PyTorch figures"; false; }; }
+
+if want 3 && torch_ok; then
+echo "== 3. the same step in PyTorch"
+for attn in eager sdpa; do
+  for b in 2 8; do
+    peak_gpu step-torch-$attn-$b 90 "$PY" scripts/bench_step.py --shape m3d --batch $b --repeat 3 --device cuda --attn $attn
+    sed -i '/^{/!d' "$WORK/step-torch-$attn-$b.json"
   done
-  peak_gpu step-torch-sdpa-32 90 "$PY" scripts/bench_step.py --shape m3d --batch 32 --repeat 2 --device cuda --attn sdpa
-  sed -i '/^{/!d' "$WORK/step-torch-sdpa-32.json"
-else
-  echo "PyTorch with monai and transformers on CUDA is not importable here: no PyTorch figures"
-fi
+done
+peak_gpu step-torch-sdpa-32 90 "$PY" scripts/bench_step.py --shape m3d --batch 32 --repeat 2 --device cuda --attn sdpa
+sed -i '/^{/!d' "$WORK/step-torch-sdpa-32.json"
 summarise
 fi
 
-if want 3; then
-echo "== 3. embed parity (cuda vs cpu)"
+if want 4 && torch_ok; then
+echo "== 4. PyTorch with TF32 matrix products"
+for attn in eager sdpa; do
+  for b in 2 8; do
+    peak_gpu step-torch-tf32-$attn-$b 90 "$PY" scripts/bench_step.py --shape m3d --batch $b --repeat 3 --device cuda --attn $attn --tf32
+    sed -i '/^{/!d' "$WORK/step-torch-tf32-$attn-$b.json"
+  done
+done
+summarise
+fi
+
+if want 5; then
+echo "== 5. embed parity (cuda vs cpu)"
 $ADFIT -q synth --out "$WORK/cohort" --preset tiny --seed 0 >/dev/null
 vols=()
 for f in $(tail -n +2 "$WORK/cohort/adni/scans.csv" | cut -d, -f1 | head -4); do
@@ -179,8 +196,8 @@ PY
 summarise
 fi
 
-if want 4; then
-echo "== 4. one epoch of fine-tuning (cuda, then cpu)"
+if want 6; then
+echo "== 6. one epoch of fine-tuning (cuda, then cpu)"
 $ADFIT -q synth --out "$WORK/demo" --preset default --seed 0 >/dev/null
 $ADFIT -q preprocess --scans "$WORK/demo/adni/scans.csv" --table "$WORK/demo/adni/ADNIMERGE.csv" --out "$WORK/adni" --shape 64,64,64 >/dev/null
 $ADFIT -q split --index "$WORK/adni/index.csv" --out "$WORK/split.csv" --folds 5 --seed 0 >/dev/null
