@@ -9,7 +9,10 @@
 #      torch, monai and transformers import;
 #   4. PyTorch again with TF32 matrix products (CubeCL's f32 matmul uses TF32 where it can);
 #   5. embed parity, cuda (fp32, bf16, f16) vs cpu: the phantom backbone on 4 volumes, 4 texts;
-#   6. one epoch of fine-tuning on a 64³ synthetic cohort (phantom backbone), cuda then cpu.
+#   6. one epoch of fine-tuning on a 64³ synthetic cohort (phantom backbone), cuda then cpu;
+#   7. where the M3D step's GPU time goes: CubeCL's profiler times every kernel of one step at
+#      batch 8 (each kernel synchronised, so the step is slower than in section 1; the shares
+#      are what counts) and the kernels are summed by kind.
 # After every section it rewrites $OUT/table.md (the summary) and $OUT/files.tar.gz (every JSON
 # line, log and memory trace); working files stay in $WORK. Under 8 minutes on an H200.
 #
@@ -23,7 +26,7 @@ ADFIT="${ADFIT:-target/release/adfit}"
 OUT="${OUT:-$(mktemp -d)}"
 WORK="${WORK:-$(mktemp -d)}"
 PY="${PYTHON:-python3}"
-SECTIONS="${SECTIONS:-1 2 3 4 5 6}"
+SECTIONS="${SECTIONS:-1 2 3 4 5 6 7}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -106,6 +109,8 @@ for b in (2, 8, 32):
             print(f"| M3D step, batch {b}, PyTorch {t['torch']} ({what}) | {t['scans_per_s']:.2f} scans/s ({t['seconds']:.3f} s/step), "
                   f"peak GPU {num(name, 'peak'):.0f} MiB (allocator {t['peak_gpu_alloc_mib']:.0f} MiB){ratio} |")
 print(f"| embed parity | {text('embed.txt')} |")
+if (d / "kernels.txt").exists():
+    print(f"| M3D step, batch 8, GPU time by kernel (CubeCL profiler) | {text('kernels.txt')} |")
 for dev in ("cuda", "cpu"):
     log = text(f"ft-{dev}.log")
     speed = re.findall(r"\(([\d.]+) training scans/s\)", log)
@@ -207,6 +212,28 @@ for dev in cuda cpu; do
     --config configs/finetune.json --epochs 1 --out "$WORK/ft-$dev" --device $dev 2> "$WORK/ft-$dev.log" > "$WORK/ft-$dev.txt"
   echo "$(date +%s.%N) $start" | awk '{print $1-$2}' > "$WORK/ft-$dev.seconds"
 done
+summarise
+fi
+
+if want 7; then
+echo "== 7. GPU time by kernel, one M3D step at batch 8 (CubeCL's profiler)"
+CUBECL_DEBUG_LOG="$WORK/profile.cubecl" CUBECL_DEBUG_OPTION=profile timeout 150 \
+  $ADFIT -q bench-step --shape m3d --batch 8 --repeat 1 --device cuda > "$WORK/step-profiled.json" 2> "$WORK/step-profiled.log"
+"$PY" - "$WORK" > "$WORK/kernels.txt" <<'PY'
+import collections, pathlib, re, sys
+d = pathlib.Path(sys.argv[1])
+unit = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+total, count = collections.Counter(), collections.Counter()
+for line in (d / "profile.cubecl").read_text(errors="replace").splitlines():
+    m = re.match(r"\|\s*([\d.]+)(ns|µs|us|ms|s)\s*\|\s*([^|]*?)\s*\|\s*([^|]*?)\s*(\||$)", line)
+    if m:
+        key = m[3] if m[4].endswith("Runtime") else f"{m[3]} {m[4]}".strip()
+        total[key] += float(m[1]) * unit[m[2]]
+        count[key] += 1
+all_s = sum(total.values())
+top = ", ".join(f"{k} {v / all_s:.0%} ({count[k]}×)" for k, v in total.most_common(12))
+print(f"{all_s:.2f} s in {sum(count.values())} kernels (warm-up and one step): {top}")
+PY
 summarise
 fi
 echo "files in $WORK; summary in $OUT"
