@@ -20,6 +20,8 @@
 #   ADFIT=/path/to/adfit OUT=/tmp/gpu bash scripts/gpu_check.sh      # a prebuilt binary
 #   WHEELS=dir bash scripts/gpu_check.sh    # pip-install these wheels first (a machine offline)
 #   SECTIONS="1 3" bash scripts/gpu_check.sh # only these sections
+#   ADFIT_B=other/adfit ADFIT_B_LABEL="fusion, autotune" bash scripts/gpu_check.sh
+#                                            # section 1 also times a second build, alternately
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ADFIT="${ADFIT:-target/release/adfit}"
@@ -70,9 +72,10 @@ peak_gpu() {  # peak_gpu NAME LIMIT command...
 }
 
 summarise() {
-  "$PY" - "$WORK" > "$OUT/table.md" <<'PY'
+  "$PY" - "$WORK" "${ADFIT_B_LABEL:-ADFIT_B}" > "$OUT/table.md" <<'PY'
 import json, pathlib, re, sys
 d = pathlib.Path(sys.argv[1])
+label_b = sys.argv[2]
 def load(name):
     try:
         return json.loads((d / f"{name}.json").read_text().strip().splitlines()[-1])
@@ -88,7 +91,8 @@ def text(name):
     return p.read_text().strip() if p.exists() else "-"
 print("| check | result |\n|---|---|")
 print(f"| GPU | {text('gpu.txt')} |")
-rows = [("step-adfit-2", "batch 2, adfit cuda"), ("step-adfit-8", "batch 8, adfit cuda"),
+rows = [("step-adfit-2", "batch 2, adfit cuda"), ("step-adfitB-2", f"batch 2, adfit cuda, {label_b}"),
+        ("step-adfit-8", "batch 8, adfit cuda"), ("step-adfitB-8", f"batch 8, adfit cuda, {label_b}"),
         ("step-adfit-decomposed-8", "batch 8, adfit cuda, decomposed attention (before the block-wise op)"),
         ("step-adfit-bf16-8", "batch 8, adfit cuda, bf16 frozen towers"), ("step-adfit-32", "batch 32, adfit cuda")]
 for name, what in rows:
@@ -127,7 +131,9 @@ PY
 if want 1; then
 echo "== 1. training step at the M3D-CLIP shape on cuda (adfit)"
 peak_gpu step-adfit-2 150 $ADFIT -q bench-step --shape m3d --batch 2 --repeat 3 --device cuda
+[ -n "${ADFIT_B:-}" ] && peak_gpu step-adfitB-2 150 $ADFIT_B -q bench-step --shape m3d --batch 2 --repeat 3 --device cuda
 peak_gpu step-adfit-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda
+[ -n "${ADFIT_B:-}" ] && peak_gpu step-adfitB-8 150 $ADFIT_B -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda
 summarise
 fi
 
