@@ -71,6 +71,17 @@ peak_gpu() {  # peak_gpu NAME LIMIT command...
   return $rc
 }
 
+# One M3D training step timed by a build of adfit (BIN), or by PyTorch; the JSON line in NAME.json.
+adfit_step() {  # adfit_step NAME LIMIT BIN bench-step flags...
+  local name=$1 limit=$2 bin=$3; shift 3
+  peak_gpu "$name" "$limit" "$bin" -q bench-step --shape m3d --device cuda "$@"
+}
+torch_step() {  # torch_step NAME bench_step.py flags...
+  local name=$1; shift
+  peak_gpu "$name" 90 "$PY" scripts/bench_step.py --shape m3d --device cuda "$@"
+  sed -i '/^{/!d' "$WORK/$name.json"
+}
+
 summarise() {
   "$PY" - "$WORK" "${ADFIT_B_LABEL:-ADFIT_B}" > "$OUT/table.md" <<'PY'
 import json, pathlib, re, sys
@@ -130,19 +141,19 @@ PY
 
 if want 1; then
 echo "== 1. training step at the M3D-CLIP shape on cuda (adfit)"
-peak_gpu step-adfit-2 150 $ADFIT -q bench-step --shape m3d --batch 2 --repeat 3 --device cuda
-[ -n "${ADFIT_B:-}" ] && peak_gpu step-adfitB-2 150 $ADFIT_B -q bench-step --shape m3d --batch 2 --repeat 3 --device cuda
-peak_gpu step-adfit-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda
-[ -n "${ADFIT_B:-}" ] && peak_gpu step-adfitB-8 150 $ADFIT_B -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda
+for b in 2 8; do
+  adfit_step step-adfit-$b 150 "$ADFIT" --batch $b --repeat 3
+  [ -n "${ADFIT_B:-}" ] && adfit_step step-adfitB-$b 150 "$ADFIT_B" --batch $b --repeat 3
+done
 summarise
 fi
 
 if want 2; then
 echo "== 2. the step's variants (adfit)"
-peak_gpu step-adfit-decomposed-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda --attention decomposed
-peak_gpu step-adfit-bf16-8 120 $ADFIT -q bench-step --shape m3d --batch 8 --repeat 3 --device cuda --precision bf16
+adfit_step step-adfit-decomposed-8 120 "$ADFIT" --batch 8 --repeat 3 --attention decomposed
+adfit_step step-adfit-bf16-8 120 "$ADFIT" --batch 8 --repeat 3 --precision bf16
 # A batch the decomposed form cannot hold (about 10 GiB of it per scan).
-peak_gpu step-adfit-32 120 $ADFIT -q bench-step --shape m3d --batch 32 --repeat 2 --device cuda
+adfit_step step-adfit-32 120 "$ADFIT" --batch 32 --repeat 2
 summarise
 fi
 
@@ -153,12 +164,10 @@ if want 3 && torch_ok; then
 echo "== 3. the same step in PyTorch"
 for attn in eager sdpa; do
   for b in 2 8; do
-    peak_gpu step-torch-$attn-$b 90 "$PY" scripts/bench_step.py --shape m3d --batch $b --repeat 3 --device cuda --attn $attn
-    sed -i '/^{/!d' "$WORK/step-torch-$attn-$b.json"
+    torch_step step-torch-$attn-$b --batch $b --repeat 3 --attn $attn
   done
 done
-peak_gpu step-torch-sdpa-32 90 "$PY" scripts/bench_step.py --shape m3d --batch 32 --repeat 2 --device cuda --attn sdpa
-sed -i '/^{/!d' "$WORK/step-torch-sdpa-32.json"
+torch_step step-torch-sdpa-32 --batch 32 --repeat 2 --attn sdpa
 summarise
 fi
 
@@ -166,8 +175,7 @@ if want 4 && torch_ok; then
 echo "== 4. PyTorch with TF32 matrix products"
 for attn in eager sdpa; do
   for b in 2 8; do
-    peak_gpu step-torch-tf32-$attn-$b 90 "$PY" scripts/bench_step.py --shape m3d --batch $b --repeat 3 --device cuda --attn $attn --tf32
-    sed -i '/^{/!d' "$WORK/step-torch-tf32-$attn-$b.json"
+    torch_step step-torch-tf32-$attn-$b --batch $b --repeat 3 --attn $attn --tf32
   done
 done
 summarise
@@ -213,10 +221,8 @@ $ADFIT -q synth --out "$WORK/demo" --preset default --seed 0 >/dev/null
 $ADFIT -q preprocess --scans "$WORK/demo/adni/scans.csv" --table "$WORK/demo/adni/ADNIMERGE.csv" --out "$WORK/adni" --shape 64,64,64 >/dev/null
 $ADFIT -q split --index "$WORK/adni/index.csv" --out "$WORK/split.csv" --folds 5 --seed 0 >/dev/null
 for dev in cuda cpu; do
-  start=$(date +%s.%N)
-  timeout 120 $ADFIT finetune --backbone backbones/phantom-64 --index "$WORK/adni/index.csv" --split "$WORK/split.csv" --fold 0 \
-    --config configs/finetune.json --epochs 1 --out "$WORK/ft-$dev" --device $dev 2> "$WORK/ft-$dev.log" > "$WORK/ft-$dev.txt"
-  echo "$(date +%s.%N) $start" | awk '{print $1-$2}' > "$WORK/ft-$dev.seconds"
+  peak_gpu ft-$dev 120 $ADFIT finetune --backbone backbones/phantom-64 --index "$WORK/adni/index.csv" --split "$WORK/split.csv" \
+    --fold 0 --config configs/finetune.json --epochs 1 --out "$WORK/ft-$dev" --device $dev
 done
 summarise
 fi
