@@ -14,7 +14,7 @@ use adfit::model::heads::l2norm;
 use adfit::model::lga::{Lga, LgaShape};
 use adfit::model::method::{AdClip, MethodConfig};
 use adfit::model::perceiver::SpatialPooling;
-use adfit::model::prompts::prompted_vision;
+use adfit::model::prompts::{prompted_vision, VisionOutput};
 use adfit::model::vit3d::{PosEmbedPolicy, Vit3d, Vit3dConfig};
 use adfit::model::weights::{read_safetensors, RawTensor, WeightStore};
 use burn::backend::{Autodiff, Flex};
@@ -207,7 +207,7 @@ fn method_forward_matches_the_contract() {
         &m.adaptation,
         None,
         None,
-        false,
+        VisionOutput::Sequence,
     );
     assert_close(last, &f["out.vision_last"], "vision sequence");
     let img = m.encode_image(x);
@@ -451,7 +451,8 @@ fn adapted_forward<Bk: Backend>(
     f: &BTreeMap<String, RawTensor>,
     prefix: &str,
 ) -> Tensor<Bk, 3> {
-    let (last, hidden) = prompted_vision(vit, tensor(&f["input.volume"]), None, None, adaptation, None, None, true);
+    let (last, hidden) =
+        prompted_vision(vit, tensor(&f["input.volume"]), None, None, adaptation, None, None, VisionOutput::Hidden);
     assert_eq!(hidden.len(), 3);
     for (l, h) in hidden.into_iter().enumerate() {
         assert_close(h, &f[&format!("{prefix}.out.hidden_states.{l}")], &format!("{prefix} hidden state {l}"));

@@ -23,7 +23,7 @@ use crate::model::attention::{attention, merge_heads};
 use crate::model::heads::l2norm;
 use crate::model::method::AdClip;
 use crate::model::precision::to_dtype;
-use crate::model::prompts::prompted_vision;
+use crate::model::prompts::{prompted_vision, VisionOutput};
 
 fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     to_dtype(t, DType::F32).into_data().convert::<f32>().to_vec().unwrap_or_default()
@@ -47,7 +47,7 @@ pub fn grad_eclip<B: AutodiffBackend>(model: &AdClip<B>, volume: Tensor<B, 5>, w
         &model.adaptation,
         None,
         None,
-        true,
+        VisionOutput::Hidden,
     );
     let [_, n, d] = hidden[layers - 1].dims();
     let s = w.dims()[0];

@@ -37,9 +37,9 @@ pub fn frozen_features<B: Backend>(
     let idx: Vec<usize> = (0..ds.rows().len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
         let b: CohortBatch<B> = CohortBatcher.batch(ds.load_many(chunk)?, device);
-        let (last, _) = model.vit.forward(b.volumes, false);
-        let h = last.dims()[2];
-        let cls: Vec<f64> = model.vit.pooled(last).into_data().convert::<f64>().to_vec().unwrap_or_default();
+        let pooled = model.vit.forward_pooled(b.volumes);
+        let h = pooled.dims()[1];
+        let cls: Vec<f64> = pooled.into_data().convert::<f64>().to_vec().unwrap_or_default();
         out.extend(cls.chunks(h).map(|r| r.iter().map(|&v| Some(v)).collect::<Vec<_>>()));
     }
     Ok(out)

@@ -211,7 +211,7 @@ impl<B: Backend> BlockAdaptation<B> {
         let ad = Some(self);
         let h = layer_norm(&block.norm1, x.clone());
         let scale = (block.attn.head_dim() as f64).powf(-0.5);
-        let o = packed_self_attention(adapted_qkv(block, ad, h), block.attn.heads, scale);
+        let o = packed_self_attention(adapted_qkv(block, ad, h), block.attn.heads, scale, None);
         let x = x + adapted_attn_out(block, ad, o);
         let h = layer_norm(&block.norm2, x.clone());
         x + adapted_mlp(block, ad, h)
@@ -335,7 +335,10 @@ mod tests {
             // The same heads as the bare model, so only the adaptation can differ.
             m.f_v = bare.f_v.clone();
             m.mmse_token = bare.mmse_token.clone();
-            assert_eq!(max_diff(m.encode_image(x.clone()).v, want.clone()), 0.0, "{kind:?}");
+            // Within rounding: the bare model's first and last blocks take the shortcuts of
+            // `prompted_vision`, the adapted model's the plain pass.
+            let d = max_diff(m.encode_image(x.clone()).v, want.clone());
+            assert!(d < 1e-6, "{kind:?}: {d}");
         }
     }
 

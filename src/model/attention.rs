@@ -110,13 +110,20 @@ pub(crate) fn decomposed_training() -> bool {
 
 /// Self-attention from one packed projection: [`attention`] over the heads of `qkv`, merged.
 /// On the CPU, one op from `qkv` to the merged output
-/// ([`crate::model::cpu_self_attention`]); elsewhere split, [`attention`], merge.
+/// ([`crate::model::cpu_self_attention`]; a `bias` that needs a gradient takes the generic
+/// path); elsewhere split, [`attention`], merge.
 ///
 /// # Shapes
 /// - qkv: `[batch, tokens, 3 · heads · head_dim]`, `[q | k | v]` with heads outermost in each
+/// - bias (optional, additive): broadcastable to `[batch, heads, tokens, tokens]`
 /// - output: `[batch, tokens, heads · head_dim]`
-pub fn packed_self_attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize, scale: f64) -> Tensor<B, 3> {
-    if let Some(out) = crate::model::cpu_self_attention::self_attention(&qkv, heads, scale) {
+pub fn packed_self_attention<B: Backend>(
+    qkv: Tensor<B, 3>,
+    heads: usize,
+    scale: f64,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 3> {
+    if let Some(out) = crate::model::cpu_self_attention::self_attention(&qkv, heads, scale, bias.as_ref()) {
         return out;
     }
     let [b, n, w] = qkv.dims();
@@ -124,7 +131,7 @@ pub fn packed_self_attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize, scale:
     // [batch, tokens, 3, heads, head_dim] → [3, batch, heads, tokens, head_dim]
     let qkv = qkv.reshape([b, n, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
     let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, heads, n, hd]);
-    merge_heads(attention(part(0), part(1), part(2), scale, None))
+    merge_heads(attention(part(0), part(1), part(2), scale, bias))
 }
 
 /// `[batch, tokens, heads·head_dim]` → `[batch, heads, tokens, head_dim]`.
@@ -163,7 +170,29 @@ impl<B: Backend> SelfAttention<B> {
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let scale = (self.head_dim() as f64).powf(-0.5);
-        self.out_proj.forward(packed_self_attention(self.qkv.forward(x), self.heads, scale))
+        self.out_proj.forward(packed_self_attention(self.qkv.forward(x), self.heads, scale, None))
+    }
+
+    /// [`forward`](Self::forward) at the first `rows` tokens only: their queries against every
+    /// token's keys and values. The other rows' queries, scores and output projection are never
+    /// computed.
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, dim]` → `[batch, rows, dim]`
+    pub fn forward_first(&self, x: Tensor<B, 3>, rows: usize) -> Tensor<B, 3> {
+        let (ad, heads) = (self.attention_dim(), self.heads);
+        let scale = (self.head_dim() as f64).powf(-0.5);
+        // Columns `from..from + width` of the packed projection.
+        let project = |x: Tensor<B, 3>, from: usize, width: usize| {
+            let w = self.qkv.weight.val().narrow(1, from, width);
+            let b = self.qkv.bias.as_ref().map(|b| b.val().narrow(0, from, width));
+            burn::tensor::module::linear(x, w, b)
+        };
+        let q = split_heads(project(x.clone().narrow(1, 0, rows), 0, ad), heads);
+        let kv = project(x, ad, 2 * ad);
+        let k = split_heads(kv.clone().narrow(2, 0, ad), heads);
+        let v = split_heads(kv.narrow(2, ad, ad), heads);
+        self.out_proj.forward(merge_heads(attention(q, k, v, scale, None)))
     }
 }
 
@@ -194,6 +223,41 @@ impl<B: Backend> Block<B> {
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(layer_norm(&self.norm1, x));
+        x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
+    }
+
+    /// `forward(cat[head, tail])` where `tail` needs no gradient (a frozen tower's patch tokens
+    /// entering its first block, behind [CLS], [MMSE] and the prompts): on the CPU under
+    /// autodiff, attention's backward pass computes the head rows' gradients alone
+    /// ([`crate::model::cpu_self_attention::self_attention_constant_tail`]) and the tail's
+    /// projections are never differentiated. Elsewhere, or when `tail` is in the graph, the
+    /// same as `forward`.
+    ///
+    /// # Shapes
+    /// - head: `[batch, r, dim]`, tail: `[batch, n − r, dim]` → `[batch, n, dim]`
+    pub fn forward_constant_tail(&self, head: Tensor<B, 3>, tail: Tensor<B, 3>) -> Tensor<B, 3> {
+        let at = &self.attn;
+        let scale = (at.head_dim() as f64).powf(-0.5);
+        let qkv = |t: Tensor<B, 3>| at.qkv.forward(layer_norm(&self.norm1, t));
+        let (qh, qt) = (qkv(head.clone()), qkv(tail.clone()));
+        let a = match crate::model::cpu_self_attention::self_attention_constant_tail(&qh, &qt, at.heads, scale) {
+            Some(a) => a,
+            None => packed_self_attention(Tensor::cat(vec![qh, qt], 1), at.heads, scale, None),
+        };
+        let x = Tensor::cat(vec![head, tail], 1) + at.out_proj.forward(a);
+        x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
+    }
+
+    /// `forward(x).narrow(1, 0, rows)`, computing only those rows: every token is normed and
+    /// projected to keys and values, but queries, the output projection and the MLP run on the
+    /// first `rows` alone. The last block of a ViT read at its [CLS] (and [MMSE]) token needs no
+    /// more, which saves most of that block's work, forward and backward.
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, dim]` → `[batch, rows, dim]`
+    pub fn forward_first(&self, x: Tensor<B, 3>, rows: usize) -> Tensor<B, 3> {
+        let a = self.attn.forward_first(layer_norm(&self.norm1, x.clone()), rows);
+        let x = x.narrow(1, 0, rows) + a;
         x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
     }
 }

@@ -10,7 +10,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{attention, merge_heads, split_heads};
+use super::attention::packed_self_attention;
 use super::cpu_norm::{gelu, layer_norm};
 use super::weights::WeightStore;
 use crate::error::{Error, Result};
@@ -122,15 +122,21 @@ pub struct BertLayer<B: Backend> {
 }
 
 impl<B: Backend> BertLayer<B> {
+    /// The query, key and value projections as one matmul, `[q | k | v]` (heads outermost in
+    /// each, as [`packed_self_attention`] reads them).
+    fn qkv(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let lin = [&self.query, &self.key, &self.value];
+        let weight = Tensor::cat(lin.iter().map(|l| l.weight.val()).collect(), 1);
+        let bias = lin.iter().map(|l| l.bias.as_ref().map(|b| b.val())).collect::<Option<Vec<_>>>();
+        burn::tensor::module::linear(x, weight, bias.map(|b| Tensor::cat(b, 0)))
+    }
+
     /// # Shapes
     /// - x: `[batch, tokens, hidden]`, mask_bias: `[batch, 1, 1, tokens]` → `[batch, tokens, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
         let [_, _, d] = x.dims();
         let hd = d / self.heads;
-        let q = split_heads(self.query.forward(x.clone()), self.heads);
-        let k = split_heads(self.key.forward(x.clone()), self.heads);
-        let v = split_heads(self.value.forward(x.clone()), self.heads);
-        let ctx = merge_heads(attention(q, k, v, 1.0 / (hd as f64).sqrt(), Some(mask_bias)));
+        let ctx = packed_self_attention(self.qkv(x.clone()), self.heads, 1.0 / (hd as f64).sqrt(), Some(mask_bias));
         let x = layer_norm(&self.attn_norm, x + self.attn_out.forward(ctx));
         let y = self.output.forward(gelu(self.intermediate.forward(x.clone())));
         layer_norm(&self.out_norm, x + y)

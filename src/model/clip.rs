@@ -62,8 +62,7 @@ impl<B: Backend> ClipBackbone<B> {
     /// # Shapes
     /// - x: `[batch, 1, D, H, W]` → `[batch, joint]`
     pub fn encode_image(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
-        let (last, _) = self.vit.forward(x, false);
-        let pooled = to_dtype(self.vit.pooled(last), self.vision_proj.weight.val().dtype());
+        let pooled = to_dtype(self.vit.forward_pooled(x), self.vision_proj.weight.val().dtype());
         l2norm(self.vision_proj.forward(pooled))
     }
 

@@ -236,6 +236,87 @@ pub fn backward<B: Backend>(
     Some([from_values(dq, shape(n_q)), from_values(dk, shape(n_k)), from_values(dv, shape(n_k))])
 }
 
+/// [`backward`] when only the first `r` rows of Q, K and V need gradients, as in a frozen
+/// tower's first block, where [CLS], [MMSE] and the prompts train and the patch tokens are
+/// constants. Returns those rows' gradients, `[b, h, r, d]` each, at about `r / n` of the full
+/// pass's cost: every query row's scores are recomputed against the first `r` keys only (for
+/// their dK and dV), and against every key only for the first `r` query rows (their dQ). No
+/// bias (the ViTs have none). `None` where [`backward`] would be, or when `r` is 0 or exceeds
+/// either sequence.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_leading<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    out: &Tensor<B, 4>,
+    lse: &Tensor<B, 4>,
+    grad_out: &Tensor<B, 4>,
+    scale: f64,
+    r: usize,
+) -> Option<[Tensor<B, 4>; 3]> {
+    let x = Inputs::new(q, k, v, None)?;
+    let [b, h, n_q, n_k, d] = x.dims;
+    if r == 0 || r > n_q || r > n_k {
+        return None;
+    }
+    let (o, lse, g) = (flat(out)?, flat(lse)?, flat(grad_out)?);
+    let (q, k, v, o, lse, g) = (slice(&x.q), slice(&x.k), slice(&x.v), slice(&o), slice(&lse), slice(&g));
+    let scale = scale as f32;
+    let mut dq = vec![0f32; b * h * r * d];
+    let mut dk = vec![0f32; b * h * r * d];
+    let mut dv = vec![0f32; b * h * r * d];
+    let rows = tile_rows(n_k);
+    dq.par_chunks_mut(r * d).zip(dk.par_chunks_mut(r * d)).zip(dv.par_chunks_mut(r * d)).enumerate().for_each_init(
+        || (vec![0f32; rows * n_k], vec![0f32; rows * n_k]),
+        |(p_tile, ds_tile), (bh, ((dq, dk), dv))| {
+            let qs = bh * n_q * d..(bh + 1) * n_q * d;
+            let (q, o, g) = (&q[qs.clone()], &o[qs.clone()], &g[qs]);
+            let lse = &lse[bh * n_q..(bh + 1) * n_q];
+            let kv = bh * n_k * d..(bh + 1) * n_k * d;
+            let (k, v) = (&k[kv.clone()], &v[kv]);
+            // `dS = P ⊙ (dP − rowsum(dO ⊙ O))` for the rows of a tile starting at `start`,
+            // whose scores `p` (`cols` wide) are exponentiated and `ds` holds `dP`.
+            let softmax_grad = |ds: &mut [f32], p: &[f32], start: usize, cols: usize| {
+                for (i, (ds, p)) in ds.chunks_exact_mut(cols).zip(p.chunks_exact(cols)).enumerate() {
+                    let r = start + i;
+                    let dot: f32 = g[r * d..(r + 1) * d].iter().zip(&o[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum();
+                    ds.iter_mut().zip(p).for_each(|(ds, p)| *ds = p * (*ds - dot));
+                }
+            };
+            // Every query row against the first r keys: their dK and dV.
+            for start in (0..n_q).step_by(rows) {
+                let len = rows.min(n_q - start);
+                let (p, ds) = (&mut p_tile[..len * r], &mut ds_tile[..len * r]);
+                let (q_t, g_t) = (&q[start * d..], &g[start * d..]);
+                gemm(p, r, false, Mat::rows(q_t, len, d), Mat::transposed(k, r, d), scale);
+                for (i, row) in p.chunks_exact_mut(r).enumerate() {
+                    exp_shifted_sum(row, lse[start + i]);
+                }
+                gemm(dv, d, true, Mat::transposed(p, len, r), Mat::rows(g_t, len, d), 1.0);
+                gemm(ds, r, false, Mat::rows(g_t, len, d), Mat::transposed(v, r, d), 1.0);
+                softmax_grad(ds, p, start, r);
+                gemm(dk, d, true, Mat::transposed(ds, len, r), Mat::rows(q_t, len, d), scale);
+            }
+            // The first r query rows against every key: their dQ.
+            for start in (0..r).step_by(rows) {
+                let len = rows.min(r - start);
+                let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
+                let (q_t, g_t) = (&q[start * d..], &g[start * d..]);
+                gemm(p, n_k, false, Mat::rows(q_t, len, d), Mat::transposed(k, n_k, d), scale);
+                for (i, row) in p.chunks_exact_mut(n_k).enumerate() {
+                    exp_shifted_sum(row, lse[start + i]);
+                }
+                gemm(ds, n_k, false, Mat::rows(g_t, len, d), Mat::transposed(v, n_k, d), 1.0);
+                softmax_grad(ds, p, start, n_k);
+                let dq = &mut dq[start * d..(start + len) * d];
+                gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(k, n_k, d), scale);
+            }
+        },
+    );
+    let shape = [b, h, r, d];
+    Some([from_values(dq, shape), from_values(dk, shape), from_values(dv, shape)])
+}
+
 /// A matrix operand of [`gemm`]: `rows × cols` values read from `data` with a row stride and a
 /// column stride.
 #[derive(Clone, Copy)]
@@ -393,6 +474,29 @@ mod tests {
         row[3] = -1e9;
         let sum = exp_shifted_sum(&mut row, 0.5);
         assert_eq!((row[3], row[0], sum), (0.0, 1.0, 18.0));
+    }
+
+    /// The leading rows' gradients equal the full backward pass's first rows, with tiles that
+    /// split both the rows and the leading block (300 keys: 256-row tiles).
+    #[test]
+    fn the_leading_backward_is_the_full_backward_at_those_rows() {
+        use burn::tensor::Distribution;
+        let device = Default::default();
+        for (n, r) in [(9, 3), (300, 22), (300, 260)] {
+            let x = |n| Tensor::<Cpu, 4>::random([2, 3, n, 8], Distribution::Normal(0.0, 1.0), &device);
+            let (q, k, v, g) = (x(n), x(n), x(n), x(n));
+            let (out, lse) = forward(&q, &k, &v, 0.35, None).unwrap();
+            let full = backward(&q, &k, &v, &out, &lse, &g, 0.35, None).unwrap();
+            let lead = backward_leading(&q, &k, &v, &out, &lse, &g, 0.35, r).unwrap();
+            for (name, (f, l)) in ["dq", "dk", "dv"].iter().zip(full.into_iter().zip(lead)) {
+                let want = f.narrow(2, 0, r);
+                let scale: f32 = want.clone().abs().max().into_scalar();
+                let diff: f32 = (l - want).abs().max().into_scalar();
+                assert!(diff <= 1e-5 * scale.max(1.0), "n {n}, r {r}, {name}: {diff}");
+            }
+        }
+        let x = Tensor::<Cpu, 4>::ones([1, 1, 4, 2], &device);
+        assert!(backward_leading(&x, &x, &x, &x, &x.clone().narrow(3, 0, 1), &x, 1.0, 5).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::heads::{l2norm, MmseHead};
 use super::lga::{Lga, LgaShape};
 use super::loss::{clip_loss, masked_mse};
 use super::perceiver::SpatialPooling;
-use super::prompts::{prompted_vision, TextPrompts, VisualPrompts};
+use super::prompts::{prompted_vision, TextPrompts, VisionOutput, VisualPrompts};
 use super::tokenizer::Encoded;
 
 /// The logit scale's convention.
@@ -459,7 +459,8 @@ impl<B: Backend> AdClip<B> {
             &self.adaptation,
             guide,
             self.mixer.as_ref(),
-            false,
+            // The perceiver reads the patch tokens; otherwise only [CLS] and [MMSE] are read.
+            if self.perceiver.is_some() { VisionOutput::Sequence } else { VisionOutput::Prefix },
         );
         // Back to the trainable heads' precision (f32) from the frozen tower's.
         let last = to_dtype(last, self.f_v.weight.val().dtype());

@@ -39,10 +39,25 @@ impl<B: Backend> VisualPrompts<B> {
     }
 }
 
+/// What [`prompted_vision`] returns besides the final-normed sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionOutput {
+    /// The whole sequence.
+    Sequence,
+    /// The whole sequence and every hidden state (the input of each block, then the last
+    /// block's output).
+    Hidden,
+    /// Only the prefix rows ([CLS], then [MMSE] when on): the last block computes those rows
+    /// alone ([`super::attention::Block::forward_first`]) where nothing else reads its output
+    /// (no LGA, no mixer, no adaptation on that block).
+    Prefix,
+}
+
 /// The vision forward pass with optional [MMSE] token and deep prompts.
 ///
 /// Returns the final-normed sequence `[batch, prefix + n_prompts + patches, hidden]` where
-/// `prefix` is 1 (CLS) plus 1 when the MMSE token is used, and, if asked, every hidden state.
+/// `prefix` is 1 (CLS) plus 1 when the MMSE token is used (with [`VisionOutput::Prefix`]: its
+/// first `prefix` rows), and, if asked, every hidden state.
 /// With `mixer` (a CNN tower), its trainable blocks run after the tower's own, with the prompts
 /// of the layers after the tower's, and its norm replaces the tower's final norm.
 /// With `guide` (LGA and its text stream), LGA's interactions run before their blocks and its
@@ -55,8 +70,9 @@ pub fn prompted_vision<B: Backend>(
     adaptation: &[super::adapt::BlockAdaptation<B>],
     mut guide: Option<(&super::lga::Lga<B>, Tensor<B, 3>)>,
     mixer: Option<&super::mixer::TokenMixer<B>>,
-    keep_hidden: bool,
+    output: VisionOutput,
 ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
+    let keep_hidden = output == VisionOutput::Hidden;
     let e = vit.embed_patches(x);
     let [b, _, h] = e.dims();
     // Trainable tensors (f32) join the frozen tower's sequence in its precision.
@@ -71,12 +87,21 @@ pub fn prompted_vision<B: Backend>(
     if let Some(p) = prompts {
         parts.push(like(p.layer(0, b)));
     }
-    parts.push(e);
-    let mut x = Tensor::cat(parts, 1);
+    let head = Tensor::cat(parts, 1);
     let mut hidden = Vec::new();
     // The frozen blocks, then the trainable mixer's (a CNN tower has only the latter).
     let mixed = mixer.map_or(&[][..], |m| &m.blocks[..]);
-    for (l, block) in vit.blocks.iter().chain(mixed).enumerate() {
+    let last = (vit.blocks.len() + mixed.len()).saturating_sub(1);
+    let only_prefix = output == VisionOutput::Prefix && guide.is_none() && mixer.is_none();
+    // The first frozen block sees the patch tokens as constants: only the rows before them
+    // need gradients there.
+    let (mut x, first) = match vit.blocks.first() {
+        Some(block) if output != VisionOutput::Hidden && guide.is_none() && adaptation.is_empty() && last > 0 => {
+            (block.forward_constant_tail(head, e), 1)
+        }
+        _ => (Tensor::cat(vec![head, e], 1), 0),
+    };
+    for (l, block) in vit.blocks.iter().chain(mixed).enumerate().skip(first) {
         if let (Some(p), true) = (prompts, l > 0) {
             let [_, n, _] = x.dims();
             let head = x.clone().narrow(1, 0, prefix);
@@ -92,6 +117,7 @@ pub fn prompted_vision<B: Backend>(
         }
         x = match adaptation.get(l) {
             Some(ad) => ad.forward(block, x),
+            None if only_prefix && l == last => block.forward_first(x, prefix),
             None => block.forward(x),
         };
     }
@@ -100,6 +126,9 @@ pub fn prompted_vision<B: Backend>(
     }
     if keep_hidden {
         hidden.push(x.clone());
+    }
+    if output == VisionOutput::Prefix {
+        x = x.narrow(1, 0, prefix);
     }
     match mixer {
         Some(m) => (m.norm.forward(x), hidden),
@@ -139,5 +168,63 @@ impl<B: Backend> TextPrompts<B> {
         let ones = Tensor::ones([b, n], &mask.device());
         let m = Tensor::cat(vec![mask.clone().narrow(1, 0, 1), ones, mask.narrow(1, 1, t - 1)], 1);
         (x, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::clip::ClipBackbone;
+    use crate::model::method::{AdClip, MethodConfig};
+    use burn::backend::Autodiff;
+    use burn::tensor::Distribution;
+
+    type AD = Autodiff<Cpu>;
+
+    fn max_rel<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>) -> f32 {
+        let scale = a.clone().abs().max().into_scalar().max(1e-6);
+        (a - b).abs().max().into_scalar() / scale
+    }
+
+    /// The shortcuts give what the plain pass gives, values and gradients of every trainable
+    /// input of the tower (each layer's prompts, the [MMSE] token, the CLS token): the first
+    /// block differentiating only the rows before the patch tokens (`Sequence` and `Prefix`),
+    /// and the last computing only [CLS] and [MMSE] (`Prefix`). `Hidden` takes neither.
+    #[test]
+    fn the_shortcuts_match_the_plain_pass() {
+        let device = Default::default();
+        let cfg = MethodConfig { embed_dim: 64, mmse_hidden: 32, visual_prompts: 3, ..Default::default() };
+        let m = AdClip::new(ClipBackbone::<AD>::tiny(&device), &cfg, &device);
+        let x = Tensor::<AD, 5>::random([2, 1, 16, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        // A fixed random read-out of [CLS] and [MMSE], as the heads make.
+        let readout = Tensor::<AD, 3>::random([2, 2, 64], Distribution::Normal(0.0, 1.0), &device);
+        let run = |output| {
+            let (seq, _) = prompted_vision(
+                &m.backbone.vit,
+                x.clone(),
+                m.mmse_token.as_ref(),
+                m.visual_prompts.as_ref(),
+                &m.adaptation,
+                None,
+                None,
+                output,
+            );
+            let rows = seq.narrow(1, 0, 2);
+            let g = (rows.clone() * readout.clone()).sum().backward();
+            let prompts = m.visual_prompts.as_ref().unwrap().prompts.grad(&g).unwrap();
+            let mmse = m.mmse_token.as_ref().unwrap().grad(&g).unwrap();
+            let cls = m.backbone.vit.cls_token.grad(&g).unwrap();
+            (rows.inner(), [prompts, mmse.reshape([1, 64]).unsqueeze(), cls.reshape([1, 64]).unsqueeze()])
+        };
+        let (want, want_grads) = run(VisionOutput::Hidden);
+        for output in [VisionOutput::Sequence, VisionOutput::Prefix] {
+            let (got, grads) = run(output);
+            let values = max_rel(want.clone(), got);
+            let grads: Vec<f32> = want_grads.iter().zip(grads).map(|(w, g)| max_rel(w.clone(), g)).collect();
+            println!("{output:?}: values {values:e}, gradients (prompts, MMSE, CLS) {grads:?}");
+            assert!(values < 1e-5, "{output:?}: {values}");
+            assert!(grads.iter().all(|&g| g < 1e-4), "{output:?}: {grads:?}");
+        }
     }
 }

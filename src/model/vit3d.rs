@@ -516,9 +516,31 @@ impl<B: Backend> Vit3d<B> {
         if !self.layout.has_cls() {
             return self.encode(e, keep_hidden);
         }
+        self.encode(self.with_cls(e), keep_hidden)
+    }
+
+    /// `[CLS, e]`, the CLS token in `e`'s precision.
+    fn with_cls(&self, e: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, _, h] = e.dims();
         let cls = crate::model::precision::to_dtype(self.cls_token.val(), e.dtype()).expand([b, 1, h]);
-        self.encode(Tensor::cat(vec![cls, e], 1), keep_hidden)
+        Tensor::cat(vec![cls, e], 1)
+    }
+
+    /// [`pooled`](Self::pooled)`(forward(x).0)` with less work: where the pooled token is [CLS],
+    /// the last block computes that row alone ([`Block::forward_first`]).
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, D, H, W]` → `[batch, hidden]`
+    pub fn forward_pooled(&self, x: Tensor<B, 5>) -> Tensor<B, 2> {
+        let Some((last, rest)) = self.blocks.split_last().filter(|_| self.layout.has_cls()) else {
+            return self.pooled(self.forward(x, false).0);
+        };
+        let mut x = self.with_cls(self.embed_patches(x));
+        for block in rest {
+            x = block.forward(x);
+        }
+        let [b, _, h] = x.dims();
+        self.final_norm(last.forward_first(x, 1)).reshape([b, h])
     }
 }
 
@@ -527,6 +549,27 @@ mod tests {
     use super::*;
 
     type B = crate::backend::Cpu;
+
+    /// `forward_pooled` (the last block at [CLS] alone) gives `pooled(forward(..))` on a CLS
+    /// layout, and falls back to it on RadFM's, which pools every patch token.
+    #[test]
+    fn forward_pooled_is_the_pooled_forward() {
+        let device = Default::default();
+        for layout in [VitLayout::Monai, VitLayout::Radfm] {
+            let cfg = Vit3dConfig {
+                layout,
+                in_channels: if layout == VitLayout::Radfm { 3 } else { 1 },
+                hidden_size: 48,
+                ..Vit3dConfig::tiny()
+            };
+            let vit = Vit3d::<B>::init(&cfg, &device).unwrap();
+            let x =
+                Tensor::<B, 5>::random([2, cfg.in_channels, 16, 32, 32], burn::tensor::Distribution::Default, &device);
+            let want = vit.pooled(vit.forward(x.clone(), false).0);
+            let d: f32 = (vit.forward_pooled(x) - want).abs().max().into_scalar();
+            assert!(d < 1e-5, "{layout:?}: {d}");
+        }
+    }
 
     /// Each layout's patches run in its own order, and `token_grid` / `tokens_to_dhw` undo it:
     /// a volume whose voxels carry their patch's (D, H, W) index comes back in raster order.

@@ -56,8 +56,7 @@ impl<B: Backend> ImageSide<B> {
     /// `encode_image · encode_textᵀ · scale`, as [`ClipBackbone::logits`] computes it, from the
     /// text tower's [CLS] states `text` `[m, text_hidden]`.
     pub fn logits(&self, images: Tensor<B, 5>, text: Tensor<B, 2>) -> Tensor<B, 2> {
-        let (last, _) = self.vit.forward(images, false);
-        let img = l2norm(self.vision_proj.forward(self.vit.pooled(last)));
+        let img = l2norm(self.vision_proj.forward(self.vit.forward_pooled(images)));
         let txt = l2norm(self.text_proj.forward(text));
         img.matmul(txt.transpose()) * self.logit_scale.val().reshape([1, 1])
     }
