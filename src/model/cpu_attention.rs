@@ -180,60 +180,18 @@ pub fn backward<B: Backend>(
     scale: f64,
     bias: Option<&Tensor<B, 4>>,
 ) -> Option<[Tensor<B, 4>; 3]> {
-    let x = Inputs::new(q, k, v, bias)?;
-    let [b, h, n_q, n_k, d] = x.dims;
-    let (o, lse, g) = (flat(out)?, flat(lse)?, flat(grad_out)?);
-    let (q, k, v, o, lse, g) = (slice(&x.q), slice(&x.k), slice(&x.v), slice(&o), slice(&lse), slice(&g));
-    let scale = scale as f32;
-    let mut dq = vec![0f32; b * h * n_q * d];
-    let mut dk = vec![0f32; b * h * n_k * d];
-    let mut dv = vec![0f32; b * h * n_k * d];
-    let rows = tile_rows(n_k);
-    dq.par_chunks_mut(n_q * d)
-        .zip(dk.par_chunks_mut(n_k * d))
-        .zip(dv.par_chunks_mut(n_k * d))
-        .enumerate()
-        .for_each_init(
-            || (vec![0f32; rows * n_k], vec![0f32; rows * n_k]),
-            |(p_tile, ds_tile), (bh, ((dq, dk), dv))| {
-                let qs = bh * n_q * d..(bh + 1) * n_q * d;
-                let (q, o, g) = (&q[qs.clone()], &o[qs.clone()], &g[qs]);
-                let lse = &lse[bh * n_q..(bh + 1) * n_q];
-                let kv = bh * n_k * d..(bh + 1) * n_k * d;
-                let (k, v) = (&k[kv.clone()], &v[kv]);
-                for start in (0..n_q).step_by(rows) {
-                    let len = rows.min(n_q - start);
-                    let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
-                    let (q_t, g_t) = (&q[start * d..], &g[start * d..]);
-                    gemm(p, n_k, false, Mat::rows(q_t, len, d), Mat::transposed(k, n_k, d), scale);
-                    for (i, row) in p.chunks_exact_mut(n_k).enumerate() {
-                        if let Some(bias) = &x.bias {
-                            bias.add_row(row, bh / h, bh % h, start + i);
-                        }
-                        exp_shifted_sum(row, lse[start + i]);
-                    }
-                    gemm(dv, d, true, Mat::transposed(p, len, n_k), Mat::rows(g_t, len, d), 1.0);
-                    gemm(ds, n_k, false, Mat::rows(g_t, len, d), Mat::transposed(v, n_k, d), 1.0);
-                    for (i, (ds, p)) in ds.chunks_exact_mut(n_k).zip(p.chunks_exact(n_k)).enumerate() {
-                        let r = start + i;
-                        let dot: f32 =
-                            g[r * d..(r + 1) * d].iter().zip(&o[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum();
-                        ds.iter_mut().zip(p).for_each(|(ds, p)| *ds = p * (*ds - dot));
-                    }
-                    gemm(
-                        &mut dq[start * d..(start + len) * d],
-                        d,
-                        false,
-                        Mat::rows(ds, len, n_k),
-                        Mat::rows(k, n_k, d),
-                        scale,
-                    );
-                    gemm(dk, d, true, Mat::transposed(ds, len, n_k), Mat::rows(q_t, len, d), scale);
-                }
-            },
-        );
-    let shape = |n| [b, h, n, d];
-    Some([from_values(dq, shape(n_q)), from_values(dk, shape(n_k)), from_values(dv, shape(n_k))])
+    let saved = Saved::new(q, k, v, out, lse, grad_out, scale, bias)?;
+    let [_, _, n_q, n_k, d] = saved.x.dims;
+    Some(saved.per_head(n_q, n_k, |head, (p_tile, ds_tile), [dq, dk, dv]| {
+        for start in (0..n_q).step_by(head.tile_rows) {
+            let len = head.tile_rows.min(n_q - start);
+            let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
+            head.scores_and_grads(p, ds, start, len, n_k, Some(dv));
+            let dq = &mut dq[start * d..(start + len) * d];
+            gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(head.k, n_k, d), head.scale);
+            gemm(dk, d, true, Mat::transposed(ds, len, n_k), Mat::rows(&head.q[start * d..], len, d), head.scale);
+        }
+    }))
 }
 
 /// [`backward`] when only the first `r` rows of Q, K and V need gradients, as in a frozen
@@ -254,67 +212,148 @@ pub fn backward_leading<B: Backend>(
     scale: f64,
     r: usize,
 ) -> Option<[Tensor<B, 4>; 3]> {
-    let x = Inputs::new(q, k, v, None)?;
-    let [b, h, n_q, n_k, d] = x.dims;
+    let saved = Saved::new(q, k, v, out, lse, grad_out, scale, None)?;
+    let [_, _, n_q, n_k, d] = saved.x.dims;
     if r == 0 || r > n_q || r > n_k {
         return None;
     }
-    let (o, lse, g) = (flat(out)?, flat(lse)?, flat(grad_out)?);
-    let (q, k, v, o, lse, g) = (slice(&x.q), slice(&x.k), slice(&x.v), slice(&o), slice(&lse), slice(&g));
-    let scale = scale as f32;
-    let mut dq = vec![0f32; b * h * r * d];
-    let mut dk = vec![0f32; b * h * r * d];
-    let mut dv = vec![0f32; b * h * r * d];
-    let rows = tile_rows(n_k);
-    dq.par_chunks_mut(r * d).zip(dk.par_chunks_mut(r * d)).zip(dv.par_chunks_mut(r * d)).enumerate().for_each_init(
-        || (vec![0f32; rows * n_k], vec![0f32; rows * n_k]),
-        |(p_tile, ds_tile), (bh, ((dq, dk), dv))| {
-            let qs = bh * n_q * d..(bh + 1) * n_q * d;
-            let (q, o, g) = (&q[qs.clone()], &o[qs.clone()], &g[qs]);
-            let lse = &lse[bh * n_q..(bh + 1) * n_q];
-            let kv = bh * n_k * d..(bh + 1) * n_k * d;
-            let (k, v) = (&k[kv.clone()], &v[kv]);
-            // `dS = P ⊙ (dP − rowsum(dO ⊙ O))` for the rows of a tile starting at `start`,
-            // whose scores `p` (`cols` wide) are exponentiated and `ds` holds `dP`.
-            let softmax_grad = |ds: &mut [f32], p: &[f32], start: usize, cols: usize| {
-                for (i, (ds, p)) in ds.chunks_exact_mut(cols).zip(p.chunks_exact(cols)).enumerate() {
-                    let r = start + i;
-                    let dot: f32 = g[r * d..(r + 1) * d].iter().zip(&o[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum();
-                    ds.iter_mut().zip(p).for_each(|(ds, p)| *ds = p * (*ds - dot));
-                }
-            };
-            // Every query row against the first r keys: their dK and dV.
-            for start in (0..n_q).step_by(rows) {
-                let len = rows.min(n_q - start);
-                let (p, ds) = (&mut p_tile[..len * r], &mut ds_tile[..len * r]);
-                let (q_t, g_t) = (&q[start * d..], &g[start * d..]);
-                gemm(p, r, false, Mat::rows(q_t, len, d), Mat::transposed(k, r, d), scale);
-                for (i, row) in p.chunks_exact_mut(r).enumerate() {
-                    exp_shifted_sum(row, lse[start + i]);
-                }
-                gemm(dv, d, true, Mat::transposed(p, len, r), Mat::rows(g_t, len, d), 1.0);
-                gemm(ds, r, false, Mat::rows(g_t, len, d), Mat::transposed(v, r, d), 1.0);
-                softmax_grad(ds, p, start, r);
-                gemm(dk, d, true, Mat::transposed(ds, len, r), Mat::rows(q_t, len, d), scale);
+    Some(saved.per_head(r, r, |head, (p_tile, ds_tile), [dq, dk, dv]| {
+        // Every query row against the first r keys: their dK and dV.
+        for start in (0..n_q).step_by(head.tile_rows) {
+            let len = head.tile_rows.min(n_q - start);
+            let (p, ds) = (&mut p_tile[..len * r], &mut ds_tile[..len * r]);
+            head.scores_and_grads(p, ds, start, len, r, Some(&mut *dv));
+            gemm(dk, d, true, Mat::transposed(ds, len, r), Mat::rows(&head.q[start * d..], len, d), head.scale);
+        }
+        // The first r query rows against every key: their dQ.
+        for start in (0..r).step_by(head.tile_rows) {
+            let len = head.tile_rows.min(r - start);
+            let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
+            head.scores_and_grads(p, ds, start, len, n_k, None);
+            let dq = &mut dq[start * d..(start + len) * d];
+            gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(head.k, n_k, d), head.scale);
+        }
+    }))
+}
+
+/// What the backward passes read: the inputs, the output, the log-sum-exp and the output's
+/// gradient, as contiguous f32 buffers.
+struct Saved {
+    x: Inputs,
+    o: FlexTensor,
+    lse: FlexTensor,
+    g: FlexTensor,
+    scale: f32,
+}
+
+/// One (batch, head) of [`Saved`].
+struct Head<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    o: &'a [f32],
+    g: &'a [f32],
+    lse: &'a [f32],
+    /// The bias and this head's (batch, head) index.
+    bias: Option<(&'a Bias, usize, usize)>,
+    d: usize,
+    scale: f32,
+    tile_rows: usize,
+}
+
+impl Saved {
+    #[allow(clippy::too_many_arguments)]
+    fn new<B: Backend>(
+        q: &Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        v: &Tensor<B, 4>,
+        out: &Tensor<B, 4>,
+        lse: &Tensor<B, 4>,
+        grad_out: &Tensor<B, 4>,
+        scale: f64,
+        bias: Option<&Tensor<B, 4>>,
+    ) -> Option<Self> {
+        let x = Inputs::new(q, k, v, bias)?;
+        Some(Self { x, o: flat(out)?, lse: flat(lse)?, g: flat(grad_out)?, scale: scale as f32 })
+    }
+
+    /// Runs `f` on each (batch, head) in parallel, with two score tiles of its own and zeroed
+    /// gradient buffers for the first `q_rows` rows of Q and `k_rows` rows of K and V; returns
+    /// those buffers as `[b, h, rows, d]` tensors.
+    fn per_head<B: Backend>(
+        &self,
+        q_rows: usize,
+        k_rows: usize,
+        f: impl Fn(&Head, (&mut [f32], &mut [f32]), [&mut [f32]; 3]) + Sync,
+    ) -> [Tensor<B, 4>; 3] {
+        let [b, h, n_q, n_k, d] = self.x.dims;
+        let (q, k, v) = (slice(&self.x.q), slice(&self.x.k), slice(&self.x.v));
+        let (o, lse, g) = (slice(&self.o), slice(&self.lse), slice(&self.g));
+        let mut dq = vec![0f32; b * h * q_rows * d];
+        let mut dk = vec![0f32; b * h * k_rows * d];
+        let mut dv = vec![0f32; b * h * k_rows * d];
+        let rows = tile_rows(n_k);
+        dq.par_chunks_mut(q_rows * d)
+            .zip(dk.par_chunks_mut(k_rows * d))
+            .zip(dv.par_chunks_mut(k_rows * d))
+            .enumerate()
+            .for_each_init(
+                || (vec![0f32; rows * n_k], vec![0f32; rows * n_k]),
+                |(p_tile, ds_tile), (bh, ((dq, dk), dv))| {
+                    let qs = bh * n_q * d..(bh + 1) * n_q * d;
+                    let kv = bh * n_k * d..(bh + 1) * n_k * d;
+                    let head = Head {
+                        q: &q[qs.clone()],
+                        k: &k[kv.clone()],
+                        v: &v[kv],
+                        o: &o[qs.clone()],
+                        g: &g[qs],
+                        lse: &lse[bh * n_q..(bh + 1) * n_q],
+                        bias: self.x.bias.as_ref().map(|bias| (bias, bh / h, bh % h)),
+                        d,
+                        scale: self.scale,
+                        tile_rows: rows,
+                    };
+                    f(&head, (p_tile, ds_tile), [dq, dk, dv]);
+                },
+            );
+        [from_values(dq, [b, h, q_rows, d]), from_values(dk, [b, h, k_rows, d]), from_values(dv, [b, h, k_rows, d])]
+    }
+}
+
+impl Head<'_> {
+    /// One tile of the backward pass: query rows `start..start + len` against the first `cols`
+    /// keys. Leaves `P = exp(S − lse)` in `p` and `dS = P ⊙ (dO_t V_cᵀ − rowsum(dO ⊙ O))` in
+    /// `ds` (both `len × cols`), and adds `Pᵀ dO_t` to `dv` (the first `cols` key rows) when
+    /// given.
+    fn scores_and_grads(
+        &self,
+        p: &mut [f32],
+        ds: &mut [f32],
+        start: usize,
+        len: usize,
+        cols: usize,
+        dv: Option<&mut [f32]>,
+    ) {
+        let d = self.d;
+        let (q_t, g_t) = (&self.q[start * d..], &self.g[start * d..]);
+        gemm(p, cols, false, Mat::rows(q_t, len, d), Mat::transposed(self.k, cols, d), self.scale);
+        for (i, row) in p.chunks_exact_mut(cols).enumerate() {
+            if let Some((bias, b, h)) = self.bias {
+                bias.add_row(row, b, h, start + i);
             }
-            // The first r query rows against every key: their dQ.
-            for start in (0..r).step_by(rows) {
-                let len = rows.min(r - start);
-                let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
-                let (q_t, g_t) = (&q[start * d..], &g[start * d..]);
-                gemm(p, n_k, false, Mat::rows(q_t, len, d), Mat::transposed(k, n_k, d), scale);
-                for (i, row) in p.chunks_exact_mut(n_k).enumerate() {
-                    exp_shifted_sum(row, lse[start + i]);
-                }
-                gemm(ds, n_k, false, Mat::rows(g_t, len, d), Mat::transposed(v, n_k, d), 1.0);
-                softmax_grad(ds, p, start, n_k);
-                let dq = &mut dq[start * d..(start + len) * d];
-                gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(k, n_k, d), scale);
-            }
-        },
-    );
-    let shape = [b, h, r, d];
-    Some([from_values(dq, shape), from_values(dk, shape), from_values(dv, shape)])
+            exp_shifted_sum(row, self.lse[start + i]);
+        }
+        if let Some(dv) = dv {
+            gemm(dv, d, true, Mat::transposed(p, len, cols), Mat::rows(g_t, len, d), 1.0);
+        }
+        gemm(ds, cols, false, Mat::rows(g_t, len, d), Mat::transposed(self.v, cols, d), 1.0);
+        for (i, (ds, p)) in ds.chunks_exact_mut(cols).zip(p.chunks_exact(cols)).enumerate() {
+            let r = start + i;
+            let dot: f32 = self.g[r * d..(r + 1) * d].iter().zip(&self.o[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum();
+            ds.iter_mut().zip(p).for_each(|(ds, p)| *ds = p * (*ds - dot));
+        }
+    }
 }
 
 /// A matrix operand of [`gemm`]: `rows × cols` values read from `data` with a row stride and a
