@@ -210,8 +210,7 @@ impl<B: Backend> BlockAdaptation<B> {
     pub fn forward(&self, block: &Block<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let ad = Some(self);
         let h = layer_norm(&block.norm1, x.clone());
-        let scale = (block.attn.head_dim() as f64).powf(-0.5);
-        let o = packed_self_attention(adapted_qkv(block, ad, h), block.attn.heads, scale, None);
+        let o = packed_self_attention(adapted_qkv(block, ad, h), block.attn.heads, block.attn.scale(), None);
         let x = x + adapted_attn_out(block, ad, o);
         let h = layer_norm(&block.norm2, x.clone());
         x + adapted_mlp(block, ad, h)

@@ -161,6 +161,11 @@ impl<B: Backend> SelfAttention<B> {
         self.qkv.weight.dims()[1] / (3 * self.heads.max(1))
     }
 
+    /// `1 / √head_dim`, the scores' scale.
+    pub fn scale(&self) -> f64 {
+        (self.head_dim() as f64).powf(-0.5)
+    }
+
     /// `heads × head_dim`, the width `out_proj` reads (the stream's width in MONAI's ViT).
     pub fn attention_dim(&self) -> usize {
         self.heads * self.head_dim()
@@ -169,8 +174,7 @@ impl<B: Backend> SelfAttention<B> {
     /// # Shapes
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let scale = (self.head_dim() as f64).powf(-0.5);
-        self.out_proj.forward(packed_self_attention(self.qkv.forward(x), self.heads, scale, None))
+        self.out_proj.forward(packed_self_attention(self.qkv.forward(x), self.heads, self.scale(), None))
     }
 
     /// [`forward`](Self::forward) at the first `rows` tokens only: their queries against every
@@ -181,7 +185,6 @@ impl<B: Backend> SelfAttention<B> {
     /// - x: `[batch, tokens, dim]` → `[batch, rows, dim]`
     pub fn forward_first(&self, x: Tensor<B, 3>, rows: usize) -> Tensor<B, 3> {
         let (ad, heads) = (self.attention_dim(), self.heads);
-        let scale = (self.head_dim() as f64).powf(-0.5);
         // Columns `from..from + width` of the packed projection.
         let project = |x: Tensor<B, 3>, from: usize, width: usize| {
             let w = self.qkv.weight.val().narrow(1, from, width);
@@ -192,7 +195,7 @@ impl<B: Backend> SelfAttention<B> {
         let kv = project(x, ad, 2 * ad);
         let k = split_heads(kv.clone().narrow(2, 0, ad), heads);
         let v = split_heads(kv.narrow(2, ad, ad), heads);
-        self.out_proj.forward(merge_heads(attention(q, k, v, scale, None)))
+        self.out_proj.forward(merge_heads(attention(q, k, v, self.scale(), None)))
     }
 }
 
@@ -222,7 +225,11 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// - x: `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(layer_norm(&self.norm1, x));
+        self.feed_forward(x.clone() + self.attn.forward(layer_norm(&self.norm1, x)))
+    }
+
+    /// The block's second half: `x + mlp(norm2 x)`.
+    fn feed_forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
     }
 
@@ -236,16 +243,14 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// - head: `[batch, r, dim]`, tail: `[batch, n − r, dim]` → `[batch, n, dim]`
     pub fn forward_constant_tail(&self, head: Tensor<B, 3>, tail: Tensor<B, 3>) -> Tensor<B, 3> {
-        let at = &self.attn;
-        let scale = (at.head_dim() as f64).powf(-0.5);
+        let (at, scale) = (&self.attn, self.attn.scale());
         let qkv = |t: Tensor<B, 3>| at.qkv.forward(layer_norm(&self.norm1, t));
         let (qh, qt) = (qkv(head.clone()), qkv(tail.clone()));
         let a = match crate::model::cpu_self_attention::self_attention_constant_tail(&qh, &qt, at.heads, scale) {
             Some(a) => a,
             None => packed_self_attention(Tensor::cat(vec![qh, qt], 1), at.heads, scale, None),
         };
-        let x = Tensor::cat(vec![head, tail], 1) + at.out_proj.forward(a);
-        x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
+        self.feed_forward(Tensor::cat(vec![head, tail], 1) + at.out_proj.forward(a))
     }
 
     /// `forward(x).narrow(1, 0, rows)`, computing only those rows: every token is normed and
@@ -257,7 +262,6 @@ impl<B: Backend> Block<B> {
     /// - x: `[batch, tokens, dim]` → `[batch, rows, dim]`
     pub fn forward_first(&self, x: Tensor<B, 3>, rows: usize) -> Tensor<B, 3> {
         let a = self.attn.forward_first(layer_norm(&self.norm1, x.clone()), rows);
-        let x = x.narrow(1, 0, rows) + a;
-        x.clone() + self.mlp.forward(layer_norm(&self.norm2, x))
+        self.feed_forward(x.narrow(1, 0, rows) + a)
     }
 }

@@ -84,9 +84,8 @@ fn copy_runs(t: &FlexTensor) -> Option<FlexTensor> {
     Some(FlexTensor::new(burn::tensor::Bytes::from_elems(dst), Layout::contiguous(shape), DType::F32))
 }
 
-/// Append `run` to `dst` in blocks of 16 floats: a fixed-size copy compiles to vector moves,
-/// where a call to `memmove` for each short run (an attention head is 16-64 floats, a patch row
-/// 16) cost more than the copy itself.
+/// Append `run` to `dst` in fixed-size blocks of 16 floats. One `memmove` call per short run (an
+/// attention head is 16-64 floats, a patch row 16) cost more than the copy itself.
 fn push_run(dst: &mut Vec<f32>, run: &[f32]) {
     let (blocks, rest) = run.as_chunks::<16>();
     for b in blocks {

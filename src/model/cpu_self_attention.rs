@@ -54,13 +54,18 @@ pub fn self_attention<B: Backend>(
     if crate::model::attention::decomposed_training() {
         return None;
     }
-    if let Some(t) = same::<_, Tensor<Autodiff<Cpu, NoCheckpointing>, 3>>(qkv.clone()) {
-        return same(autodiff(t, heads, scale, constant::<B, NoCheckpointing>(bias)?)?);
+    fn on<C: CheckpointStrategy, B: Backend>(
+        qkv: &Tensor<B, 3>,
+        heads: usize,
+        scale: f64,
+        bias: Option<&Tensor<B, 4>>,
+    ) -> Option<Tensor<B, 3>> {
+        let qkv = same::<_, Tensor<Autodiff<Cpu, C>, 3>>(qkv.clone())?;
+        let values = qkv.clone().inner();
+        same(record(qkv, values, heads, scale, constant::<B, C>(bias)?, None)?)
     }
-    if let Some(t) = same::<_, Tensor<Autodiff<Cpu, BalancedCheckpointing>, 3>>(qkv.clone()) {
-        return same(autodiff(t, heads, scale, constant::<B, BalancedCheckpointing>(bias)?)?);
-    }
-    None
+    on::<NoCheckpointing, B>(qkv, heads, scale, bias)
+        .or_else(|| on::<BalancedCheckpointing, B>(qkv, heads, scale, bias))
 }
 
 /// The bias's values when it is a constant of the autodiff backend `Autodiff<Cpu, C>`
@@ -119,39 +124,11 @@ fn constant_tail<C: CheckpointStrategy>(
         return None;
     }
     let rows = head.dims()[1];
-    let head = head.into_primitive().tensor();
-    let qkv = Tensor::cat(vec![tensor::<Cpu, 3>(head.primitive.clone()), tail.inner()], 1);
+    let qkv = Tensor::cat(vec![head.clone().inner(), tail.inner()], 1);
     if qkv.dtype() != DType::F32 || qkv.dims()[2] % (3 * heads) != 0 {
         return None;
     }
-    let (out, saved) = forward(qkv, heads, scale, None)?;
-    let output = match LeadingBackward.prepare::<C>([head.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((saved.map(primitive), rows, scale), primitive(out)),
-        OpsKind::UnTracked(prep) => prep.finish(primitive(out)),
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(output)))
-}
-
-/// The backward pass of [`self_attention_constant_tail`]: the gradient of the head rows only.
-#[derive(Debug)]
-struct LeadingBackward;
-
-impl Backward<Cpu, 1> for LeadingBackward {
-    type State = ([FloatTensor<Cpu>; 5], usize, f64);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = tensor::<Cpu, 3>(grads.consume::<Cpu>(&ops.node));
-        let (saved, rows, scale) = ops.state;
-        let [q, k, v, out, lse] = saved.map(tensor::<Cpu, 4>);
-        let [b, h, n, d] = q.dims();
-        let grad_out = grad_out.reshape([b, n, h, d]).swap_dims(1, 2);
-        let grads_qkv = cpu_attention::backward_leading(&q, &k, &v, &out, &lse, &grad_out, scale, rows)
-            .expect("f32 tensors on the CPU, as in the forward pass");
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<Cpu>(node.id, primitive(pack(grads_qkv)));
-        }
-    }
+    record(head, qkv, heads, scale, None, Some(rows))
 }
 
 /// What the backward pass keeps: Q, K, V (`[b, h, n, d]`), the output in the same layout, each
@@ -191,42 +168,53 @@ fn pack([dq, dk, dv]: [Tensor<Cpu, 4>; 3]) -> Tensor<Cpu, 3> {
     cpu_layout::contiguous(Tensor::stack::<5>(vec![dq, dk, dv], 0).permute([1, 3, 0, 2, 4])).reshape([b, n, 3 * h * d])
 }
 
+/// The attention of `qkv` as one graph node whose backward pass registers the gradient of
+/// `parent`: `qkv` holds `parent`'s values, or (with `leading`) `parent`'s rows followed by
+/// constant ones, whose gradients are never computed ([`cpu_attention::backward_leading`]).
+fn record<C: CheckpointStrategy>(
+    parent: Tensor<Autodiff<Cpu, C>, 3>,
+    qkv: Tensor<Cpu, 3>,
+    heads: usize,
+    scale: f64,
+    bias: Option<Tensor<Cpu, 4>>,
+    leading: Option<usize>,
+) -> Option<Tensor<Autodiff<Cpu, C>, 3>> {
+    let parent = parent.into_primitive().tensor();
+    let (out, saved) = forward(qkv, heads, scale, bias.clone())?;
+    let output = match SelfAttentionBackward.prepare::<C>([parent.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            prep.finish((saved.map(primitive), bias.map(primitive), leading, scale), primitive(out))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(primitive(out)),
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(output)))
+}
+
 #[derive(Debug)]
 struct SelfAttentionBackward;
 
 impl Backward<Cpu, 1> for SelfAttentionBackward {
-    type State = ([FloatTensor<Cpu>; 5], Option<FloatTensor<Cpu>>, f64);
+    /// The saved tensors, the bias, the leading rows that need gradients (all when `None`) and
+    /// the scale.
+    type State = ([FloatTensor<Cpu>; 5], Option<FloatTensor<Cpu>>, Option<usize>, f64);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad_out = tensor::<Cpu, 3>(grads.consume::<Cpu>(&ops.node));
-        let (saved, bias, scale) = ops.state;
+        let (saved, bias, leading, scale) = ops.state;
         let [q, k, v, out, lse] = saved.map(tensor::<Cpu, 4>);
         let bias = bias.map(tensor::<Cpu, 4>);
         let [b, h, n, d] = q.dims();
         let grad_out = grad_out.reshape([b, n, h, d]).swap_dims(1, 2);
-        let grads_qkv = cpu_attention::backward(&q, &k, &v, &out, &lse, &grad_out, scale, bias.as_ref())
-            .expect("f32 tensors on the CPU, as in the forward pass");
+        let grads_qkv = match leading {
+            Some(r) => cpu_attention::backward_leading(&q, &k, &v, &out, &lse, &grad_out, scale, r),
+            None => cpu_attention::backward(&q, &k, &v, &out, &lse, &grad_out, scale, bias.as_ref()),
+        }
+        .expect("f32 tensors on the CPU, as in the forward pass");
         let [parent] = ops.parents;
         if let Some(node) = parent {
             grads.register::<Cpu>(node.id, primitive(pack(grads_qkv)));
         }
     }
-}
-
-/// [`self_attention`] under autodiff: the forward pass on the inner tensors, one graph node.
-fn autodiff<C: CheckpointStrategy>(
-    qkv: Tensor<Autodiff<Cpu, C>, 3>,
-    heads: usize,
-    scale: f64,
-    bias: Option<Tensor<Cpu, 4>>,
-) -> Option<Tensor<Autodiff<Cpu, C>, 3>> {
-    let qkv = qkv.into_primitive().tensor();
-    let (out, saved) = forward(tensor(qkv.primitive.clone()), heads, scale, bias.clone())?;
-    let output = match SelfAttentionBackward.prepare::<C>([qkv.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((saved.map(primitive), bias.map(primitive), scale), primitive(out)),
-        OpsKind::UnTracked(prep) => prep.finish(primitive(out)),
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(output)))
 }
 
 #[cfg(test)]
