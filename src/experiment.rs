@@ -355,6 +355,11 @@ impl Experiment {
             pairs.push(("fine-tuned − oracle".into(), "fine-tuned".into(), "oracle".into()));
             for v in self.variants.iter().filter(|v| **v != Variant::Full) {
                 pairs.push((format!("{} − full", v.name()), format!("ablation/{}", v.name()), "ablation/full".into()));
+                pairs.push((
+                    format!("{} − linear-probe", v.name()),
+                    format!("ablation/{}", v.name()),
+                    "linear-probe".into(),
+                ));
             }
         }
         let diffs: Vec<_> = pairs

@@ -307,7 +307,12 @@ fn experiment_aggregates_runs_and_reuses_finished_ones() {
     }
     assert!(out.contains("## Transfer to `oasis/index.csv`"), "{out}");
     assert!(out.contains("## Models on the test subjects (each subject's baseline visit)"), "{out}");
-    assert!(out.contains("| fine-tuned − zero-shot | 2 |") && out.contains("| no-mmse − full | 2 |"), "{out}");
+    assert!(
+        out.contains("| fine-tuned − zero-shot | 2 |")
+            && out.contains("| no-mmse − full | 2 |")
+            && out.contains("| no-mmse − linear-probe | 2 |"),
+        "{out}"
+    );
     let csv = std::fs::read_to_string(d.join("exp/results.csv")).unwrap();
     assert_eq!(csv, std::fs::read_to_string(d.join("tables/tiny.csv")).unwrap());
     assert!(csv.starts_with("model,metric,mean,std,n_runs\n"));

@@ -135,6 +135,23 @@ fn brain_pretraining_keeps_the_text_tower_outside_and_resolves_it() {
     let caption = summary["example_caption"].as_str().unwrap();
     assert!(caption.contains("Hippocampal volume"), "{caption}");
     assert_eq!(summary["text_model"]["frozen"], true);
+    // The findings term is on by default: logged every step, scored on the held-out heads, and
+    // its head is not part of the backbone.
+    let log = std::fs::read_to_string(dir.join("pretrain_log.csv")).unwrap();
+    assert!(log.starts_with("step,lr,loss,accuracy,findings_mse\n"), "{log}");
+    let r2 = summary["held_out_findings_r2"].as_object().unwrap();
+    assert_eq!(r2.len(), 7, "{r2:?}");
+    assert!(r2["hippocampus"].as_f64().unwrap().is_finite());
+    assert_eq!(summary["config"]["findings_weight"], 1.0);
+    assert_eq!(keys.len(), {
+        let mut off = vec!["pretrain", "--out", "c", "--findings-weight", "0"];
+        off.extend(TINY_BRAINS);
+        ok(d, &off);
+        let c = d.join("c");
+        assert!(std::fs::read_to_string(c.join("pretrain_log.csv")).unwrap().starts_with("step,lr,loss,accuracy\n"));
+        assert!(read_json(c.join("pretrain.json"))["held_out_findings_r2"].is_null());
+        adfit::model::weights::read_safetensors(&c.join("model.safetensors")).unwrap().len()
+    });
 
     let b = Backbone::<Flex>::load(&dir, None, PosEmbedPolicy::Reinterpret, &Default::default()).unwrap();
     assert_eq!(b.model.bert.hidden_size(), 384);

@@ -61,6 +61,13 @@ pub struct PretrainArgs {
     /// Peak learning rate (after a linear warm-up over 5% of the steps; cosine decay after).
     #[arg(long, default_value_t = 5e-4)]
     pub lr: f64,
+    /// Brain corpus: weight of the findings term: a linear head reads the caption's measured sizes
+    /// (each structure's log share of intracranial volume, and the log intracranial volume) off
+    /// the pooled image feature, and its mean squared error joins the contrastive loss, so that
+    /// the small structures count too. 0 trains on the contrastive loss alone. The head is not
+    /// written with the backbone.
+    #[arg(long, default_value_t = 1.0)]
+    pub findings_weight: f64,
     /// The same seed gives the same weights, bit for bit, on the same machine.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -87,6 +94,7 @@ pub fn run(a: PretrainArgs, quiet: bool) -> anyhow::Result<()> {
         corpus_size: a.corpus_size,
         held_out: a.held_out,
         text_model: a.text_model.clone(),
+        findings_weight: if a.corpus == Corpus::Brains { a.findings_weight } else { 0.0 },
         ..Default::default()
     };
     let job = PretrainJob { out: a.out.clone(), cfg, quiet, command: std::env::args().collect::<Vec<_>>().join(" ") };

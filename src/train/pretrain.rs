@@ -51,6 +51,13 @@ pub struct PretrainConfig {
     /// Brain corpus: the frozen Hugging Face text tower (`language_model_name_or_path`).
     #[serde(default)]
     pub text_model: String,
+    /// Brain corpus: weight of the findings term, the mean squared error of a linear head that
+    /// reads the caption's measured sizes (log share of intracranial volume per structure, and
+    /// log intracranial volume, standardised over the corpus) off the pooled image feature. 0
+    /// trains on the contrastive loss alone. The head is dropped afterwards: only the ViT keeps
+    /// what it learned.
+    #[serde(default)]
+    pub findings_weight: f64,
 }
 
 /// The pre-training domain.
@@ -90,6 +97,7 @@ impl Default for PretrainConfig {
             corpus_size: 2000,
             held_out: 256,
             text_model: DEFAULT_TEXT_MODEL.into(),
+            findings_weight: 0.0,
         }
     }
 }
@@ -179,6 +187,8 @@ pub struct StepLog {
     pub loss: f64,
     /// Image→caption retrieval accuracy within the batch.
     pub accuracy: f64,
+    /// Brain corpus with a findings term: its mean squared error (standardised units).
+    pub findings: Option<f64>,
 }
 
 /// A fresh backbone with the shape of `cfg`; the scale starts at 10 (M3D-CLIP multiplies it raw).
@@ -238,7 +248,7 @@ pub fn train<B: AutodiffBackend>(
         let lr = cfg.lr_at(step);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
-        on_step(&StepLog { step, lr, loss: value, accuracy });
+        on_step(&StepLog { step, lr, loss: value, accuracy, findings: None });
     }
     Ok(model)
 }

@@ -130,7 +130,13 @@ impl PretrainJob {
         let side = pretrain_brains::train(side, &corpus, text, cfg, &device, |s| log.push(s))?;
         let seconds = started.elapsed().as_secs_f64();
         log.finish(out, cfg.batch_size)?;
-        let model = side.valid().with_text(bert);
+        let side = side.valid();
+        let r2 =
+            pretrain_brains::findings_r2(&side, &pretrain_brains::Findings::fit(&corpus), &held, cfg.grid, &device);
+        if let Some(r2) = &r2 {
+            tracing::info!("held-out findings R²: {:?}", pretrain_brains::FINDINGS.iter().zip(r2).collect::<Vec<_>>());
+        }
+        let model = side.with_text(bert);
         let batch = cfg.batch_size.min(cfg.held_out.max(2));
         let held_out = pretrain_brains::retrieval_accuracy(&model, &tok, &held, cfg.grid, batch, &device)?;
         let train_acc = pretrain_brains::retrieval_accuracy(
@@ -146,6 +152,7 @@ impl PretrainJob {
             "domain": "brain corpus (adfit::data::synth::corpus): synthetic heads with radiology-style findings, no diagnosis",
             "text_model": { "name": cfg.text_model, "resolved_from": text_dir.display().to_string(), "frozen": true },
             "training_heads_accuracy": train_acc,
+            "held_out_findings_r2": r2.map(|r2| pretrain_brains::FINDINGS.iter().zip(r2).map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>()),
             "seconds_generating": generated,
             "seconds_encoding_captions": encoded - generated,
             "seconds_training": seconds - encoded,
@@ -208,7 +215,16 @@ impl StepLogger {
         self.bar.set_message(format!("loss {loss:.3}, batch accuracy {acc:.2}"));
         self.bar.inc(1);
         if (s.step + 1).is_multiple_of(100) {
-            tracing::info!("step {}: loss {loss:.4}, in-batch accuracy {acc:.3} (last {} steps)", s.step + 1, n);
+            let findings: Vec<f64> = recent.iter().filter_map(|s| s.findings).collect();
+            let findings = match findings.len() {
+                0 => String::new(),
+                k => format!(", findings MSE {:.3}", findings.iter().sum::<f64>() / k as f64),
+            };
+            tracing::info!(
+                "step {}: loss {loss:.4}, in-batch accuracy {acc:.3}{findings} (last {} steps)",
+                s.step + 1,
+                n
+            );
         }
     }
 
@@ -216,28 +232,37 @@ impl StepLogger {
         self.bar.finish_and_clear();
         let log = self.log;
         let chance = 1.0 / batch as f64;
-        let mut csv = String::from("step,lr,loss,accuracy\n");
+        let with_findings = log.iter().any(|s| s.findings.is_some());
+        let mut csv = String::from(if with_findings {
+            "step,lr,loss,accuracy,findings_mse\n"
+        } else {
+            "step,lr,loss,accuracy\n"
+        });
         for s in &log {
-            csv.push_str(&format!("{},{},{},{}\n", s.step, s.lr, s.loss, s.accuracy));
+            csv.push_str(&format!("{},{},{},{}", s.step, s.lr, s.loss, s.accuracy));
+            if with_findings {
+                csv.push_str(&format!(",{}", s.findings.unwrap_or(f64::NAN)));
+            }
+            csv.push('\n');
         }
         crate::util::write_bytes_atomic(&out.join("pretrain_log.csv"), csv.as_bytes())?;
         let smooth = |f: fn(&StepLog) -> f64| -> Vec<(f64, f64)> {
             let w = 50.min(log.len()).max(1);
             log.windows(w).map(|win| (win[w - 1].step as f64, win.iter().map(f).sum::<f64>() / w as f64)).collect()
         };
-        crate::plot::curves(
-            &out.join("pretrain_curves.png"),
-            "step",
-            &[
-                ("contrastive loss (mean of 50 steps)", vec![("loss", smooth(|s| s.loss))]),
-                (
-                    "in-batch image-to-caption accuracy",
-                    vec![
-                        ("accuracy", smooth(|s| s.accuracy)),
-                        ("chance", vec![(0.0, chance), (log.len() as f64, chance)]),
-                    ],
-                ),
-            ],
-        )
+        let mut panels = vec![
+            ("contrastive loss (mean of 50 steps)", vec![("loss", smooth(|s| s.loss))]),
+            (
+                "in-batch image-to-caption accuracy",
+                vec![("accuracy", smooth(|s| s.accuracy)), ("chance", vec![(0.0, chance), (log.len() as f64, chance)])],
+            ),
+        ];
+        if with_findings {
+            panels.push((
+                "findings MSE, standardised (mean of 50 steps)",
+                vec![("findings", smooth(|s| s.findings.unwrap_or(f64::NAN)))],
+            ));
+        }
+        crate::plot::curves(&out.join("pretrain_curves.png"), "step", &panels)
     }
 }
