@@ -143,15 +143,17 @@ fn brain_pretraining_keeps_the_text_tower_outside_and_resolves_it() {
     assert_eq!(r2.len(), 7, "{r2:?}");
     assert!(r2["hippocampus"].as_f64().unwrap().is_finite());
     assert_eq!(summary["config"]["findings_weight"], 1.0);
-    assert_eq!(keys.len(), {
-        let mut off = vec!["pretrain", "--out", "c", "--findings-weight", "0"];
-        off.extend(TINY_BRAINS);
-        ok(d, &off);
-        let c = d.join("c");
-        assert!(std::fs::read_to_string(c.join("pretrain_log.csv")).unwrap().starts_with("step,lr,loss,accuracy\n"));
-        assert!(read_json(c.join("pretrain.json"))["held_out_findings_r2"].is_null());
-        adfit::model::weights::read_safetensors(&c.join("model.safetensors")).unwrap().len()
-    });
+    // Without the term: no findings column, no R², and the same weights are written (the head
+    // never is).
+    let mut off = vec!["pretrain", "--out", "c", "--findings-weight", "0"];
+    off.extend(TINY_BRAINS);
+    ok(d, &off);
+    let c = d.join("c");
+    assert!(std::fs::read_to_string(c.join("pretrain_log.csv")).unwrap().starts_with("step,lr,loss,accuracy\n"));
+    let summary_off: serde_json::Value = read_json(c.join("pretrain.json"));
+    assert!(summary_off["held_out_findings_r2"].is_null());
+    let keys_off = adfit::model::weights::read_safetensors(&c.join("model.safetensors")).unwrap();
+    assert_eq!(keys.keys().collect::<Vec<_>>(), keys_off.keys().collect::<Vec<_>>());
 
     let b = Backbone::<Flex>::load(&dir, None, PosEmbedPolicy::Reinterpret, &Default::default()).unwrap();
     assert_eq!(b.model.bert.hidden_size(), 384);
@@ -191,11 +193,12 @@ fn the_default_brain_backbone_loads_with_minilm_and_reads_findings() {
     let b = Backbone::<Flex>::load(&dir, Some(cfg.grid), PosEmbedPolicy::Reinterpret, &device).unwrap();
     assert_eq!(b.model.bert.hidden_size(), 384, "the text tower is all-MiniLM-L6-v2");
 
-    let held = corpus::heads(cfg.grid, cfg.seed, true, 0, 32).unwrap();
+    // Four batches: one batch of 32 is too few to tell 0.15 from chance reliably.
+    let held = corpus::heads(cfg.grid, cfg.seed, true, 0, 128).unwrap();
     let acc = retrieval_accuracy(&b.model, &b.tokenizer, &held, cfg.grid, 32, &device).unwrap();
     let chance = 1.0 / 32.0;
-    println!("brain-64: held-out retrieval accuracy {acc:.3} among 32 (chance {chance:.3})");
-    assert!(acc > 4.0 * chance, "held-out accuracy {acc}");
+    println!("brain-64: held-out retrieval accuracy {acc:.3} on 128 heads, each among 32 (chance {chance:.3})");
+    assert!(acc > 3.0 * chance, "held-out accuracy {acc}");
     assert!(summary["held_out_accuracy"].as_f64().unwrap() > 4.0 * chance);
 
     let texts: Vec<String> = ["A photo of NC.", "A photo of MCI.", "A photo of AD."].map(String::from).to_vec();
