@@ -280,11 +280,11 @@ mod tests {
         let f = Findings::fit(&heads);
         let t = f.targets(&heads);
         assert_eq!(t.len(), 12 * FINDINGS.len());
-        for k in 0..FINDINGS.len() {
+        for (k, name) in FINDINGS.iter().enumerate() {
             let col: Vec<f64> = t.iter().skip(k).step_by(FINDINGS.len()).map(|&v| v as f64).collect();
             let mean = col.iter().sum::<f64>() / 12.0;
             let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 12.0;
-            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "{}: mean {mean}, variance {var}", FINDINGS[k]);
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "{name}: mean {mean}, variance {var}");
         }
         // A head with a smaller hippocampal share gets a lower hippocampus target.
         let share = |h: &Head| h.volumes[1] / h.volumes[6];
