@@ -143,6 +143,15 @@ pub fn regression(truth: &[f64], pred: &[f64]) -> RegressionMetrics {
     RegressionMetrics { n, mae, rmse, pearson_r }
 }
 
+/// The coefficient of determination of `pred` against `truth`: `1 − SS_res / SS_tot`, with
+/// `SS_tot` around `truth`'s own mean.
+pub fn r_squared(truth: &[f64], pred: &[f64]) -> f64 {
+    let mean = truth.iter().sum::<f64>() / truth.len().max(1) as f64;
+    let ss_tot: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
+    let ss_res: f64 = truth.iter().zip(pred).map(|(t, p)| (t - p).powi(2)).sum();
+    1.0 - ss_res / ss_tot.max(f64::MIN_POSITIVE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

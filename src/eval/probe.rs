@@ -123,14 +123,9 @@ pub fn volume_r2(
             return Err(Error::config("probe", format!("too few scans with a {what} volume")));
         }
         let (b, w) = ridge(&fit, 1.0);
-        let ym = held.iter().map(|h| h.1).sum::<f64>() / held.len() as f64;
-        let (mut ss_res, mut ss_tot) = (0.0, 0.0);
-        for (x, y) in &held {
-            let pred = b + w.iter().zip(x).map(|(a, b)| a * b).sum::<f64>();
-            ss_res += (y - pred).powi(2);
-            ss_tot += (y - ym).powi(2);
-        }
-        Ok(1.0 - ss_res / ss_tot.max(f64::MIN_POSITIVE))
+        let truth: Vec<f64> = held.iter().map(|h| h.1).collect();
+        let pred: Vec<f64> = held.iter().map(|(x, _)| b + w.iter().zip(x).map(|(a, b)| a * b).sum::<f64>()).collect();
+        Ok(crate::eval::metrics::r_squared(&truth, &pred))
     };
     Ok(VolumeR2 { hippocampus: r2(|r| r.hippocampus, "Hippocampus")?, ventricles: r2(|r| r.ventricles, "Ventricles")? })
 }

@@ -115,7 +115,7 @@ pub fn forward_blocks<B: Backend>(
 }
 
 /// The gradients of Q, K and V, recomputing the scores block by block (`lse` as [`forward`]
-/// returns it): on the CPU, [`cpu_attention::backward`]; elsewhere [`backward_blocks`].
+/// returns it): on the CPU, [`cpu_attention::Saved::grads`]; elsewhere [`backward_blocks`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend>(
     q: Tensor<B, 4>,
@@ -128,8 +128,8 @@ pub fn backward<B: Backend>(
     bias: Option<Tensor<B, 4>>,
 ) -> [Tensor<B, 4>; 3] {
     if let [all] = lse.as_slice() {
-        if let Some(grads) = cpu_attention::backward(&q, &k, &v, &out, all, &grad_out, scale, bias.as_ref()) {
-            return grads;
+        if let Some(saved) = cpu_attention::Saved::new(&q, &k, &v, &out, all, &grad_out, scale, bias.as_ref()) {
+            return saved.grads();
         }
     }
     backward_blocks(q, k, v, out, lse, grad_out, scale, bias)

@@ -167,78 +167,9 @@ pub fn forward<B: Backend>(
     Some((from_values(out, [b, h, n_q, d]), from_values(lse, [b, h, n_q, 1])))
 }
 
-/// The backward pass on the CPU: the gradients of Q, K and V from the saved inputs, output and
-/// log-sum-exp ([`forward`]'s). `None` when `B` is not the CPU backend or the tensors not f32.
-#[allow(clippy::too_many_arguments)]
-pub fn backward<B: Backend>(
-    q: &Tensor<B, 4>,
-    k: &Tensor<B, 4>,
-    v: &Tensor<B, 4>,
-    out: &Tensor<B, 4>,
-    lse: &Tensor<B, 4>,
-    grad_out: &Tensor<B, 4>,
-    scale: f64,
-    bias: Option<&Tensor<B, 4>>,
-) -> Option<[Tensor<B, 4>; 3]> {
-    let saved = Saved::new(q, k, v, out, lse, grad_out, scale, bias)?;
-    let [_, _, n_q, n_k, d] = saved.x.dims;
-    Some(saved.per_head(n_q, n_k, |head, (p_tile, ds_tile), [dq, dk, dv]| {
-        for start in (0..n_q).step_by(head.tile_rows) {
-            let len = head.tile_rows.min(n_q - start);
-            let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
-            head.scores_and_grads(p, ds, start, len, n_k, Some(dv));
-            let dq = &mut dq[start * d..(start + len) * d];
-            gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(head.k, n_k, d), head.scale);
-            gemm(dk, d, true, Mat::transposed(ds, len, n_k), Mat::rows(&head.q[start * d..], len, d), head.scale);
-        }
-    }))
-}
-
-/// [`backward`] when only the first `r` rows of Q, K and V need gradients, as in a frozen
-/// tower's first block, where [CLS], [MMSE] and the prompts train and the patch tokens are
-/// constants. Returns those rows' gradients, `[b, h, r, d]` each, at about `r / n` of the full
-/// pass's cost: every query row's scores are recomputed against the first `r` keys only (for
-/// their dK and dV), and against every key only for the first `r` query rows (their dQ). No
-/// bias (the ViTs have none). `None` where [`backward`] would be, or when `r` is 0 or exceeds
-/// either sequence.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_leading<B: Backend>(
-    q: &Tensor<B, 4>,
-    k: &Tensor<B, 4>,
-    v: &Tensor<B, 4>,
-    out: &Tensor<B, 4>,
-    lse: &Tensor<B, 4>,
-    grad_out: &Tensor<B, 4>,
-    scale: f64,
-    r: usize,
-) -> Option<[Tensor<B, 4>; 3]> {
-    let saved = Saved::new(q, k, v, out, lse, grad_out, scale, None)?;
-    let [_, _, n_q, n_k, d] = saved.x.dims;
-    if r == 0 || r > n_q || r > n_k {
-        return None;
-    }
-    Some(saved.per_head(r, r, |head, (p_tile, ds_tile), [dq, dk, dv]| {
-        // Every query row against the first r keys: their dK and dV.
-        for start in (0..n_q).step_by(head.tile_rows) {
-            let len = head.tile_rows.min(n_q - start);
-            let (p, ds) = (&mut p_tile[..len * r], &mut ds_tile[..len * r]);
-            head.scores_and_grads(p, ds, start, len, r, Some(&mut *dv));
-            gemm(dk, d, true, Mat::transposed(ds, len, r), Mat::rows(&head.q[start * d..], len, d), head.scale);
-        }
-        // The first r query rows against every key: their dQ.
-        for start in (0..r).step_by(head.tile_rows) {
-            let len = head.tile_rows.min(r - start);
-            let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
-            head.scores_and_grads(p, ds, start, len, n_k, None);
-            let dq = &mut dq[start * d..(start + len) * d];
-            gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(head.k, n_k, d), head.scale);
-        }
-    }))
-}
-
-/// What the backward passes read: the inputs, the output, the log-sum-exp and the output's
-/// gradient, as contiguous f32 buffers.
-struct Saved {
+/// What the backward passes read: the inputs, the output, the log-sum-exp ([`forward`]'s) and the
+/// output's gradient, as contiguous f32 buffers.
+pub struct Saved {
     x: Inputs,
     o: FlexTensor,
     lse: FlexTensor,
@@ -262,8 +193,9 @@ struct Head<'a> {
 }
 
 impl Saved {
+    /// `None` when `B` is not the CPU backend or the tensors not f32.
     #[allow(clippy::too_many_arguments)]
-    fn new<B: Backend>(
+    pub fn new<B: Backend>(
         q: &Tensor<B, 4>,
         k: &Tensor<B, 4>,
         v: &Tensor<B, 4>,
@@ -275,6 +207,51 @@ impl Saved {
     ) -> Option<Self> {
         let x = Inputs::new(q, k, v, bias)?;
         Some(Self { x, o: flat(out)?, lse: flat(lse)?, g: flat(grad_out)?, scale: scale as f32 })
+    }
+
+    /// The backward pass on the CPU: the gradients of Q, K and V.
+    pub fn grads<B: Backend>(&self) -> [Tensor<B, 4>; 3] {
+        let [_, _, n_q, n_k, d] = self.x.dims;
+        self.per_head(n_q, n_k, |head, (p_tile, ds_tile), [dq, dk, dv]| {
+            for start in (0..n_q).step_by(head.tile_rows) {
+                let len = head.tile_rows.min(n_q - start);
+                let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
+                head.scores_and_grads(p, ds, start, len, n_k, Some(dv));
+                let dq = &mut dq[start * d..(start + len) * d];
+                gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(head.k, n_k, d), head.scale);
+                gemm(dk, d, true, Mat::transposed(ds, len, n_k), Mat::rows(&head.q[start * d..], len, d), head.scale);
+            }
+        })
+    }
+
+    /// [`Self::grads`] when only the first `r` rows of Q, K and V need gradients, as in a frozen
+    /// tower's first block, where [CLS], [MMSE] and the prompts train and the patch tokens are
+    /// constants. Returns those rows' gradients, `[b, h, r, d]` each, at about `r / n` of the
+    /// full pass's cost: every query row's scores are recomputed against the first `r` keys only
+    /// (for their dK and dV), and against every key only for the first `r` query rows (their
+    /// dQ). `None` when `r` is 0 or exceeds either sequence.
+    pub fn leading_grads<B: Backend>(&self, r: usize) -> Option<[Tensor<B, 4>; 3]> {
+        let [_, _, n_q, n_k, d] = self.x.dims;
+        if r == 0 || r > n_q || r > n_k {
+            return None;
+        }
+        Some(self.per_head(r, r, |head, (p_tile, ds_tile), [dq, dk, dv]| {
+            // Every query row against the first r keys: their dK and dV.
+            for start in (0..n_q).step_by(head.tile_rows) {
+                let len = head.tile_rows.min(n_q - start);
+                let (p, ds) = (&mut p_tile[..len * r], &mut ds_tile[..len * r]);
+                head.scores_and_grads(p, ds, start, len, r, Some(&mut *dv));
+                gemm(dk, d, true, Mat::transposed(ds, len, r), Mat::rows(&head.q[start * d..], len, d), head.scale);
+            }
+            // The first r query rows against every key: their dQ.
+            for start in (0..r).step_by(head.tile_rows) {
+                let len = head.tile_rows.min(r - start);
+                let (p, ds) = (&mut p_tile[..len * n_k], &mut ds_tile[..len * n_k]);
+                head.scores_and_grads(p, ds, start, len, n_k, None);
+                let dq = &mut dq[start * d..(start + len) * d];
+                gemm(dq, d, false, Mat::rows(ds, len, n_k), Mat::rows(head.k, n_k, d), head.scale);
+            }
+        }))
     }
 
     /// Runs `f` on each (batch, head) in parallel, with two score tiles of its own and zeroed
@@ -525,8 +502,9 @@ mod tests {
             let x = |n| Tensor::<Cpu, 4>::random([2, 3, n, 8], Distribution::Normal(0.0, 1.0), &device);
             let (q, k, v, g) = (x(n), x(n), x(n), x(n));
             let (out, lse) = forward(&q, &k, &v, 0.35, None).unwrap();
-            let full = backward(&q, &k, &v, &out, &lse, &g, 0.35, None).unwrap();
-            let lead = backward_leading(&q, &k, &v, &out, &lse, &g, 0.35, r).unwrap();
+            let saved = Saved::new(&q, &k, &v, &out, &lse, &g, 0.35, None).unwrap();
+            let full: [Tensor<Cpu, 4>; 3] = saved.grads();
+            let lead: [Tensor<Cpu, 4>; 3] = saved.leading_grads(r).unwrap();
             for (name, (f, l)) in ["dq", "dk", "dv"].iter().zip(full.into_iter().zip(lead)) {
                 let want = f.narrow(2, 0, r);
                 let scale: f32 = want.clone().abs().max().into_scalar();
@@ -535,7 +513,8 @@ mod tests {
             }
         }
         let x = Tensor::<Cpu, 4>::ones([1, 1, 4, 2], &device);
-        assert!(backward_leading(&x, &x, &x, &x, &x.clone().narrow(3, 0, 1), &x, 1.0, 5).is_none());
+        let saved = Saved::new(&x, &x, &x, &x, &x.clone().narrow(3, 0, 1), &x, 1.0, None).unwrap();
+        assert!(saved.leading_grads::<Cpu>(5).is_none());
     }
 
     #[test]

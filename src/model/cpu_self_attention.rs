@@ -84,7 +84,7 @@ fn constant<B: Backend, C: CheckpointStrategy>(bias: Option<&Tensor<B, 4>>) -> O
 /// [`self_attention`] of `[head; tail]` (joined along the tokens) under autodiff on the CPU,
 /// where `tail` is a constant outside the graph (a frozen tower's patch tokens entering its
 /// first block): the backward pass computes the gradient of `head` alone
-/// ([`cpu_attention::backward_leading`]). `None` when `tail` is in the graph, or the tensors are
+/// ([`cpu_attention::Saved::leading_grads`]). `None` when `tail` is in the graph, or the tensors are
 /// not f32 tensors of the CPU backend under autodiff, for the caller's generic path.
 ///
 /// # Shapes
@@ -170,7 +170,7 @@ fn pack([dq, dk, dv]: [Tensor<Cpu, 4>; 3]) -> Tensor<Cpu, 3> {
 
 /// The attention of `qkv` as one graph node whose backward pass registers the gradient of
 /// `parent`: `qkv` holds `parent`'s values, or (with `leading`) `parent`'s rows followed by
-/// constant ones, whose gradients are never computed ([`cpu_attention::backward_leading`]).
+/// constant ones, whose gradients are never computed ([`cpu_attention::Saved::leading_grads`]).
 fn record<C: CheckpointStrategy>(
     parent: Tensor<Autodiff<Cpu, C>, 3>,
     qkv: Tensor<Cpu, 3>,
@@ -205,11 +205,12 @@ impl Backward<Cpu, 1> for SelfAttentionBackward {
         let bias = bias.map(tensor::<Cpu, 4>);
         let [b, h, n, d] = q.dims();
         let grad_out = grad_out.reshape([b, n, h, d]).swap_dims(1, 2);
+        let saved = cpu_attention::Saved::new(&q, &k, &v, &out, &lse, &grad_out, scale, bias.as_ref())
+            .expect("f32 tensors on the CPU, as in the forward pass");
         let grads_qkv = match leading {
-            Some(r) => cpu_attention::backward_leading(&q, &k, &v, &out, &lse, &grad_out, scale, r),
-            None => cpu_attention::backward(&q, &k, &v, &out, &lse, &grad_out, scale, bias.as_ref()),
-        }
-        .expect("f32 tensors on the CPU, as in the forward pass");
+            Some(r) => saved.leading_grads(r).expect("the leading rows fit the sequence, as in the forward pass"),
+            None => saved.grads(),
+        };
         let [parent] = ops.parents;
         if let Some(node) = parent {
             grads.register::<Cpu>(node.id, primitive(pack(grads_qkv)));

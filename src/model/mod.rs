@@ -27,5 +27,6 @@ pub mod prompts;
 pub mod text_model;
 pub mod tokenizer;
 pub mod vit3d;
+pub mod vit3d_config;
 pub mod vocab;
 pub mod weights;

@@ -30,6 +30,7 @@ use super::pretrain::{stack, PretrainConfig, StepLog};
 use crate::data::augment::{augment, AugmentConfig};
 use crate::data::synth::corpus::Head;
 use crate::error::{Error, Result};
+use crate::eval::metrics::r_squared;
 use crate::model::bert::{pool, Bert, Pooling};
 use crate::model::clip::ClipBackbone;
 use crate::model::heads::l2norm;
@@ -157,11 +158,13 @@ fn accuracy<B: Backend>(logits: Tensor<B, 2>) -> f64 {
 }
 
 /// Train `side` for `cfg.steps` steps on `corpus`, whose captions' [CLS] states are `text`
-/// (`[corpus.len(), hidden]`, computed once by [`text_states`]); `on_step` sees each step's log.
+/// (`[corpus.len(), hidden]`, computed once by [`text_states`]) and whose findings targets
+/// `findings` standardises (used when `side` has a findings head); `on_step` sees each step's log.
 pub fn train<B: AutodiffBackend>(
     mut side: ImageSide<B>,
     corpus: &[Head],
     text: Tensor<B::InnerBackend, 2>,
+    findings: &Findings,
     cfg: &PretrainConfig,
     device: &B::Device,
     mut on_step: impl FnMut(&StepLog),
@@ -173,7 +176,6 @@ pub fn train<B: AutodiffBackend>(
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init::<B, ImageSide<B>>();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5052_4554_5241_494E);
     let aug = AugmentConfig::default();
-    let findings = Findings::fit(corpus);
     let mut order: Vec<usize> = Vec::new();
     for step in 0..cfg.steps {
         if order.len() < batch {
@@ -237,14 +239,9 @@ pub fn findings_r2<B: Backend>(
         pred.extend(out.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default());
     }
     let target = findings.targets(heads);
-    Some(std::array::from_fn(|k| {
-        let t: Vec<f64> = target.iter().skip(k).step_by(7).map(|&v| v as f64).collect();
-        let p: Vec<f64> = pred.iter().skip(k).step_by(7).map(|&v| v as f64).collect();
-        let mean = t.iter().sum::<f64>() / t.len().max(1) as f64;
-        let sst: f64 = t.iter().map(|v| (v - mean).powi(2)).sum();
-        let sse: f64 = t.iter().zip(&p).map(|(a, b)| (a - b).powi(2)).sum();
-        1.0 - sse / sst.max(1e-12)
-    }))
+    let column =
+        |v: &[f32], k: usize| -> Vec<f64> { v.iter().skip(k).step_by(FINDINGS.len()).map(|&x| x as f64).collect() };
+    Some(std::array::from_fn(|k| r_squared(&column(&target, k), &column(&pred, k))))
 }
 
 /// Image→caption accuracy of a whole backbone on `heads`, in batches of `batch` (the last, short

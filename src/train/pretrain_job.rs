@@ -127,12 +127,12 @@ impl PretrainJob {
         );
         let side = ImageSide::<B>::init(cfg, text_cfg.hidden_size, &device)?;
         let mut log = StepLogger::new(cfg.steps, self.quiet);
-        let side = pretrain_brains::train(side, &corpus, text, cfg, &device, |s| log.push(s))?;
+        let findings = pretrain_brains::Findings::fit(&corpus);
+        let side = pretrain_brains::train(side, &corpus, text, &findings, cfg, &device, |s| log.push(s))?;
         let seconds = started.elapsed().as_secs_f64();
         log.finish(out, cfg.batch_size)?;
         let side = side.valid();
-        let r2 =
-            pretrain_brains::findings_r2(&side, &pretrain_brains::Findings::fit(&corpus), &held, cfg.grid, &device);
+        let r2 = pretrain_brains::findings_r2(&side, &findings, &held, cfg.grid, &device);
         if let Some(r2) = &r2 {
             tracing::info!("held-out findings R²: {:?}", pretrain_brains::FINDINGS.iter().zip(r2).collect::<Vec<_>>());
         }
