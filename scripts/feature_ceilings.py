@@ -59,13 +59,15 @@ LABELS = {
 }
 
 
-def read_cache(path: Path) -> np.ndarray:
-    """One adfit cache file: a 256-byte header (magic, shape, code, affine), then f32 voxels."""
+def read_cache(path: Path):
+    """One adfit cache file: a 256-byte header (magic, shape, code, affine), then f32 voxels.
+    Returns (voxels, 4x4 affine)."""
     raw = path.read_bytes()
     if raw[:8] != b"ADFITV1\0":
         raise SystemExit(f"{path}: not an adfit cache file")
     shape = np.frombuffer(raw[8:20], dtype="<u4")
-    return np.frombuffer(raw[256:], dtype="<f4").reshape(shape)
+    affine = np.frombuffer(raw[24:152], dtype="<f8").reshape(4, 4)
+    return np.frombuffer(raw[256:], dtype="<f4").reshape(shape), affine
 
 
 def pooled(vol: np.ndarray, to: int = 8) -> np.ndarray:
@@ -164,18 +166,17 @@ def label_shares(root: Path, index: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def frozen_features(root: Path, index: pd.DataFrame, backbone: str, adfit: str):
-    """`adfit embed --tokens` over the cached volumes: (projected embeddings, final tokens)."""
+def frozen_features(caches, backbone: str, adfit: str):
+    """`adfit embed --tokens` over the cached volumes ([`read_cache`]'s pairs): (projected
+    embeddings, final tokens)."""
     import nibabel as nib
     from safetensors.numpy import load_file
 
     with tempfile.TemporaryDirectory() as tmp:
         args = [adfit, "embed", "--backbone", backbone, "--text", "a", "-q"]
-        for i, c in enumerate(index.cache):
-            raw = (root / c).read_bytes()
-            affine = np.frombuffer(raw[24:152], dtype="<f8").reshape(4, 4)
+        for i, (voxels, affine) in enumerate(caches):
             path = Path(tmp, f"{i:05d}.nii.gz")
-            nib.save(nib.Nifti1Image(np.array(read_cache(root / c)), affine), str(path))
+            nib.save(nib.Nifti1Image(np.array(voxels), affine), str(path))
             args += ["--volume", str(path)]
         out, tokens = Path(tmp, "emb.safetensors"), Path(tmp, "tok.safetensors")
         subprocess.run(args + ["--out", str(out), "--tokens", str(tokens)], check=True, stdout=sys.stderr)
@@ -195,10 +196,9 @@ def table_rows(index, split, label):
         yield "table", name, BA, classify(index[cols].values.astype(float), label, index, split)
 
 
-def voxel_rows(root, index, split, label, hippo, vent):
-    volumes = [read_cache(root / c) for c in index.cache]
+def voxel_rows(caches, index, split, label, hippo, vent):
     for to in (8, 16):
-        x = np.stack([pooled(v, to) for v in volumes])
+        x = np.stack([pooled(v, to) for v, _ in caches])
         x = x - x.mean(axis=0)
         src = f"raw voxels, pooled to {to}³"
         yield src, "diagnosis (logistic)", BA, classify(x, label, index, split)
@@ -229,8 +229,8 @@ def label_rows(root, index, split, label, hippo):
         yield src, f"diagnosis from {name} (logistic)", BA, classify(x, label, index, split)
 
 
-def backbone_rows(root, index, split, label, hippo, backbone, adfit):
-    emb, tokens = frozen_features(root, index, backbone, adfit)
+def backbone_rows(caches, index, split, label, hippo, backbone, adfit):
+    emb, tokens = frozen_features(caches, backbone, adfit)
     every = tokens.reshape(len(tokens), -1)
     for src, x in [(f"{backbone}: projected embedding", emb), (f"{backbone}: every final token", every)]:
         yield src, "diagnosis (logistic)", BA, classify(x, label, index, split)
@@ -253,15 +253,16 @@ def main():
     label = index.label.values.astype(object)
     hippo = (index.Hippocampus / index.ICV).values
     vent = (index.Ventricles / index.ICV).values
+    caches = [read_cache(a.root / c) for c in index.cache]
     rows = [
         *table_rows(index, split, label),
-        *voxel_rows(a.root, index, split, label, hippo, vent),
+        *voxel_rows(caches, index, split, label, hippo, vent),
         *caption_rows(index, split, a.minilm),
     ]
     if (a.root / "labels").is_dir():
         rows += label_rows(a.root, index, split, label, hippo)
     if a.backbone:
-        rows += backbone_rows(a.root, index, split, label, hippo, a.backbone, a.adfit)
+        rows += backbone_rows(caches, index, split, label, hippo, a.backbone, a.adfit)
     print("| input | target | metric | value |\n|---|---|---|---|")
     for src, target, metric, value in rows:
         shown = f"{100 * value:.1f}" if metric == BA else f"{value:.2f}"

@@ -64,19 +64,7 @@ fn assert_grad_close<Bk: Backend, const D: usize>(got: Tensor<Bk, D>, want: &Raw
 }
 
 fn vit_config() -> Vit3dConfig {
-    Vit3dConfig {
-        img_size: [8, 32, 48],
-        patch_size: [4, 16, 16],
-        in_channels: 1,
-        hidden_size: 64,
-        mlp_dim: 128,
-        num_layers: 2,
-        num_heads: 4,
-        layer_norm_eps: 1e-5,
-        layout: Default::default(),
-        head_dim: None,
-        checkpoint_patch_size: None,
-    }
+    Vit3dConfig { img_size: [8, 32, 48], ..Vit3dConfig::tiny() }
 }
 
 fn bert_config() -> BertConfig {

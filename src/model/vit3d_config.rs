@@ -108,16 +108,11 @@ impl Vit3dConfig {
     pub fn tiny() -> Self {
         Vit3dConfig {
             img_size: [16, 32, 32],
-            patch_size: [4, 16, 16],
-            in_channels: 1,
             hidden_size: 64,
             mlp_dim: 128,
             num_layers: 2,
             num_heads: 4,
-            layer_norm_eps: 1e-5,
-            layout: VitLayout::Monai,
-            head_dim: None,
-            checkpoint_patch_size: None,
+            ..Self::m3d()
         }
     }
 
